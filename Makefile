@@ -1,0 +1,39 @@
+# The two commands of the README, and a few conveniences. Needs only Python 3.11+ (and make).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint migrate services bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.runtime: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.test: tests/requirements.txt requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r tests/requirements.txt
+	touch $@ $(VENV)/.runtime
+
+## Start the API on the embedded defaults (SQLite under ./data, in-process rate limits).
+run: $(VENV)/.runtime
+	$(BIN)/python -m backend serve
+
+migrate: $(VENV)/.runtime
+	$(BIN)/python -m backend migrate
+
+## Install test dependencies; lint, type-check, and run the whole suite with coverage >= 90%.
+test: $(VENV)/.test
+	$(BIN)/ruff check backend tests
+	$(BIN)/ruff format --check backend tests
+	$(BIN)/mypy
+	$(BIN)/python -m pytest --cov=backend --cov-report=term --cov-fail-under=90 $(PYTEST_ARGS)
+
+lint: $(VENV)/.test
+	$(BIN)/ruff check --fix backend tests
+	$(BIN)/ruff format backend tests
+
+clean:
+	rm -rf $(VENV) .coverage .mypy_cache .ruff_cache

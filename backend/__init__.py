@@ -1,0 +1,1 @@
+"""Taskdeck API: FastAPI + SQLModel backend."""

@@ -1,0 +1,172 @@
+"""Settings: one object, read from the environment (and an optional `.env`), validated at start-up."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+VERSION = "1.0.0"
+
+RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
+CommaList = Annotated[list[str], NoDecode]
+
+
+class ConfigError(ValueError):
+    """A setting is missing or wrong: the message says which and why."""
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    ENVIRONMENT: Literal["development", "test", "production"] = "development"
+    DATA_DIR: Path = Path("data")
+    DATABASE_URL: str = ""
+    DB_POOL_SIZE: int = Field(default=10, ge=1, le=200)
+    DB_MAX_OVERFLOW: int = Field(default=10, ge=0, le=200)
+    DB_POOL_TIMEOUT: float = Field(default=5.0, gt=0)
+    DB_CONNECT_TIMEOUT: float = Field(default=5.0, gt=0)
+    DB_POOL_RECYCLE: int = Field(default=1800, ge=60)
+    AUTO_MIGRATE: bool = True
+
+    REDIS_URL: str | None = None
+    REDIS_KEY_PREFIX: str = "taskdeck"
+
+    JWT_SECRET: str | None = None
+    ACCESS_TOKEN_EXPIRE_MINUTES: int = Field(default=15, ge=1, le=30)
+    REFRESH_TOKEN_EXPIRE_DAYS: int = Field(default=14, ge=1, le=365)
+    JWT_LEEWAY_SECONDS: int = Field(default=10, ge=0, le=120)
+    BCRYPT_ROUNDS: int = Field(default=12, ge=4, le=16)
+
+    CORS_ORIGINS: CommaList = ["http://localhost:3000"]
+    TRUSTED_PROXIES: CommaList = []
+    HSTS_ENABLED: bool = False
+    MAX_BODY_BYTES: int = Field(default=1024 * 1024, ge=1024)
+
+    BETTER_AUTH_URL: str | None = None
+    BETTER_AUTH_JWKS_URL: str | None = None
+    BETTER_AUTH_SECRET: str | None = None
+    BETTER_AUTH_ISSUER: str | None = None
+    BETTER_AUTH_AUDIENCE: str | None = None
+
+    GITHUB_API_URL: str = "https://api.github.com"
+    GITHUB_TOKEN: str | None = None
+    GITHUB_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0)
+
+    RATE_LIMIT_ENABLED: bool = True
+    RATE_LIMIT_DEFAULT: str = "100/minute"
+    RATE_LIMIT_LOGIN: str = "10/hour"
+    RATE_LIMIT_LOGIN_IP: str = "50/hour"
+    RATE_LIMIT_REGISTER: str = "20/hour"
+    RATE_LIMIT_SYNC: str = "30/hour"
+
+    LOG_LEVEL: Literal["debug", "info", "warning", "error"] = "info"
+    LOG_FORMAT: Literal["json", "console"] = "json"
+
+    @field_validator("CORS_ORIGINS", "TRUSTED_PROXIES", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("LOG_LEVEL", "LOG_FORMAT", "ENVIRONMENT", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator(
+        "RATE_LIMIT_DEFAULT",
+        "RATE_LIMIT_LOGIN",
+        "RATE_LIMIT_LOGIN_IP",
+        "RATE_LIMIT_REGISTER",
+        "RATE_LIMIT_SYNC",
+    )
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        if not RATE_RE.match(value):
+            raise ValueError("must look like N/second, N/minute, N/hour or N/day")
+        return value.strip()
+
+    @field_validator("CORS_ORIGINS")
+    @classmethod
+    def _no_wildcard(cls, value: list[str]) -> list[str]:
+        if "*" in value:
+            raise ValueError("'*' is not allowed: credentials are allowed, so list origins explicitly")
+        return value
+
+    @model_validator(mode="after")
+    def _production_rules(self) -> Settings:
+        if self.ENVIRONMENT == "production":
+            if not self.JWT_SECRET:
+                raise ValueError("JWT_SECRET is required when ENVIRONMENT=production")
+            if self.BCRYPT_ROUNDS < 12:
+                raise ValueError("BCRYPT_ROUNDS must be at least 12 when ENVIRONMENT=production")
+        if self.JWT_SECRET is not None and len(self.JWT_SECRET.encode()) < 32:
+            raise ValueError("JWT_SECRET must be at least 32 bytes")
+        return self
+
+    @cached_property
+    def database_url(self) -> str:
+        return self.DATABASE_URL or f"sqlite:///{(self.DATA_DIR / 'taskdeck.db').as_posix()}"
+
+    @cached_property
+    def jwt_secret(self) -> str:
+        """The configured key, or (outside production) one generated once and kept in DATA_DIR."""
+        if self.JWT_SECRET:
+            return self.JWT_SECRET
+        path = self.DATA_DIR / "jwt_secret"
+        if path.exists():
+            return path.read_text().strip()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        path.touch(mode=0o600)
+        path.write_text(key)
+        return key
+
+    @cached_property
+    def better_auth_jwks_url(self) -> str | None:
+        if self.BETTER_AUTH_JWKS_URL:
+            return self.BETTER_AUTH_JWKS_URL
+        if self.BETTER_AUTH_URL:
+            return self.BETTER_AUTH_URL.rstrip("/") + "/api/auth/jwks"
+        return None
+
+    @cached_property
+    def better_auth_issuer(self) -> str | None:
+        return self.BETTER_AUTH_ISSUER or self.BETTER_AUTH_URL
+
+    @cached_property
+    def better_auth_audience(self) -> str | None:
+        return self.BETTER_AUTH_AUDIENCE or self.BETTER_AUTH_URL
+
+
+def parse_rate(value: str) -> tuple[int, int]:
+    """'10/minute' -> (10, 60): the allowance and its window in seconds."""
+    match = RATE_RE.match(value)
+    if not match:
+        raise ConfigError(f"bad rate {value!r}")
+    seconds = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}[match.group(2)]
+    return int(match.group(1)), seconds
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build Settings, turning pydantic's report into one readable ConfigError."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"Invalid configuration: {problems}") from None

@@ -1,0 +1,142 @@
+"""Database engines (SQLite for the embedded default, PostgreSQL in production) and sessions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from sqlalchemy import MetaData, event, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel import SQLModel, col
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+# Stable constraint names on every backend, so Alembic can find and drop them later.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata: MetaData = SQLModel.metadata
+
+# libpq options that psycopg understands as keyword arguments; anything else in a hosted
+# provider's URL is passed through untouched.
+_PG_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg_async", "postgresql+asyncpg"}
+
+
+def async_url(url: str) -> str:
+    """Rewrite the URL forms people paste (`postgres://`, Neon's `?sslmode=...`) to our async drivers."""
+    scheme, rest = url.split("://", 1) if "://" in url else ("", url)
+    if scheme in _PG_SCHEMES:
+        parts = urlsplit("postgresql+psycopg://" + rest)
+        return urlunsplit(parts._replace(query=urlencode(parse_qsl(parts.query))))
+    if scheme in {"sqlite", "sqlite+aiosqlite"}:
+        return "sqlite+aiosqlite://" + rest
+    raise ValueError(f"Unsupported DATABASE_URL scheme {scheme!r}: use sqlite:// or postgresql://")
+
+
+def is_sqlite(url: str) -> bool:
+    return async_url(url).startswith("sqlite")
+
+
+def _sqlite_file(url: str) -> str | None:
+    database = make_url(async_url(url)).database
+    return database if database and database != ":memory:" else None
+
+
+def create_engine(
+    url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int = 10,
+    pool_timeout: float = 5.0,
+    connect_timeout: float = 5.0,
+    pool_recycle: int = 1800,
+    for_migrations: bool = False,
+) -> AsyncEngine:
+    """One engine per URL. `for_migrations` leaves out the SQLite foreign-key pragma (see STACK.md)."""
+    full = async_url(url)
+    if full.startswith("sqlite"):
+        path = _sqlite_file(url)
+        if path:
+            from pathlib import Path
+
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(full, connect_args={"timeout": 30})
+        _configure_sqlite(engine, foreign_keys=not for_migrations)
+        return engine
+    return create_async_engine(
+        full,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout,
+        pool_recycle=pool_recycle,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": max(1, int(connect_timeout))},
+    )
+
+
+def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the driver so BEGIN is ours to emit.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        if foreign_keys:
+            cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # SQLite has one writer. Taking the write lock at BEGIN makes every transaction
+        # serialisable and avoids SQLITE_BUSY on a read-then-write upgrade; read-only work
+        # that then waits on something slow ends its transaction first (see `end_read`).
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False, autoflush=False)
+
+
+async def end_read(session: AsyncSession) -> None:
+    """End a read-only transaction before slow work, so SQLite's write lock is not held during it."""
+    if session.in_transaction() and session.get_bind().dialect.name == "sqlite":
+        await session.commit()
+
+
+async def lock_user_row(session: AsyncSession, user_id: str) -> None:
+    """Serialise this user's writers until the transaction ends (e.g. count-then-insert).
+
+    PostgreSQL locks the user row; SQLite already holds the database write lock (BEGIN IMMEDIATE).
+    """
+    from backend.models.user import User
+
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(select(col(User.id)).where(col(User.id) == user_id).with_for_update())
+
+
+async def ping(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await conn.exec_driver_sql("SELECT 1")
+
+
+async def iter_session(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    async with factory() as session:
+        yield session
+
+
+def is_unique_violation(exc: IntegrityError) -> bool:
+    """True for a unique-constraint violation, whichever driver raised it (see STACK.md)."""
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) == "23505":
+        return True
+    return getattr(orig, "sqlite_errorname", "") in {"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"}

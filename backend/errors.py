@@ -1,0 +1,200 @@
+"""The AppError family and the handlers that render every failure in the one error envelope."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from backend.envelope import ErrorEnvelope
+from backend.logging_setup import describe_exception
+
+log = logging.getLogger("taskdeck.errors")
+
+
+class AppError(Exception):
+    status_code = 400
+    code = "BAD_REQUEST"
+    message = "Bad request"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        field: str | None = None,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+        code: str | None = None,
+    ) -> None:
+        self.message = message or self.message
+        self.field = field
+        self.details = details
+        self.headers = headers or {}
+        if code:
+            self.code = code
+        super().__init__(self.message)
+
+
+class MalformedRequest(AppError):
+    status_code, code, message = 400, "MALFORMED_REQUEST", "The request body is not valid JSON"
+
+
+class Unauthorized(AppError):
+    status_code, code, message = 401, "NOT_AUTHENTICATED", "Not authenticated"
+
+    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
+        super().__init__(message, code=code, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(AppError):
+    status_code, code, message = 403, "FORBIDDEN", "You may not access this resource"
+
+
+class NotFound(AppError):
+    status_code, code, message = 404, "NOT_FOUND", "Not found"
+
+
+class Conflict(AppError):
+    status_code, code, message = 409, "CONFLICT", "Conflict"
+
+
+class PayloadTooLarge(AppError):
+    status_code, code, message = 413, "PAYLOAD_TOO_LARGE", "The request body is larger than allowed"
+
+
+class ValidationFailed(AppError):
+    status_code, code, message = 422, "VALIDATION_ERROR", "Validation failed"
+
+
+class RateLimited(AppError):
+    status_code, code, message = 429, "RATE_LIMITED", "Too many requests"
+
+    def __init__(self, retry_after: int, message: str | None = None) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, retry_after))})
+
+
+class ServiceUnavailable(AppError):
+    status_code, code, message = 503, "SERVICE_UNAVAILABLE", "A service this request needs is unavailable"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, headers={"Retry-After": "5"})
+
+
+def error_body(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    field: str | None = None,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = {"success": False, "error": {"code": code, "message": message, "field": field, "details": details}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+_HTTP_CODES = {
+    400: ("MALFORMED_REQUEST", "Bad request"),
+    401: ("NOT_AUTHENTICATED", "Not authenticated"),
+    403: ("FORBIDDEN", "Forbidden"),
+    404: ("NOT_FOUND", "Not found"),
+    405: ("METHOD_NOT_ALLOWED", "Method not allowed"),
+    413: ("PAYLOAD_TOO_LARGE", "The request body is larger than allowed"),
+}
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or str(loc[0] if loc else "body")
+
+
+def _is_database_outage(exc: BaseException) -> bool:
+    if isinstance(exc, (OperationalError, InterfaceError, PoolTimeoutError, OSError, TimeoutError)):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+async def _app_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    return error_body(exc.status_code, exc.code, exc.message, field=exc.field, details=exc.details, headers=exc.headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    if any(err.get("type") == "json_invalid" for err in errors):
+        return error_body(400, "MALFORMED_REQUEST", "The request body is not valid JSON")
+    content_type = request.headers.get("content-type", "")
+    whole_body = any(tuple(err.get("loc", ())) == ("body",) for err in errors)
+    if whole_body and "json" not in content_type and request.method in ("POST", "PUT", "PATCH"):
+        return error_body(400, "MALFORMED_REQUEST", "Send the body as application/json")
+    details = [
+        {
+            "field": _field_name(tuple(err.get("loc", ()))),
+            "message": err.get("msg", "invalid"),
+            "type": err.get("type", ""),
+        }
+        for err in errors
+    ]
+    first = details[0] if details else {"field": None, "message": "Validation failed"}
+    message = f"{first['field']}: {first['message']}" if first["field"] else str(first["message"])
+    return error_body(422, "VALIDATION_ERROR", message, field=first["field"], details=details)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code, default_message = _HTTP_CODES.get(exc.status_code, ("ERROR", "Request failed"))
+    message = exc.detail if isinstance(exc.detail, str) and exc.status_code not in (404, 405) else default_message
+    return error_body(exc.status_code, code, message, headers=dict(exc.headers or {}))
+
+
+def render_unexpected(exc: BaseException) -> JSONResponse:
+    """503 for a database outage, else 500. Details go to the log only, never to the client."""
+    if _is_database_outage(exc):
+        log.error("database unavailable", extra={"event": "db_unavailable", **describe_exception(exc)})
+        return error_body(
+            503, "SERVICE_UNAVAILABLE", "The database is unavailable, try again shortly", headers={"Retry-After": "5"}
+        )
+    log.error("unhandled error", extra={"event": "unhandled_error", **describe_exception(exc)})
+    return error_body(500, "INTERNAL_ERROR", "An unexpected error occurred")
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    return render_unexpected(exc)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    # Handled inside the middleware stack, so request ids and security headers still apply.
+    # Anything else that escapes is rendered by RequestContextMiddleware.
+    for exc_class in (DBAPIError, PoolTimeoutError, OSError, TimeoutError):
+        app.add_exception_handler(exc_class, _unexpected)
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorEnvelope, "description": description}
+    for status, description in {
+        400: "Malformed request body",
+        401: "Missing, invalid or expired bearer token",
+        403: "The path user is not the token's subject, or the account is disabled",
+        404: "Not found (or owned by someone else)",
+        409: "Conflict with the current state",
+        413: "Body over the size limit",
+        422: "Validation failed; `details` lists every failing field",
+        429: "Rate limited; see `Retry-After`",
+        503: "A dependency (the database) is unavailable",
+    }.items()
+}
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The documented error responses of an operation, for `responses=` in a route decorator."""
+    return {status: ERROR_RESPONSES[status] for status in statuses}

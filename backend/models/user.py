@@ -1,0 +1,81 @@
+"""Users: local accounts (with a password) and Better-Auth accounts (without)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, ConfigDict, EmailStr, StringConstraints
+from sqlalchemy import Index, func
+from sqlmodel import Field, SQLModel
+
+from backend.models.common import new_id, utcnow
+
+
+def _check_password(value: str) -> str:
+    from backend.security.passwords import validate_password_rules
+
+    return validate_password_rules(value)
+
+
+Password = Annotated[str, AfterValidator(_check_password)]
+FullName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=255)]
+
+
+class UserBase(SQLModel):
+    email: str = Field(max_length=320)
+    full_name: str | None = Field(default=None, max_length=255)
+
+
+class User(UserBase, table=True):
+    __tablename__ = "users"
+    __table_args__ = (Index("uq_users_email_lower", func.lower("email"), unique=True),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
+    hashed_password: str | None = Field(default=None, max_length=128)
+    is_active: bool = True
+    auth_provider: str = Field(default="local", max_length=32)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class UserCreate(UserBase):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    email: EmailStr = Field(max_length=320, schema_extra={"examples": ["ada@example.com"]})
+    password: Password = Field(schema_extra={"examples": ["correct-horse-battery-staple"]})
+    full_name: FullName | None = None
+
+
+class LoginRequest(SQLModel):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    email: str = Field(max_length=320, schema_extra={"examples": ["ada@example.com"]})
+    password: str = Field(max_length=1024, schema_extra={"examples": ["correct-horse-battery-staple"]})
+
+
+class UserPublic(SQLModel):
+    user_id: str
+    email: str
+    full_name: str | None
+    created_at: datetime
+
+
+class UserMe(UserPublic):
+    is_active: bool
+    auth_provider: str
+
+
+def user_public(user: User) -> UserPublic:
+    return UserPublic(user_id=user.id, email=user.email, full_name=user.full_name, created_at=user.created_at)
+
+
+def user_me(user: User) -> UserMe:
+    return UserMe(
+        user_id=user.id,
+        email=user.email,
+        full_name=user.full_name,
+        created_at=user.created_at,
+        is_active=user.is_active,
+        auth_provider=user.auth_provider,
+    )

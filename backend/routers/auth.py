@@ -1,0 +1,113 @@
+"""`/api/auth`: register, login, OAuth2 token, refresh, logout, me."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.security import OAuth2PasswordRequestForm
+
+from backend.config import Settings
+from backend.deps import PrincipalDep, SessionDep, SettingsDep
+from backend.envelope import Envelope, ok
+from backend.errors import responses
+from backend.middleware import client_ip
+from backend.models.session import RefreshRequest, TokenPair
+from backend.models.user import LoginRequest, UserCreate, UserMe, UserPublic, user_me, user_public
+from backend.services import auth as auth_service
+
+router = APIRouter(prefix="/api/auth", tags=["auth"])
+
+
+def token_settings(settings: Settings) -> auth_service.TokenSettings:
+    return auth_service.TokenSettings(
+        secret=settings.jwt_secret,
+        access_minutes=settings.ACCESS_TOKEN_EXPIRE_MINUTES,
+        refresh_days=settings.REFRESH_TOKEN_EXPIRE_DAYS,
+        bcrypt_rounds=settings.BCRYPT_ROUNDS,
+    )
+
+
+def _client(request: Request) -> auth_service.ClientInfo:
+    return auth_service.ClientInfo(ip=client_ip(request.scope), user_agent=request.headers.get("user-agent"))
+
+
+@router.post(
+    "/register",
+    status_code=201,
+    response_model=Envelope[UserPublic],
+    summary="Create an account",
+    operation_id="register",
+    responses=responses(400, 409, 422, 429),
+)
+async def register(payload: UserCreate, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
+    """Register with email and password (8-72 bytes, not a common password). Emails are case-insensitive."""
+    user = await auth_service.register_user(session, payload, settings.BCRYPT_ROUNDS)
+    return ok(user_public(user), "Registered")
+
+
+@router.post(
+    "/login",
+    response_model=Envelope[TokenPair],
+    summary="Sign in with email and password",
+    operation_id="login",
+    responses=responses(400, 401, 403, 422, 429),
+)
+async def login(payload: LoginRequest, request: Request, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
+    """Returns a 15-minute access token and a refresh token (rotated on every use)."""
+    user = await auth_service.authenticate(session, payload.email, payload.password, settings.BCRYPT_ROUNDS)
+    pair = await auth_service.start_session(session, user, token_settings(settings), _client(request))
+    return ok(pair, "Logged in")
+
+
+@router.post(
+    "/token",
+    response_model=TokenPair,
+    summary="OAuth2 password flow (for Swagger's Authorize button)",
+    operation_id="oauth2_token",
+    responses=responses(401, 403, 422, 429),
+)
+async def oauth2_token(
+    form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request, session: SessionDep, settings: SettingsDep
+) -> TokenPair:
+    """Form fields `username` (the email) and `password`; answers the raw OAuth2 token body."""
+    user = await auth_service.authenticate(session, form.username, form.password, settings.BCRYPT_ROUNDS)
+    return await auth_service.start_session(session, user, token_settings(settings), _client(request))
+
+
+@router.post(
+    "/refresh",
+    response_model=Envelope[TokenPair],
+    summary="Trade a refresh token for a new token pair",
+    operation_id="refresh",
+    responses=responses(400, 401, 403, 422, 429),
+)
+async def refresh(payload: RefreshRequest, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
+    """The old refresh token stops working. Presenting it again revokes the whole session."""
+    pair = await auth_service.rotate_refresh_token(session, payload.refresh_token, token_settings(settings))
+    return ok(pair, "Token refreshed")
+
+
+@router.post(
+    "/logout",
+    response_model=Envelope[None],
+    summary="End this session",
+    operation_id="logout",
+    responses=responses(401, 403, 429),
+)
+async def logout(principal: PrincipalDep, session: SessionDep) -> dict[str, Any]:
+    """The session's refresh token and the presented access token stop working at once."""
+    await auth_service.logout(session, principal.user.id, principal.session_id)
+    return ok(None, "Logged out")
+
+
+@router.get(
+    "/me",
+    response_model=Envelope[UserMe],
+    summary="The signed-in user",
+    operation_id="me",
+    responses=responses(401, 403, 429),
+)
+async def me(principal: PrincipalDep) -> dict[str, Any]:
+    """Profile of the token's subject."""
+    return ok(user_me(principal.user))

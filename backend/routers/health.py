@@ -1,0 +1,65 @@
+"""Health checks: `/health` checks dependencies, `/health/live` never does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from backend.config import VERSION
+from backend.db import ping
+from backend.envelope import Envelope
+
+router = APIRouter(tags=["health"])
+
+
+class HealthStatus(BaseModel):
+    status: str
+    database: str
+    redis: str
+    version: str
+
+
+@router.get(
+    "/health",
+    response_model=Envelope[HealthStatus],
+    summary="Readiness: database and Redis",
+    operation_id="health",
+    responses={503: {"model": Envelope[HealthStatus], "description": "The database is unreachable"}},
+)
+async def health(request: Request) -> Any:
+    """200 while the database answers; 503 with the failing component otherwise. Redis down is degraded, not fatal."""
+    state = request.app.state
+    try:
+        await ping(state.engine)
+        database = "ok"
+    except Exception:  # any failure to reach it is "down"; details go nowhere
+        database = "down"
+    redis = await state.limiter.health() if getattr(state, "limiter", None) else "disabled"
+    healthy = database == "ok"
+    body = {
+        "success": healthy,
+        "data": {
+            "status": "ok" if healthy else "unavailable",
+            "database": database,
+            "redis": redis,
+            "version": VERSION,
+        },
+        "message": None,
+    }
+    if not healthy:
+        body["error"] = {
+            "code": "SERVICE_UNAVAILABLE",
+            "message": "database unreachable",
+            "field": "database",
+            "details": None,
+        }
+    return JSONResponse(body, status_code=200 if healthy else 503, headers=None if healthy else {"Retry-After": "5"})
+
+
+@router.get("/health/live", summary="Liveness", operation_id="health_live", response_model=Envelope[dict[str, str]])
+async def live() -> dict[str, Any]:
+    """Answers as long as the process serves requests; touches no dependency."""
+    return {"success": True, "data": {"status": "ok"}, "message": None}

@@ -1,0 +1,54 @@
+"""bcrypt hashing (off the event loop) and the password rules of the contract."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import bcrypt
+from starlette.concurrency import run_in_threadpool
+
+MIN_LENGTH = 8
+MAX_BYTES = 72  # bcrypt's limit: longer is refused, never silently truncated
+COMMON_PASSWORDS_FILE = Path(__file__).with_name("common_passwords.txt")
+
+
+@lru_cache(maxsize=1)
+def common_passwords() -> frozenset[str]:
+    lines = COMMON_PASSWORDS_FILE.read_text(encoding="utf-8").splitlines()
+    return frozenset(line.strip().lower() for line in lines if line and not line.startswith("#"))
+
+
+def validate_password_rules(password: str) -> str:
+    if len(password) < MIN_LENGTH:
+        raise ValueError(f"Password must be at least {MIN_LENGTH} characters")
+    if len(password.encode("utf-8")) > MAX_BYTES:
+        raise ValueError(f"Password must be at most {MAX_BYTES} bytes in UTF-8")
+    if password.lower() in common_passwords():
+        raise ValueError("Password is too common; choose another")
+    return password
+
+
+def _hash(password: str, rounds: int) -> str:
+    return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(rounds=rounds)).decode("ascii")
+
+
+def _verify(password: str, hashed: str) -> bool:
+    encoded = password.encode("utf-8")
+    if len(encoded) > MAX_BYTES:  # bcrypt 5 raises here; a too-long password is simply wrong
+        encoded = b"\0"
+    return bcrypt.checkpw(encoded, hashed.encode("ascii"))
+
+
+async def hash_password(password: str, rounds: int) -> str:
+    return await run_in_threadpool(_hash, password, rounds)
+
+
+async def verify_password(password: str, hashed: str) -> bool:
+    return await run_in_threadpool(_verify, password, hashed)
+
+
+@lru_cache(maxsize=8)
+def dummy_hash(rounds: int) -> str:
+    """A hash to check against when the email is unknown, so both failures cost the same."""
+    return _hash("not-a-real-password-just-for-timing", rounds)

@@ -1,0 +1,159 @@
+"""Registration, login, refresh-token rotation and logout."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from backend.db import end_read, is_unique_violation
+from backend.errors import Conflict, Forbidden, Unauthorized
+from backend.logging_setup import mask_email, security_event
+from backend.models.common import utcnow
+from backend.models.session import AuthSession, RefreshToken, TokenPair
+from backend.models.user import User, UserCreate
+from backend.security.passwords import dummy_hash, hash_password, verify_password
+from backend.security.tokens import create_access_token, hash_refresh_token, new_refresh_token
+from backend.services.users import get_user_by_email
+
+
+@dataclass(frozen=True)
+class TokenSettings:
+    secret: str
+    access_minutes: int
+    refresh_days: int
+    bcrypt_rounds: int
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class InvalidCredentials(Unauthorized):
+    code, message = "INVALID_CREDENTIALS", "Incorrect email or password"
+
+    def __init__(self) -> None:
+        super().__init__(self.message, code=self.code)
+
+
+async def register_user(session: AsyncSession, payload: UserCreate, rounds: int) -> User:
+    if await get_user_by_email(session, payload.email):
+        raise Conflict("An account with this email already exists", code="EMAIL_TAKEN", field="email")
+    await end_read(session)
+    hashed = await hash_password(payload.password, rounds)
+    user = User.model_validate(payload, update={"hashed_password": hashed, "auth_provider": "local"})
+    session.add(user)
+    try:
+        await session.commit()
+    except IntegrityError as exc:  # two registrations raced past the check above
+        await session.rollback()
+        if is_unique_violation(exc):
+            raise Conflict("An account with this email already exists", code="EMAIL_TAKEN", field="email") from None
+        raise
+    security_event("register", level=logging.INFO, user_id=user.id)
+    return user
+
+
+async def authenticate(session: AsyncSession, email: str, password: str, rounds: int) -> User:
+    """The user, or INVALID_CREDENTIALS after the same bcrypt work whatever was wrong."""
+    user = await get_user_by_email(session, email)
+    await end_read(session)
+    if user is None or user.hashed_password is None:
+        await verify_password(password, dummy_hash(rounds))
+        security_event("login_failed", email=mask_email(email), reason="unknown_email")
+        raise InvalidCredentials()
+    if not await verify_password(password, user.hashed_password):
+        security_event("login_failed", email=mask_email(email), user_id=user.id, reason="wrong_password")
+        raise InvalidCredentials()
+    if not user.is_active:
+        security_event("login_failed", user_id=user.id, reason="account_disabled")
+        raise Forbidden("This account is disabled", code="ACCOUNT_DISABLED")
+    return user
+
+
+async def start_session(session: AsyncSession, user: User, cfg: TokenSettings, client: ClientInfo) -> TokenPair:
+    auth_session = AuthSession(
+        user_id=user.id,
+        expires_at=utcnow() + timedelta(days=cfg.refresh_days),
+        ip_address=client.ip,
+        user_agent=(client.user_agent or "")[:255] or None,
+    )
+    refresh, refresh_hash = new_refresh_token()
+    session.add(auth_session)
+    session.add(RefreshToken(token_hash=refresh_hash, session_id=auth_session.id))
+    await session.commit()
+    security_event("login_succeeded", level=logging.INFO, user_id=user.id, session_id=auth_session.id)
+    return _pair(user.id, auth_session.id, refresh, cfg)
+
+
+def _pair(user_id: str, session_id: str, refresh: str, cfg: TokenSettings) -> TokenPair:
+    access, expires_in = create_access_token(
+        secret=cfg.secret, user_id=user_id, session_id=session_id, minutes=cfg.access_minutes
+    )
+    return TokenPair(access_token=access, refresh_token=refresh, expires_in=expires_in, user_id=user_id)
+
+
+async def rotate_refresh_token(session: AsyncSession, token: str, cfg: TokenSettings) -> TokenPair:
+    """Trade a refresh token for a new pair. A token used twice revokes its whole session."""
+    token_hash = hash_refresh_token(token)
+    row = (
+        await session.exec(
+            select(RefreshToken, AuthSession, User)
+            .join(AuthSession, col(AuthSession.id) == RefreshToken.session_id)
+            .join(User, col(User.id) == AuthSession.user_id)
+            .where(RefreshToken.token_hash == token_hash)
+        )
+    ).first()
+    if row is None:
+        raise Unauthorized("The refresh token is invalid", code="INVALID_TOKEN")
+    stored, auth_session, user = row
+    if auth_session.revoked_at is not None or _aware(auth_session.expires_at) <= utcnow():
+        raise Unauthorized("The refresh token is no longer valid", code="INVALID_TOKEN")
+    now = utcnow()
+    # Claim the token atomically: of two concurrent refreshes only one updates the row.
+    claimed = await session.exec(
+        update(RefreshToken)
+        .where(col(RefreshToken.token_hash) == token_hash, col(RefreshToken.used_at).is_(None))
+        .values(used_at=now)
+    )
+    if stored.used_at is not None or claimed.rowcount != 1:
+        await _revoke(session, auth_session.id, "refresh_reuse")
+        await session.commit()
+        security_event("refresh_token_reused", user_id=user.id, session_id=auth_session.id)
+        raise Unauthorized("This refresh token was already used; the session is revoked", code="REFRESH_TOKEN_REUSED")
+    if not user.is_active:
+        await session.rollback()
+        raise Forbidden("This account is disabled", code="ACCOUNT_DISABLED")
+    refresh, refresh_hash = new_refresh_token()
+    session.add(RefreshToken(token_hash=refresh_hash, session_id=auth_session.id))
+    await session.exec(update(AuthSession).where(col(AuthSession.id) == auth_session.id).values(rotated_at=now))
+    await session.commit()
+    return _pair(user.id, auth_session.id, refresh, cfg)
+
+
+async def _revoke(session: AsyncSession, session_id: str, reason: str) -> None:
+    await session.exec(
+        update(AuthSession)
+        .where(col(AuthSession.id) == session_id, col(AuthSession.revoked_at).is_(None))
+        .values(revoked_at=utcnow(), revoked_reason=reason)
+    )
+
+
+async def logout(session: AsyncSession, user_id: str, session_id: str | None) -> None:
+    """End the login behind the presented token. Better-Auth tokens have no session here."""
+    if session_id is None:
+        return
+    await _revoke(session, session_id, "logout")
+    await session.commit()
+    security_event("logout", level=logging.INFO, user_id=user_id, session_id=session_id)
