@@ -112,6 +112,11 @@ async def get_current_user(principal: PrincipalDep) -> User:
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
+async def current_user_id(user: CurrentUser) -> str:
+    """Whose data: the token's own user (for the routes of earlier drafts without `{user_id}`)."""
+    return user.id
+
+
 async def require_owner(
     request: Request,
     user_id: Annotated[str, Path(pattern=USER_ID_PATTERN, description="Your own user id (the token's subject)")],

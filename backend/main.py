@@ -13,7 +13,7 @@ from backend.deps import no_external_verifier
 from backend.errors import install_error_handlers
 from backend.logging_setup import configure_logging
 from backend.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
-from backend.routers import auth, health
+from backend.routers import auth, health, tasks
 
 DESCRIPTION = """
 Taskdeck: tasks and pinned GitHub projects for a personal dashboard.
@@ -61,6 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_error_handlers(app)
     app.include_router(auth.router)
+    app.include_router(tasks.router)
+    app.include_router(tasks.legacy_router)
     app.include_router(health.router)
 
     # Added innermost first: the request context wraps everything, so every response has an id.

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, AwareDatetime
 
 
 def utcnow() -> datetime:
@@ -17,3 +20,11 @@ def new_id() -> str:
 
 
 USER_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+# Input datetimes must carry an offset; they are kept (and answered) as the same instant in UTC.
+UTCDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]

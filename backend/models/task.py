@@ -1,0 +1,132 @@
+"""Tasks: TaskBase -> Task (table) / TaskCreate / TaskUpdate / TaskComplete / TaskPublic."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import ConfigDict, StringConstraints, field_validator
+from sqlalchemy import CheckConstraint, Index, String
+from sqlmodel import Field, SQLModel
+
+from backend.models.common import UTCDatetime, utcnow
+
+
+class TaskStatus(StrEnum):
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+
+
+class TaskPriority(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+Description = Annotated[str, StringConstraints(max_length=10_000)]
+
+
+class TaskBase(SQLModel):
+    title: str = Field(max_length=255)
+    description: str | None = Field(default=None, max_length=10_000)
+    status: TaskStatus = Field(default=TaskStatus.PENDING, sa_type=String(16))
+    priority: TaskPriority = Field(default=TaskPriority.MEDIUM, sa_type=String(8))
+    due_date: datetime | None = None
+    project_id: int | None = None
+
+
+class Task(TaskBase, table=True):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        # Backward scans of this index serve the default `-created_at` order with the owner filter.
+        Index("ix_tasks_user_id_created_at", "user_id", "created_at", "id"),
+        Index("ix_tasks_user_id_status", "user_id", "status"),
+        Index("ix_tasks_user_id_due_date", "user_id", "due_date"),
+        Index("ix_tasks_user_id_project_id", "user_id", "project_id"),
+        # Substring search (ILIKE) stays indexed at millions of rows: trigram GIN, PostgreSQL only.
+        Index("ix_tasks_title_trgm", "title", postgresql_using="gin", postgresql_ops={"title": "gin_trgm_ops"}).ddl_if(
+            dialect="postgresql"
+        ),
+        Index(
+            "ix_tasks_description_trgm",
+            "description",
+            postgresql_using="gin",
+            postgresql_ops={"description": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
+        CheckConstraint("status IN ('pending', 'in_progress', 'completed')", name="status"),
+        CheckConstraint("priority IN ('low', 'medium', 'high')", name="priority"),
+        CheckConstraint("completed = (status = 'completed')", name="completed_matches_status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(foreign_key="users.id", ondelete="CASCADE", max_length=64)
+    completed: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    completed_at: datetime | None = None
+
+
+class TaskCreate(SQLModel):
+    """What a client may send to create a task. Unknown fields (id, user_id, timestamps) are refused."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    title: Title = Field(schema_extra={"examples": ["Write the release notes"]})
+    description: Description | None = None
+    status: TaskStatus | None = None
+    priority: TaskPriority = TaskPriority.MEDIUM
+    completed: bool | None = None
+    due_date: UTCDatetime | None = Field(default=None, schema_extra={"examples": ["2026-12-01T17:00:00Z"]})
+    project_id: int | None = Field(default=None, ge=1)
+
+
+class TaskUpdate(SQLModel):
+    """Every field optional; only the fields sent are changed."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    title: Title | None = None
+    description: Description | None = None
+    status: TaskStatus | None = None
+    priority: TaskPriority | None = None
+    completed: bool | None = None
+    due_date: UTCDatetime | None = None
+    project_id: int | None = Field(default=None, ge=1)
+
+    @field_validator("title", "status", "priority", "completed", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("may be left out, but not null")
+        return value
+
+
+class TaskComplete(SQLModel):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    completed: bool = True
+
+
+class TaskPublic(TaskBase):
+    id: int
+    user_id: str
+    completed: bool
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+
+
+class TaskSort(StrEnum):
+    CREATED_AT = "created_at"
+    CREATED_AT_DESC = "-created_at"
+    UPDATED_AT = "updated_at"
+    UPDATED_AT_DESC = "-updated_at"
+    DUE_DATE = "due_date"
+    DUE_DATE_DESC = "-due_date"
+    PRIORITY = "priority"
+    PRIORITY_DESC = "-priority"
+    TITLE = "title"
+    TITLE_DESC = "-title"

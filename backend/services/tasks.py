@@ -1,0 +1,185 @@
+"""Every query and rule about tasks. Each query filters by owner: another user's task is not found."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import case, func, over
+from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import col, delete, or_, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from backend.errors import NotFound, ValidationFailed
+from backend.models.common import utcnow
+from backend.models.task import Task, TaskCreate, TaskSort, TaskStatus, TaskUpdate
+
+
+@dataclass(frozen=True)
+class TaskFilters:
+    status: TaskStatus | None = None
+    priority: str | None = None
+    completed: bool | None = None
+    project_id: int | None = None
+    due_before: datetime | None = None
+    due_after: datetime | None = None
+    q: str | None = None
+
+
+def like_pattern(text: str) -> str:
+    """`q` is data, never a pattern: `%`, `_` and `\\` match themselves."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+_PRIORITY_RANK = case({"low": 0, "medium": 1, "high": 2}, value=col(Task.priority))
+
+_SORT_KEYS: dict[str, Any] = {
+    "created_at": col(Task.created_at),
+    "updated_at": col(Task.updated_at),
+    "due_date": col(Task.due_date),
+    "priority": _PRIORITY_RANK,
+    "title": func.lower(col(Task.title)),
+}
+
+
+def _order_by(sort: TaskSort) -> list[Any]:
+    descending = sort.value.startswith("-")
+    key = _SORT_KEYS[sort.value.lstrip("-")]
+    # Tasks without a due date come last either way; the id breaks ties in the same direction,
+    # so pages never overlap or skip rows.
+    ordered = key.desc() if descending else key.asc()
+    if sort.value.lstrip("-") == "due_date":
+        ordered = ordered.nulls_last()
+    return [ordered, col(Task.id).desc() if descending else col(Task.id).asc()]
+
+
+def _conditions(owner_id: str, filters: TaskFilters) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = [col(Task.user_id) == owner_id]
+    if filters.status is not None:
+        conditions.append(col(Task.status) == filters.status)
+    if filters.priority is not None:
+        conditions.append(col(Task.priority) == filters.priority)
+    if filters.completed is not None:
+        conditions.append(col(Task.completed) == filters.completed)
+    if filters.project_id is not None:
+        conditions.append(col(Task.project_id) == filters.project_id)
+    if filters.due_before is not None:
+        conditions.append(col(Task.due_date) < filters.due_before)
+    if filters.due_after is not None:
+        conditions.append(col(Task.due_date) > filters.due_after)
+    if filters.q:
+        pattern = like_pattern(filters.q)
+        conditions.append(
+            or_(col(Task.title).ilike(pattern, escape="\\"), col(Task.description).ilike(pattern, escape="\\"))
+        )
+    return conditions
+
+
+async def list_tasks(
+    session: AsyncSession, owner_id: str, filters: TaskFilters, sort: TaskSort, limit: int, offset: int
+) -> tuple[list[Task], int]:
+    """One page of the owner's matching tasks and the total count of matches, in one round trip."""
+    rows = (await session.exec(list_query(owner_id, filters, sort, limit, offset))).all()
+    if rows:
+        return [task for task, _ in rows], int(rows[0][1])
+    if offset == 0:
+        return [], 0
+    # Past the last page the window count has no row to ride on: count separately.
+    total = (await session.exec(count_query(owner_id, filters))).one()
+    return [], int(total)
+
+
+def list_query(owner_id: str, filters: TaskFilters, sort: TaskSort, limit: int, offset: int) -> Any:
+    """A page of tasks, each row carrying the total number of matches (a window count)."""
+    return (
+        select(Task, over(func.count()).label("total"))
+        .where(*_conditions(owner_id, filters))
+        .order_by(*_order_by(sort))
+        .limit(limit)
+        .offset(offset)
+    )
+
+
+def count_query(owner_id: str, filters: TaskFilters) -> Any:
+    return select(func.count()).select_from(Task).where(*_conditions(owner_id, filters))
+
+
+async def get_task(session: AsyncSession, owner_id: str, task_id: int, *, for_update: bool = False) -> Task:
+    """The owner's task or NotFound. `for_update` locks the row for a read-modify-write."""
+    query = select(Task).where(Task.id == task_id, Task.user_id == owner_id)
+    if for_update:
+        query = query.with_for_update()
+    task = (await session.exec(query)).first()
+    if task is None:
+        raise NotFound("Task not found")
+    return task
+
+
+async def _ensure_project(session: AsyncSession, owner_id: str, project_id: int) -> None:
+    raise ValidationFailed("project_id: no such project", field="project_id")
+
+
+def _completion(current: Task | None, status: TaskStatus | None, completed: bool | None) -> dict[str, Any]:
+    """status, completed and completed_at, agreeing with each other, from what one request sent."""
+    if status is not None and completed is not None and (status == TaskStatus.COMPLETED) != completed:
+        raise ValidationFailed(
+            "completed and status disagree: send one of them, or values that agree", field="completed"
+        )
+    if status is None and completed is None:
+        return {}
+    if status is None:
+        was_completed = current is not None and current.completed
+        if completed:
+            status = TaskStatus.COMPLETED
+        elif was_completed or current is None:
+            status = TaskStatus.PENDING  # reopening
+        else:
+            status = TaskStatus(current.status)
+    done = status == TaskStatus.COMPLETED
+    completed_at: datetime | None = utcnow() if done else None
+    if done and current is not None and current.completed and current.completed_at is not None:
+        completed_at = current.completed_at  # completing again keeps the original moment
+    return {"status": status, "completed": done, "completed_at": completed_at}
+
+
+async def create_task(session: AsyncSession, owner_id: str, payload: TaskCreate) -> Task:
+    if payload.project_id is not None:
+        await _ensure_project(session, owner_id, payload.project_id)
+    data = payload.model_dump(exclude={"status", "completed"})
+    data.update(_completion(None, payload.status, payload.completed) or {"status": TaskStatus.PENDING})
+    task = Task.model_validate(data, update={"user_id": owner_id})
+    session.add(task)
+    await session.commit()
+    return task
+
+
+async def update_task(session: AsyncSession, owner_id: str, task_id: int, payload: TaskUpdate) -> Task:
+    task = await get_task(session, owner_id, task_id, for_update=True)
+    changes = payload.model_dump(exclude_unset=True)
+    if changes.get("project_id") is not None:
+        await _ensure_project(session, owner_id, changes["project_id"])
+    changes.update(_completion(task, changes.pop("status", None), changes.pop("completed", None)))
+    return await _apply(session, task, changes)
+
+
+async def set_completed(session: AsyncSession, owner_id: str, task_id: int, completed: bool) -> Task:
+    task = await get_task(session, owner_id, task_id, for_update=True)
+    return await _apply(session, task, _completion(task, None, completed))
+
+
+async def _apply(session: AsyncSession, task: Task, changes: dict[str, Any]) -> Task:
+    for name, value in changes.items():
+        setattr(task, name, value)
+    task.updated_at = utcnow()
+    session.add(task)
+    await session.commit()
+    return task
+
+
+async def delete_task(session: AsyncSession, owner_id: str, task_id: int) -> None:
+    result = await session.exec(delete(Task).where(col(Task.id) == task_id, col(Task.user_id) == owner_id))
+    if result.rowcount == 0:
+        raise NotFound("Task not found")
+    await session.commit()
