@@ -13,7 +13,7 @@ from backend.deps import no_external_verifier
 from backend.errors import install_error_handlers
 from backend.logging_setup import configure_logging
 from backend.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
-from backend.routers import auth, health, tasks
+from backend.routers import auth, health, projects, tasks
 
 DESCRIPTION = """
 Taskdeck: tasks and pinned GitHub projects for a personal dashboard.
@@ -63,6 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(tasks.router)
     app.include_router(tasks.legacy_router)
+    app.include_router(projects.router)
+    app.include_router(projects.legacy_router)
     app.include_router(health.router)
 
     # Added innermost first: the request context wraps everything, so every response has an id.

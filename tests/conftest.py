@@ -23,9 +23,9 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from backend.config import Settings, load_settings
-from backend.db import metadata
 from backend.main import create_app
 from backend.migrations.runner import upgrade
+from backend.models.common import metadata
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")

@@ -11,7 +11,8 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 import backend.models  # noqa: F401 - registers every table on the metadata
-from backend.db import create_engine, metadata
+from backend.db import create_engine
+from backend.models.common import metadata
 
 config = context.config
 

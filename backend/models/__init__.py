@@ -1,7 +1,8 @@
 """SQLModel families: one module per entity. Importing this package registers every table."""
 
+from backend.models.project import Project
 from backend.models.session import AuthSession, RefreshToken
 from backend.models.task import Task
 from backend.models.user import User
 
-__all__ = ["AuthSession", "RefreshToken", "Task", "User"]
+__all__ = ["AuthSession", "Project", "RefreshToken", "Task", "User"]

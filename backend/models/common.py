@@ -7,6 +7,19 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, AwareDatetime
+from sqlalchemy import MetaData
+from sqlmodel import SQLModel
+
+# Stable constraint names on every backend, so Alembic can find and drop them later. Set here,
+# in the module every model imports, because names are fixed when a table is defined.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata: MetaData = SQLModel.metadata
 
 
 def utcnow() -> datetime:

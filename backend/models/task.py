@@ -63,6 +63,7 @@ class Task(TaskBase, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     user_id: str = Field(foreign_key="users.id", ondelete="CASCADE", max_length=64)
+    project_id: int | None = Field(default=None, foreign_key="pinned_projects.id", ondelete="SET NULL")
     completed: bool = False
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)

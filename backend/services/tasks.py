@@ -14,6 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from backend.errors import NotFound, ValidationFailed
 from backend.models.common import utcnow
 from backend.models.task import Task, TaskCreate, TaskSort, TaskStatus, TaskUpdate
+from backend.services.projects import ensure_project
 
 
 @dataclass(frozen=True)
@@ -117,10 +118,6 @@ async def get_task(session: AsyncSession, owner_id: str, task_id: int, *, for_up
     return task
 
 
-async def _ensure_project(session: AsyncSession, owner_id: str, project_id: int) -> None:
-    raise ValidationFailed("project_id: no such project", field="project_id")
-
-
 def _completion(current: Task | None, status: TaskStatus | None, completed: bool | None) -> dict[str, Any]:
     """status, completed and completed_at, agreeing with each other, from what one request sent."""
     if status is not None and completed is not None and (status == TaskStatus.COMPLETED) != completed:
@@ -146,7 +143,7 @@ def _completion(current: Task | None, status: TaskStatus | None, completed: bool
 
 async def create_task(session: AsyncSession, owner_id: str, payload: TaskCreate) -> Task:
     if payload.project_id is not None:
-        await _ensure_project(session, owner_id, payload.project_id)
+        await ensure_project(session, owner_id, payload.project_id)
     data = payload.model_dump(exclude={"status", "completed"})
     data.update(_completion(None, payload.status, payload.completed) or {"status": TaskStatus.PENDING})
     task = Task.model_validate(data, update={"user_id": owner_id})
@@ -159,7 +156,7 @@ async def update_task(session: AsyncSession, owner_id: str, task_id: int, payloa
     task = await get_task(session, owner_id, task_id, for_update=True)
     changes = payload.model_dump(exclude_unset=True)
     if changes.get("project_id") is not None:
-        await _ensure_project(session, owner_id, changes["project_id"])
+        await ensure_project(session, owner_id, changes["project_id"])
     changes.update(_completion(task, changes.pop("status", None), changes.pop("completed", None)))
     return await _apply(session, task, changes)
 

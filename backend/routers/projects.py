@@ -1,0 +1,135 @@
+"""Pinned-project routes: `/api/{user_id}/projects` and the earlier drafts' `/api/projects/...` paths."""
+
+# No `from __future__ import annotations`: the routes close over `Owner`, which FastAPI must see evaluated.
+import json
+import re
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import Response
+
+from backend.deps import SessionDep, current_user_id, require_owner
+from backend.envelope import Envelope, ListEnvelope, ok, page
+from backend.errors import responses
+from backend.models.project import ProjectCreate, ProjectOrder, ProjectPublic, ProjectUpdate
+from backend.services import projects as project_service
+
+OwnerResolver = Callable[..., Coroutine[Any, Any, str]]
+OWNED = (401, 403, 404, 422, 429)
+
+
+def _export_response(export: dict[str, Any]) -> Response:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", export["project"]["github_repo_name"])
+    filename = f"taskdeck-project-{export['project']['id']}-{slug}.json"
+    body = json.dumps(export, default=str, indent=2, ensure_ascii=False)
+    return Response(
+        body,
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+def build_router(owner: OwnerResolver, *, legacy: bool = False) -> APIRouter:
+    """The project API. `owner` resolves whose projects these are: the path's user, or the token's."""
+    Owner = Annotated[str, Depends(owner)]
+    router = APIRouter(tags=["projects (earlier drafts)" if legacy else "projects"], deprecated=legacy)
+    base = "/api/projects" if legacy else "/api/{user_id}/projects"
+    op = "legacy_" if legacy else ""
+
+    @router.get(
+        f"{base}/pinned" if legacy else base,
+        response_model=ListEnvelope[ProjectPublic],
+        summary="List pinned projects",
+        operation_id=f"{op}list_projects",
+        responses=responses(*OWNED),
+    )
+    async def list_projects(owner_id: Owner, session: SessionDep) -> dict[str, Any]:
+        """Active pins in dashboard order (`position`, then `pinned_at`)."""
+        projects = await project_service.list_projects(session, owner_id)
+        return page(projects, len(projects), len(projects), 0)
+
+    @router.post(
+        f"{base}/pin" if legacy else base,
+        status_code=201,
+        response_model=Envelope[ProjectPublic],
+        summary="Pin a GitHub repository",
+        operation_id=f"{op}pin_project",
+        responses=responses(400, 401, 403, 409, 422, 429),
+    )
+    async def pin_project(owner_id: Owner, payload: ProjectCreate, session: SessionDep) -> dict[str, Any]:
+        """`owner/repo` with GitHub's naming rules; 409 when already pinned or at the 50-pin limit."""
+        return ok(await project_service.pin_project(session, owner_id, payload), "Project pinned")
+
+    if not legacy:
+
+        @router.put(
+            f"{base}/order",
+            response_model=ListEnvelope[ProjectPublic],
+            summary="Reorder the dashboard",
+            operation_id="reorder_projects",
+            responses=responses(400, 401, 403, 422, 429),
+        )
+        async def reorder_projects(owner_id: Owner, payload: ProjectOrder, session: SessionDep) -> dict[str, Any]:
+            """`project_ids` lists every pinned project once, in the new order."""
+            projects = await project_service.reorder_projects(session, owner_id, payload.project_ids)
+            return page(projects, len(projects), len(projects), 0)
+
+        @router.get(
+            f"{base}/{{project_id}}",
+            response_model=Envelope[ProjectPublic],
+            summary="Get a project",
+            operation_id="get_project",
+            responses=responses(*OWNED),
+        )
+        async def get_project(owner_id: Owner, project_id: int, session: SessionDep) -> dict[str, Any]:
+            """One of your projects, pinned or unpinned; someone else's id is 404."""
+            return ok(await project_service.get_project(session, owner_id, project_id))
+
+        @router.get(
+            f"{base}/{{project_id}}/export",
+            summary="Download a project as JSON",
+            operation_id="export_project",
+            responses={
+                200: {
+                    "description": "The project, its tasks and its sync history, as a JSON attachment",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                **responses(*OWNED),
+            },
+            response_class=Response,
+        )
+        async def export_project(owner_id: Owner, project_id: int, session: SessionDep) -> Response:
+            """A file download (`Content-Disposition: attachment`) with stable field order and ISO dates."""
+            return _export_response(await project_service.export_project(session, owner_id, project_id))
+
+    @router.put(
+        f"{base}/pinned/{{project_id}}" if legacy else f"{base}/{{project_id}}",
+        response_model=Envelope[ProjectPublic],
+        summary="Update a pinned project",
+        operation_id=f"{op}update_project",
+        responses=responses(400, *OWNED),
+    )
+    async def update_project(
+        owner_id: Owner, project_id: int, payload: ProjectUpdate, session: SessionDep
+    ) -> dict[str, Any]:
+        """Change `display_name`, `description` or `position`; bumps `last_updated`."""
+        return ok(await project_service.update_project(session, owner_id, project_id, payload), "Project updated")
+
+    @router.delete(
+        f"{base}/unpin/{{project_id}}" if legacy else f"{base}/{{project_id}}",
+        response_model=Envelope[None],
+        summary="Unpin a project",
+        operation_id=f"{op}unpin_project",
+        responses=responses(*OWNED),
+    )
+    async def unpin_project(owner_id: Owner, project_id: int, session: SessionDep) -> dict[str, Any]:
+        """The project leaves the dashboard; its tasks and history stay, and pinning it again brings it back."""
+        await project_service.unpin_project(session, owner_id, project_id)
+        return ok(None, "Project unpinned")
+
+    return router
+
+
+router = build_router(require_owner)
+legacy_router = build_router(current_user_id, legacy=True)

@@ -1,0 +1,161 @@
+"""Every query and rule about pinned projects: the 50-pin limit, re-pinning, ordering, export."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from backend.db import is_unique_violation, lock_user_row
+from backend.errors import Conflict, NotFound, ValidationFailed
+from backend.models.common import utcnow
+from backend.models.project import MAX_ACTIVE_PINS, Project, ProjectCreate, ProjectUpdate
+from backend.models.task import Task
+
+
+def _already_pinned() -> Conflict:
+    return Conflict("This repository is already pinned", code="PROJECT_ALREADY_PINNED", field="github_repo_name")
+
+
+async def list_projects(session: AsyncSession, owner_id: str) -> list[Project]:
+    """The owner's active pins in dashboard order."""
+    query = (
+        select(Project)
+        .where(Project.user_id == owner_id, col(Project.is_active).is_(True))
+        .order_by(col(Project.position), col(Project.pinned_at), col(Project.id))
+    )
+    return list((await session.exec(query)).all())
+
+
+async def get_project(
+    session: AsyncSession, owner_id: str, project_id: int, *, active: bool = False, for_update: bool = False
+) -> Project:
+    """The owner's project (pinned or not, unless `active`), or NotFound."""
+    query = select(Project).where(Project.id == project_id, Project.user_id == owner_id)
+    if active:
+        query = query.where(col(Project.is_active).is_(True))
+    if for_update:
+        query = query.with_for_update()
+    project = (await session.exec(query)).first()
+    if project is None:
+        raise NotFound("Project not found")
+    return project
+
+
+async def ensure_project(session: AsyncSession, owner_id: str, project_id: int) -> None:
+    """A task may only point at one of its owner's projects."""
+    query = select(Project.id).where(Project.id == project_id, Project.user_id == owner_id)
+    if (await session.exec(query)).first() is None:
+        raise ValidationFailed("project_id: no such project", field="project_id")
+
+
+async def pin_project(session: AsyncSession, owner_id: str, payload: ProjectCreate) -> Project:
+    """Pin, or bring back an unpinned repository. At most 50 active pins, also under concurrency."""
+    # Count-then-insert is only safe when this user's pins are serialised (STACK.md, "Races").
+    await lock_user_row(session, owner_id)
+    existing = (
+        await session.exec(
+            select(Project).where(
+                Project.user_id == owner_id,
+                func.lower(col(Project.github_repo_name)) == payload.github_repo_name.lower(),
+            )
+        )
+    ).first()
+    if existing is not None and existing.is_active:
+        raise _already_pinned()
+    active = (
+        await session.exec(
+            select(func.count(), func.max(col(Project.position))).where(
+                Project.user_id == owner_id, col(Project.is_active).is_(True)
+            )
+        )
+    ).one()
+    count, last_position = int(active[0]), active[1]
+    if count >= MAX_ACTIVE_PINS:
+        raise Conflict(f"At most {MAX_ACTIVE_PINS} projects can be pinned", code="PIN_LIMIT_REACHED")
+    position = payload.position if payload.position is not None else (last_position + 1 if count else 0)
+    now = utcnow()
+    fields = payload.model_dump(exclude_unset=True) | {
+        "github_repo_name": payload.github_repo_name,
+        "github_repo_url": payload.github_repo_url,
+        "position": position,
+    }
+    if existing is not None:  # re-pin: the row (and its tasks and history) comes back
+        for name, value in fields.items():
+            setattr(existing, name, value)
+        existing.is_active, existing.pinned_at, existing.last_updated = True, now, now
+        project = existing
+    else:
+        project = Project.model_validate(fields, update={"user_id": owner_id, "pinned_at": now, "last_updated": now})
+    session.add(project)
+    try:
+        await session.commit()
+    except IntegrityError as exc:
+        await session.rollback()
+        if is_unique_violation(exc):
+            raise _already_pinned() from None
+        raise
+    return project
+
+
+async def update_project(session: AsyncSession, owner_id: str, project_id: int, payload: ProjectUpdate) -> Project:
+    project = await get_project(session, owner_id, project_id, active=True, for_update=True)
+    for name, value in payload.model_dump(exclude_unset=True).items():
+        setattr(project, name, value)
+    project.last_updated = utcnow()
+    session.add(project)
+    await session.commit()
+    return project
+
+
+async def unpin_project(session: AsyncSession, owner_id: str, project_id: int) -> None:
+    """Unpin keeps the row, so its tasks and sync history survive and a re-pin brings it back."""
+    project = await get_project(session, owner_id, project_id, active=True, for_update=True)
+    project.is_active = False
+    project.last_updated = utcnow()
+    session.add(project)
+    await session.commit()
+
+
+async def reorder_projects(session: AsyncSession, owner_id: str, project_ids: list[int]) -> list[Project]:
+    """Set the dashboard order: `project_ids` must list every active pin exactly once."""
+    await lock_user_row(session, owner_id)
+    projects = await list_projects(session, owner_id)
+    if sorted(project_ids) != sorted(p.id for p in projects if p.id is not None):
+        raise ValidationFailed("project_ids must list each pinned project exactly once", field="project_ids")
+    by_id = {p.id: p for p in projects}
+    now = utcnow()
+    for position, project_id in enumerate(project_ids):
+        project = by_id[project_id]
+        if project.position != position:
+            project.position, project.last_updated = position, now
+            session.add(project)
+    await session.commit()
+    return [by_id[project_id] for project_id in project_ids]
+
+
+async def export_project(session: AsyncSession, owner_id: str, project_id: int) -> dict[str, Any]:
+    """The project, its tasks and its sync history, in a stable shape for a JSON download."""
+    from backend.models.project import ProjectPublic
+    from backend.models.task import TaskPublic
+
+    project = await get_project(session, owner_id, project_id)
+    tasks = (
+        await session.exec(
+            select(Task).where(Task.user_id == owner_id, Task.project_id == project_id).order_by(col(Task.id))
+        )
+    ).all()
+    return {
+        "format": "taskdeck.project-export/1",
+        "exported_at": utcnow().isoformat().replace("+00:00", "Z"),
+        "project": ProjectPublic.model_validate(project).model_dump(mode="json"),
+        "tasks": [TaskPublic.model_validate(task).model_dump(mode="json") for task in tasks],
+        "sync_runs": await _sync_history(session, owner_id, project_id),
+    }
+
+
+async def _sync_history(session: AsyncSession, owner_id: str, project_id: int) -> list[dict[str, Any]]:
+    return []
