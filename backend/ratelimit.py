@@ -25,7 +25,6 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from starlette.datastructures import MutableHeaders
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.config import Settings
@@ -180,13 +179,7 @@ def masked(identity: str) -> str:
 
 
 def _route_template(scope: Scope) -> str:
-    route = scope.get("route")
-    if route is not None:
-        return str(getattr(route, "path", "?"))
-    for candidate in getattr(scope.get("app"), "routes", ()):  # only on a refusal: the router has not run yet
-        if candidate.matches(scope)[0] is Match.FULL:
-            return str(getattr(candidate, "path", "?"))
-    return "<unmatched>"
+    return str(getattr(scope.get("route"), "path", "<unmatched>"))
 
 
 def _record(scope: Scope, decision: Decision) -> None:
@@ -194,10 +187,12 @@ def _record(scope: Scope, decision: Decision) -> None:
 
 
 def _refused(scope: Scope, decision: Decision, shown: str) -> None:
+    # The default policy refuses before routing: no template yet, so the (bounded) concrete path.
+    where = {"route": _route_template(scope)} if "route" in scope else {"path": str(scope["path"])[:200]}
     security_event(
         "rate_limited",
         policy=decision.policy,
-        route=_route_template(scope),
+        **where,
         method=scope.get("method"),
         identity=shown,
         retry_after=decision.retry_after,
