@@ -78,8 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
 
     # Added innermost first. Errors are rendered innermost, so 413/429/500 responses still pass
-    # through rate-limit headers, CORS and security headers; the request context wraps everything,
-    # so every response (a CORS preflight too) has an id.
+    # through rate-limit headers and CORS. The request context gives every response (a CORS
+    # preflight too) an id; security headers wrap even the 500 it renders for a middleware failure.
     app.add_middleware(ErrorRenderingMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.MAX_BODY_BYTES)
     app.add_middleware(RateLimitMiddleware, limiter=limiter)
@@ -91,6 +91,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=CORS_HEADERS,
         expose_headers=CORS_EXPOSE,
     )
-    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.HSTS_ENABLED)
     app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.HSTS_ENABLED)
     return app

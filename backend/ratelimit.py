@@ -188,15 +188,12 @@ def _record(scope: Scope, decision: Decision) -> None:
 
 def _refused(scope: Scope, decision: Decision, shown: str) -> None:
     # The default policy refuses before routing: no template yet, so the (bounded) concrete path.
-    where = {"route": _route_template(scope)} if "route" in scope else {"path": str(scope["path"])[:200]}
-    security_event(
-        "rate_limited",
-        policy=decision.policy,
-        **where,
-        method=scope.get("method"),
-        identity=shown,
-        retry_after=decision.retry_after,
-    )
+    fields: dict[str, Any] = {"policy": decision.policy, "method": scope.get("method"), "identity": shown}
+    if "route" in scope:
+        fields["route"] = _route_template(scope)
+    else:
+        fields["path"] = str(scope["path"])[:200]
+    security_event("rate_limited", retry_after=decision.retry_after, **fields)
 
 
 async def enforce(request: Request, policy: Policy, key: str, *, shown: str | None = None) -> None:
