@@ -36,16 +36,15 @@ def main(argv: list[str] | None = None) -> int:
     if settings.AUTO_MIGRATE:
         upgrade(settings.database_url)
     settings.jwt_secret  # noqa: B018 - create the development key once, before workers race for it
-    trusted = ",".join(settings.TRUSTED_PROXIES)
     uvicorn.run(
         "backend.main:create_app",
         factory=True,
         host=args.host,
         port=args.port,
         workers=args.workers,
-        # uvicorn trusts X-Forwarded-For from 127.0.0.1 by default: only configured proxies may set it.
-        proxy_headers=bool(trusted),
-        forwarded_allow_ips=trusted or None,
+        # uvicorn trusts X-Forwarded-For from 127.0.0.1 by default. The app reads it itself
+        # (middleware.client_ip, TRUSTED_PROXIES only): one source of truth for the client address.
+        proxy_headers=False,
         server_header=False,
         access_log=False,
         timeout_graceful_shutdown=20,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 from functools import cached_property
@@ -79,6 +80,16 @@ class Settings(BaseSettings):
     def _comma_list(cls, value: object) -> object:
         return _split_commas(value)
 
+    @field_validator("TRUSTED_PROXIES")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+        return value
+
     @field_validator("LOG_LEVEL", "LOG_FORMAT", "ENVIRONMENT", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
@@ -132,6 +143,11 @@ class Settings(BaseSettings):
         path.touch(mode=0o600)
         path.write_text(key)
         return key
+
+    @cached_property
+    def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """TRUSTED_PROXIES parsed once: the peers whose X-Forwarded-For is believed."""
+        return tuple(ipaddress.ip_network(item, strict=False) for item in self.TRUSTED_PROXIES)
 
     @cached_property
     def better_auth_jwks_url(self) -> str | None:

@@ -15,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from backend.config import Settings
 from backend.errors import Forbidden, Unauthorized
 from backend.logging_setup import security_event
+from backend.middleware import client_ip
 from backend.models.common import USER_ID_PATTERN, utcnow
 from backend.models.session import AuthSession
 from backend.models.user import User
@@ -99,7 +100,9 @@ def _route(request: Request) -> str:
 
 
 def _unauthenticated(request: Request, reason: str) -> None:
-    security_event("unauthenticated", reason=reason, route=_route(request), method=request.method)
+    security_event(
+        "unauthenticated", reason=reason, route=_route(request), method=request.method, client=client_ip(request.scope)
+    )
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -12,7 +12,17 @@ from backend.db import create_engine, session_factory
 from backend.deps import no_external_verifier
 from backend.errors import install_error_handlers
 from backend.logging_setup import configure_logging
-from backend.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
+from backend.middleware import (
+    CORS_EXPOSE,
+    CORS_HEADERS,
+    CORS_METHODS,
+    BodySizeLimitMiddleware,
+    CORSMiddleware,
+    ErrorRenderingMiddleware,
+    RequestContextMiddleware,
+    SecurityHeadersMiddleware,
+)
+from backend.ratelimit import RateLimiter, RateLimitMiddleware
 from backend.routers import auth, health, projects, tasks
 
 DESCRIPTION = """
@@ -40,11 +50,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pool_recycle=settings.DB_POOL_RECYCLE,
     )
 
+    limiter = RateLimiter(settings)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await limiter.start()
         try:
             yield
         finally:
+            await limiter.close()
             await engine.dispose()
 
     app = FastAPI(
@@ -57,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.sessionmaker = session_factory(engine)
     app.state.external_verifier = no_external_verifier
-    app.state.limiter = None
+    app.state.limiter = limiter
 
     install_error_handlers(app)
     app.include_router(auth.router)
@@ -67,8 +81,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(projects.legacy_router)
     app.include_router(health.router)
 
-    # Added innermost first: the request context wraps everything, so every response has an id.
+    # Added innermost first. Errors are rendered innermost, so 413/429/500 responses still pass
+    # through rate-limit headers and CORS. The request context gives every response (a CORS
+    # preflight too) an id; security headers wrap even the 500 it renders for a middleware failure.
+    app.add_middleware(ErrorRenderingMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.MAX_BODY_BYTES)
-    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.HSTS_ENABLED)
+    app.add_middleware(RateLimitMiddleware, limiter=limiter)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.CORS_ORIGINS,
+        allow_credentials=True,
+        allow_methods=CORS_METHODS,
+        allow_headers=CORS_HEADERS,
+        expose_headers=CORS_EXPOSE,
+    )
     app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.HSTS_ENABLED)
     return app

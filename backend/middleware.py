@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import time
@@ -9,8 +10,10 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware as StarletteCORSMiddleware
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.errors import error_body, render_unexpected
@@ -31,7 +34,7 @@ DOCS_PATHS = ("/docs", "/redoc", "/static/")
 
 
 class RequestContextMiddleware:
-    """Outermost: gives every request an id, writes the access log line, renders escaped errors."""
+    """Gives every request an id, writes the access log line, renders escaped errors (inside the security headers)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -47,22 +50,17 @@ class RequestContextMiddleware:
         state["request_id"] = request_id
         started = time.perf_counter()
         status = 500
-        response_started = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status, response_started
+            nonlocal status
             if message["type"] == "http.response.start":
-                response_started = True
                 status = message["status"]
                 MutableHeaders(scope=message)["X-Request-ID"] = request_id
             await send(message)
 
         try:
-            await self.app(scope, receive, send_wrapper)
-        except Exception as exc:  # the one place nothing escapes: render, never re-raise
-            if response_started:
-                raise
-            await render_unexpected(exc)(scope, receive, send_wrapper)
+            # A backstop: errors from the app itself are rendered by ErrorRenderingMiddleware, innermost.
+            await call_rendering_errors(self.app, scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
             access_log.info(
@@ -74,10 +72,75 @@ class RequestContextMiddleware:
                     "status": status,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                     "user_id": state.get("user_id"),
-                    "client": (scope.get("client") or ("-",))[0],
+                    "client": client_ip(scope),
                 },
             )
             request_id_var.reset(token)
+
+
+async def call_rendering_errors(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Run `app`; an exception before the response started becomes the 500 (or 503) envelope."""
+    response_started = False
+
+    async def send_wrapper(message: Message) -> None:
+        nonlocal response_started
+        response_started = response_started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await app(scope, receive, send_wrapper)
+    except Exception as exc:  # the one place nothing escapes: render, never re-raise
+        if response_started:
+            raise
+        await render_unexpected(exc)(scope, receive, send)
+
+
+class ErrorRenderingMiddleware:
+    """Innermost: a 500 rendered here still passes through CORS, security headers and rate-limit headers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await call_rendering_errors(self.app, scope, receive, send)
+
+
+CORS_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+CORS_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "X-Request-ID",
+    "Idempotency-Key",
+    "If-Match",
+    "If-None-Match",
+    "Last-Event-ID",
+]
+CORS_EXPOSE = [
+    "X-Request-ID",
+    "Retry-After",
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
+    "ETag",
+    "Content-Disposition",
+]
+
+
+class CORSMiddleware(StarletteCORSMiddleware):
+    """Starlette's CORS, with a refused preflight answered in the error envelope like every other error."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        refused = error_body(400, "CORS_NOT_ALLOWED", "This origin, method or header is not allowed here")
+        for name, value in response.headers.items():
+            if name.startswith("access-control-") or name == "vary":
+                refused.headers[name] = value
+        return refused
 
 
 class SecurityHeadersMiddleware:
@@ -153,6 +216,51 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 def client_ip(scope: Mapping[str, Any]) -> str:
+    """The client's address: the socket peer, or, when the peer is a trusted proxy, the right-most
+    X-Forwarded-For hop that is not itself trusted. Worked out once per request."""
+    state = scope.get("state")
+    if isinstance(state, dict) and "client_ip" in state:
+        return str(state["client_ip"])
     client = scope.get("client")
-    return str(client[0]) if client else "unknown"
+    peer = str(client[0]) if client else "unknown"
+    settings = getattr(getattr(scope.get("app"), "state", None), "settings", None)
+    trusted: tuple[Network, ...] = settings.trusted_networks if settings is not None else ()
+    forwarded = [value.decode("latin-1") for key, value in scope.get("headers", []) if key == b"x-forwarded-for"]
+    ip = resolve_client_ip(peer, forwarded, trusted) if trusted else peer
+    if isinstance(state, dict):
+        state["client_ip"] = ip
+    return ip
+
+
+def resolve_client_ip(peer: str, forwarded_for: list[str], trusted: tuple[Network, ...]) -> str:
+    current = _parse_ip(peer)
+    if current is None or not _is_trusted(current, trusted):
+        return peer
+    hops = [hop.strip() for value in forwarded_for for hop in value.split(",")]
+    for hop in reversed(hops):
+        address = _parse_ip(hop)
+        if address is None:  # garbage from further out: the last trusted hop is all we know
+            break
+        current = address
+        if not _is_trusted(address, trusted):
+            break
+    return str(current)
+
+
+def _parse_ip(value: str) -> IPAddress | None:
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
+
+
+def _is_trusted(address: IPAddress, trusted: tuple[Network, ...]) -> bool:
+    return any(address in network for network in trusted)

@@ -14,6 +14,7 @@ from backend.errors import responses
 from backend.middleware import client_ip
 from backend.models.session import RefreshRequest, TokenPair
 from backend.models.user import LoginRequest, UserCreate, UserMe, UserPublic, user_me, user_public
+from backend.ratelimit import limit_login, rate_limit
 from backend.services import auth as auth_service
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
@@ -39,6 +40,7 @@ def _client(request: Request) -> auth_service.ClientInfo:
     summary="Create an account",
     operation_id="register",
     responses=responses(400, 409, 422, 429),
+    dependencies=[rate_limit("register")],
 )
 async def register(payload: UserCreate, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
     """Register with email and password (8-72 bytes, not a common password). Emails are case-insensitive."""
@@ -55,6 +57,7 @@ async def register(payload: UserCreate, session: SessionDep, settings: SettingsD
 )
 async def login(payload: LoginRequest, request: Request, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
     """Returns a 15-minute access token and a refresh token (rotated on every use)."""
+    await limit_login(request, payload.email)
     user = await auth_service.authenticate(session, payload.email, payload.password, settings.BCRYPT_ROUNDS)
     pair = await auth_service.start_session(session, user, token_settings(settings), _client(request))
     return ok(pair, "Logged in")
@@ -71,6 +74,7 @@ async def oauth2_token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request, session: SessionDep, settings: SettingsDep
 ) -> TokenPair:
     """Form fields `username` (the email) and `password`; answers the raw OAuth2 token body."""
+    await limit_login(request, form.username)
     user = await auth_service.authenticate(session, form.username, form.password, settings.BCRYPT_ROUNDS)
     return await auth_service.start_session(session, user, token_settings(settings), _client(request))
 

@@ -1,0 +1,284 @@
+"""Rate limits: moving windows from the `limits` package, on Redis when REDIS_URL is set, else in process.
+
+`RateLimitMiddleware` applies the default per-IP policy to every request (unknown routes too) and
+writes the `RateLimit-*` headers; `rate_limit(policy, key=...)` and `limit_login` add tighter,
+per-route policies. Redis down means fail open: requests proceed, one warning per interval.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fastapi import Depends, Request
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+from redis.asyncio import ConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from backend.config import Settings
+from backend.deps import PrincipalDep
+from backend.errors import RateLimited, error_body
+from backend.logging_setup import mask_email, security_event
+from backend.middleware import client_ip
+
+log = logging.getLogger("taskdeck.ratelimit")
+
+Policy = Literal["default", "login", "login_ip", "register", "sync"]
+Health = Literal["ok", "down", "disabled"]
+
+EXEMPT_PATHS = frozenset({"/health", "/health/live", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+EXEMPT_PREFIXES = ("/health/", "/static/")
+
+REDIS_TIMEOUT_SECONDS = 0.5
+STATE_KEY = "ratelimit"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One counted hit: allowed or not, and what the `RateLimit-*` headers say."""
+
+    policy: Policy
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_after: int  # whole seconds until the oldest hit in the window leaves it
+
+    @property
+    def retry_after(self) -> int:
+        return max(1, self.reset_after)
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset_after),
+        }
+
+
+class RateLimiter:
+    """The policies and their store. `hit` answers None when nothing was counted (off, or store down)."""
+
+    # Class attributes so an operator (or a test) can tune them on the instance.
+    retry_seconds = 1.0  # after a store failure, skip the store this long: no connect storm per request
+    warn_interval = 30.0  # at most one "store unavailable" warning per interval
+
+    def __init__(self, settings: Settings) -> None:
+        self.enabled = settings.RATE_LIMIT_ENABLED
+        self.items: dict[Policy, RateLimitItem] = {
+            "default": parse(settings.RATE_LIMIT_DEFAULT),
+            "login": parse(settings.RATE_LIMIT_LOGIN),
+            "login_ip": parse(settings.RATE_LIMIT_LOGIN_IP),
+            "register": parse(settings.RATE_LIMIT_REGISTER),
+            "sync": parse(settings.RATE_LIMIT_SYNC),
+        }
+        self.pool: ConnectionPool | None = None
+        storage: Storage
+        if self.enabled and settings.REDIS_URL:
+            # Our own pool: short timeouts and a single retry (redis-py's default is 10 retries with
+            # backoff, seconds per request while Redis is down). One retry recovers a pooled
+            # connection that died with a Redis restart.
+            self.pool = ConnectionPool.from_url(
+                settings.REDIS_URL,
+                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+                socket_timeout=REDIS_TIMEOUT_SECONDS,
+                retry=Retry(NoBackoff(), 1),
+            )
+            options: dict[str, Any] = {"connection_pool": self.pool}
+            # redis-py's Script reloads itself on NoScriptError, so a restarted Redis (empty script cache) is fine.
+            storage = RedisStorage(
+                "async+" + settings.REDIS_URL,
+                implementation="redispy",
+                key_prefix=f"{settings.REDIS_KEY_PREFIX}:ratelimit",
+                **options,
+            )
+        else:
+            storage = MemoryStorage()
+        self.storage = storage
+        self.strategy = MovingWindowRateLimiter(storage)
+        self._skip_until = 0.0
+        self._last_warning = -math.inf
+        self._failing = False
+
+    @property
+    def uses_redis(self) -> bool:
+        return self.pool is not None
+
+    async def hit(self, policy: Policy, key: str) -> Decision | None:
+        if not self.enabled or time.monotonic() < self._skip_until:
+            return None
+        item = self.items[policy]
+        try:
+            allowed = await self.strategy.hit(item, policy, key)
+            stats = await self.strategy.get_window_stats(item, policy, key)
+        except (RedisError, OSError) as exc:
+            self._store_failed(exc)
+            return None
+        if self._failing:
+            self._failing = False
+            log.warning("rate-limit store is back; limits enforced again", extra={"event": "ratelimit_store_up"})
+        reset_after = max(0, math.ceil(stats.reset_time - time.time()))
+        return Decision(policy, allowed, item.amount, max(0, stats.remaining), reset_after)
+
+    def _store_failed(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        self._failing = True
+        self._skip_until = now + self.retry_seconds
+        if now - self._last_warning >= self.warn_interval:
+            self._last_warning = now
+            log.warning(
+                "rate-limit store unavailable; limits are not enforced until it returns",
+                extra={"event": "ratelimit_store_down", "error_type": type(exc).__name__},
+            )
+
+    async def start(self) -> None:
+        """Connect early, so an unreachable Redis is reported at start-up (the API starts anyway)."""
+        if await self.health() == "down":
+            self._store_failed(ConnectionError("Redis unreachable at start-up"))
+
+    async def health(self) -> Health:
+        if not self.uses_redis:
+            return "disabled"
+        return "ok" if await self.storage.check() else "down"
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.aclose()
+
+
+def ip_key(ip: str) -> str:
+    """The rate-limit identity of an address: IPv6 clients get a /64, which one host can rotate within."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+def masked(identity: str) -> str:
+    """What a log line may show of an identity: a network for an address, a masked email, else the id."""
+    try:
+        network = ipaddress.ip_network(identity, strict=False)
+    except ValueError:
+        return mask_email(identity) if "@" in identity else identity
+    prefix = 24 if network.version == 4 else 48
+    return str(network.supernet(new_prefix=prefix)) if network.prefixlen > prefix else str(network)
+
+
+def _route_template(scope: Scope) -> str:
+    return str(getattr(scope.get("route"), "path", "<unmatched>"))
+
+
+def _record(scope: Scope, decision: Decision) -> None:
+    scope.setdefault("state", {}).setdefault(STATE_KEY, []).append(decision)
+
+
+def _refused(scope: Scope, decision: Decision, shown: str) -> None:
+    # The default policy refuses before routing: no template yet, so the (bounded) concrete path.
+    fields: dict[str, Any] = {"policy": decision.policy, "method": scope.get("method"), "identity": shown}
+    if "route" in scope:
+        fields["route"] = _route_template(scope)
+    else:
+        fields["path"] = str(scope["path"])[:200]
+    security_event("rate_limited", retry_after=decision.retry_after, **fields)
+
+
+async def enforce(request: Request, policy: Policy, key: str, *, shown: str | None = None) -> None:
+    """Count one hit of `policy` for `key`; RateLimited (429) when the window is full."""
+    limiter: RateLimiter | None = getattr(request.app.state, "limiter", None)
+    if limiter is None:
+        return
+    decision = await limiter.hit(policy, key)
+    if decision is None:
+        return
+    _record(request.scope, decision)
+    if not decision.allowed:
+        _refused(request.scope, decision, shown or masked(key))
+        raise RateLimited(decision.retry_after)
+
+
+async def by_ip(request: Request) -> str:
+    return ip_key(client_ip(request.scope))
+
+
+async def by_user(principal: PrincipalDep) -> str:
+    return principal.user.id
+
+
+def rate_limit(policy: Policy, key: Callable[..., Any] = by_ip, *, per_route: bool = False) -> Any:
+    """A dependency counting `policy` for the identity `key` yields (a dependency itself: by_ip, by_user).
+
+    With per_route, each route template has its own window (never the concrete path)."""
+
+    # A default rather than Annotated: with postponed annotations FastAPI could not see the closure's `key`.
+    async def dependency(request: Request, identity: str = Depends(key)) -> None:
+        scoped = f"{_route_template(request.scope)}|{identity}" if per_route else identity
+        await enforce(request, policy, scoped, shown=masked(identity))
+
+    return Depends(dependency)
+
+
+async def limit_login(request: Request, email: str) -> None:
+    """Login attempts: a looser window per client IP, a strict one per email (whatever the IP)."""
+    email = email.strip().lower()
+    try:
+        await enforce(request, "login_ip", ip_key(client_ip(request.scope)))
+        # Hashed: no email addresses in Redis, and a bounded key however long the form field.
+        digest = hashlib.sha256(email.encode()).hexdigest()[:32]
+        await enforce(request, "login", digest, shown=mask_email(email))
+    except RateLimited:
+        security_event("login_lockout", email=mask_email(email), client=masked(ip_key(client_ip(request.scope))))
+        raise
+
+
+def is_exempt(path: str) -> bool:
+    return path in EXEMPT_PATHS or path.startswith(EXEMPT_PREFIXES)
+
+
+class RateLimitMiddleware:
+    """The default per-IP policy on every request but health and docs, and `RateLimit-*` on limited responses."""
+
+    def __init__(self, app: ASGIApp, *, limiter: RateLimiter) -> None:
+        self.app = app
+        self.limiter = limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.limiter.enabled:
+            await self.app(scope, receive, send)
+            return
+        if not is_exempt(scope["path"]):
+            key = ip_key(client_ip(scope))
+            decision = await self.limiter.hit("default", key)
+            if decision is not None:
+                _record(scope, decision)
+                if not decision.allowed:
+                    _refused(scope, decision, masked(key))
+                    refusal = RateLimited(decision.retry_after)
+                    response = error_body(429, refusal.code, refusal.message, headers=refusal.headers)
+                    response.headers.update(decision.headers())
+                    await response(scope, receive, send)
+                    return
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                decisions: list[Decision] = scope.get("state", {}).get(STATE_KEY, [])
+                if decisions:
+                    # Several policies may apply: report the one closest to refusing.
+                    tightest = min(decisions, key=lambda d: (d.allowed, d.remaining))
+                    MutableHeaders(scope=message).update(tightest.headers())
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
