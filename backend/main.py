@@ -14,6 +14,7 @@ from backend.errors import install_error_handlers
 from backend.logging_setup import configure_logging
 from backend.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
 from backend.routers import auth, health
+from backend.security.better_auth import BetterAuthVerifier, better_auth_enabled
 
 DESCRIPTION = """
 Taskdeck: tasks and pinned GitHub projects for a personal dashboard.
@@ -40,11 +41,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pool_recycle=settings.DB_POOL_RECYCLE,
     )
 
+    verifier = BetterAuthVerifier(settings) if better_auth_enabled(settings) else None
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            if verifier is not None:
+                await verifier.aclose()
             await engine.dispose()
 
     app = FastAPI(
@@ -56,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = session_factory(engine)
-    app.state.external_verifier = no_external_verifier
+    app.state.external_verifier = verifier or no_external_verifier
     app.state.limiter = None
 
     install_error_handlers(app)
