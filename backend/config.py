@@ -124,6 +124,12 @@ class Settings(BaseSettings):
                 raise ValueError("BCRYPT_ROUNDS must be at least 12 when ENVIRONMENT=production")
         if self.JWT_SECRET is not None and len(self.JWT_SECRET.encode()) < 32:
             raise ValueError("JWT_SECRET must be at least 32 bytes")
+        if self.BETTER_AUTH_SECRET is not None and len(self.BETTER_AUTH_SECRET.encode()) < 32:
+            raise ValueError("BETTER_AUTH_SECRET must be at least 32 bytes")
+        if (self.BETTER_AUTH_JWKS_URL or self.BETTER_AUTH_SECRET) and not (
+            (self.BETTER_AUTH_ISSUER or self.BETTER_AUTH_URL) and (self.BETTER_AUTH_AUDIENCE or self.BETTER_AUTH_URL)
+        ):
+            raise ValueError("Better-Auth tokens need an issuer and an audience: set BETTER_AUTH_URL")
         return self
 
     @cached_property

@@ -24,6 +24,7 @@ from backend.middleware import (
 )
 from backend.ratelimit import RateLimiter, RateLimitMiddleware
 from backend.routers import auth, health, projects, tasks
+from backend.security.better_auth import BetterAuthVerifier, better_auth_enabled
 
 DESCRIPTION = """
 Taskdeck: tasks and pinned GitHub projects for a personal dashboard.
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     limiter = RateLimiter(settings)
+    verifier = BetterAuthVerifier(settings) if better_auth_enabled(settings) else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -59,6 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await limiter.close()
+            if verifier is not None:
+                await verifier.aclose()
             await engine.dispose()
 
     app = FastAPI(
@@ -70,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = session_factory(engine)
-    app.state.external_verifier = no_external_verifier
+    app.state.external_verifier = verifier or no_external_verifier
     app.state.limiter = limiter
 
     install_error_handlers(app)

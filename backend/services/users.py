@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from backend.db import is_unique_violation
+from backend.errors import Conflict
+from backend.logging_setup import security_event
+from backend.models.common import utcnow
 from backend.models.user import User
+
+BETTER_AUTH_PROVIDER = "better-auth"
+EMAIL_IN_USE = "This email address belongs to another account here; change it in the web app or contact support"
 
 
 async def get_user(session: AsyncSession, user_id: str) -> User | None:
@@ -16,3 +27,65 @@ async def get_user(session: AsyncSession, user_id: str) -> User | None:
 async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
     result = await session.exec(select(User).where(func.lower(User.email) == email.strip().lower()))
     return result.first()
+
+
+async def upsert_external_user(session: AsyncSession, user_id: str, email: str, full_name: str | None) -> User:
+    """The Better-Auth user behind a verified token: created on first sight, then kept in step with its claims.
+
+    `full_name=None` means the token carried no name: the stored one is kept.
+    """
+    user = await session.get(User, user_id)
+    if user is None:
+        user = await _create_external_user(session, user_id, email, full_name)
+    return await _sync_external_user(session, user, email, full_name)
+
+
+async def _create_external_user(session: AsyncSession, user_id: str, email: str, full_name: str | None) -> User:
+    owner = await get_user_by_email(session, email)
+    if owner is not None:
+        if owner.id != user_id:
+            raise Conflict(EMAIL_IN_USE, field="email")
+        return owner  # a concurrent first request created it a moment ago
+    user = User.model_validate(
+        {"id": user_id, "email": email, "full_name": full_name, "auth_provider": BETTER_AUTH_PROVIDER}
+    )
+    session.add(user)
+    try:
+        await session.commit()
+    except IntegrityError as exc:
+        await session.rollback()
+        if not is_unique_violation(exc):
+            raise
+        # Either a concurrent first request created this user (fine: use it) or the email was taken meanwhile.
+        existing = await session.get(User, user_id)
+        if existing is None:
+            raise Conflict(EMAIL_IN_USE, field="email") from None
+        return existing
+    security_event("external_user_created", level=logging.INFO, user_id=user_id, provider=BETTER_AUTH_PROVIDER)
+    return user
+
+
+async def _sync_external_user(session: AsyncSession, user: User, email: str, full_name: str | None) -> User:
+    if user.auth_provider != BETTER_AUTH_PROVIDER:
+        raise Conflict("This user id belongs to an account that does not sign in with Better-Auth")
+    changes: dict[str, Any] = {}
+    if user.email != email:
+        changes["email"] = email
+    if full_name is not None and user.full_name != full_name:
+        changes["full_name"] = full_name
+    if not changes:
+        return user  # the usual case: no write on the hot path
+    if "email" in changes:
+        owner = await get_user_by_email(session, email)
+        if owner is not None and owner.id != user.id:
+            raise Conflict(EMAIL_IN_USE, field="email")
+    user.sqlmodel_update({**changes, "updated_at": utcnow()})
+    session.add(user)
+    try:
+        await session.commit()
+    except IntegrityError as exc:
+        await session.rollback()
+        if is_unique_violation(exc):
+            raise Conflict(EMAIL_IN_USE, field="email") from None
+        raise
+    return user
