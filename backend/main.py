@@ -63,8 +63,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(health.router)
 
-    # Added innermost first: the request context wraps everything, so every response has an id.
+    # Added innermost first. Security headers wrap the request context, so even the 500 that
+    # the request context renders for an escaped exception carries them (and the request id).
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.MAX_BODY_BYTES)
-    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.HSTS_ENABLED)
     app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.HSTS_ENABLED)
     return app

@@ -31,7 +31,7 @@ DOCS_PATHS = ("/docs", "/redoc", "/static/")
 
 
 class RequestContextMiddleware:
-    """Outermost: gives every request an id, writes the access log line, renders escaped errors."""
+    """Gives every request an id, writes the access log line, renders escaped errors (inside the security headers)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

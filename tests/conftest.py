@@ -19,11 +19,12 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from sqlalchemy import text
 
 from backend.config import Settings, load_settings
 from backend.db import metadata
+from backend.deps import OwnerDep
 from backend.main import create_app
 from backend.migrations.runner import upgrade
 
@@ -168,3 +169,18 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
     assert body["error"]["message"]
     error: dict[str, Any] = body["error"]
     return error
+
+
+def mount_test_routes(app: FastAPI) -> None:
+    """Routes that exist only in tests: an owned probe (for OwnerDep) and one that fails unexpectedly."""
+    router = APIRouter()
+
+    @router.get("/api/{user_id}/probe")
+    async def probe(owner: OwnerDep) -> dict[str, Any]:
+        return {"success": True, "data": {"owner": owner}, "message": None}
+
+    @router.get("/test/boom")
+    async def boom() -> None:
+        raise RuntimeError("boom: SELECT secret FROM vault WHERE password='hunter2'")
+
+    app.include_router(router)

@@ -121,13 +121,14 @@ async def rotate_refresh_token(session: AsyncSession, token: str, cfg: TokenSett
     if auth_session.revoked_at is not None or _aware(auth_session.expires_at) <= utcnow():
         raise Unauthorized("The refresh token is no longer valid", code="INVALID_TOKEN")
     now = utcnow()
+    already_used = stored.used_at is not None  # read before the UPDATE, which syncs `stored` in the session
     # Claim the token atomically: of two concurrent refreshes only one updates the row.
     claimed = await session.exec(
         update(RefreshToken)
         .where(col(RefreshToken.token_hash) == token_hash, col(RefreshToken.used_at).is_(None))
         .values(used_at=now)
     )
-    if stored.used_at is not None or claimed.rowcount != 1:
+    if already_used or claimed.rowcount != 1:
         await _revoke(session, auth_session.id, "refresh_reuse")
         await session.commit()
         security_event("refresh_token_reused", user_id=user.id, session_id=auth_session.id)
