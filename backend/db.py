@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from sqlalchemy import MetaData, event, select
+from sqlalchemy import MetaData, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlmodel import SQLModel, col
+from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 # Stable constraint names on every backend, so Alembic can find and drop them later.
@@ -121,7 +121,7 @@ async def lock_user_row(session: AsyncSession, user_id: str) -> None:
     from backend.models.user import User
 
     if session.get_bind().dialect.name == "postgresql":
-        await session.execute(select(col(User.id)).where(col(User.id) == user_id).with_for_update())
+        await session.exec(select(col(User.id)).where(col(User.id) == user_id).with_for_update())
 
 
 async def ping(engine: AsyncEngine) -> None:

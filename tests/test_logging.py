@@ -9,7 +9,7 @@ import logging
 import pytest
 from sqlmodel import select
 
-from backend.logging_setup import ConsoleFormatter, JsonFormatter, configure_logging, describe_exception, mask_email
+from backend.logging_setup import JsonFormatter, configure_logging, describe_exception, mask_email
 from backend.models.user import User
 from tests.conftest import PASSWORD, mount_test_routes
 
