@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -112,3 +114,30 @@ class TestDevelopmentKey:
     def test_configured_key_wins(self, tmp_path):
         assert load_settings(DATA_DIR=tmp_path, JWT_SECRET=STRONG).jwt_secret == STRONG
         assert not (tmp_path / "jwt_secret").exists()
+
+
+class TestEnvExample:
+    ENV_EXAMPLE = Path(__file__).resolve().parents[1] / ".env.example"
+
+    def test_lists_every_setting_with_a_comment(self):
+        lines = self.ENV_EXAMPLE.read_text().splitlines()
+        names = []
+        for index, line in enumerate(lines):
+            match = re.match(r"^#? ?([A-Z][A-Z0-9_]+)=", line)
+            if match:
+                names.append(match.group(1))
+                assert lines[index - 1].startswith("#"), f"{match.group(1)} has no comment above it"
+        assert sorted(names) == sorted(Settings.model_fields)
+
+    def test_is_a_valid_configuration_as_is(self):
+        settings = Settings(_env_file=self.ENV_EXAMPLE)
+        assert settings.ENVIRONMENT == "development"
+        assert settings.JWT_SECRET is None
+        assert settings.TRUSTED_PROXIES == []
+
+    def test_placeholders_only(self):
+        text = self.ENV_EXAMPLE.read_text()
+        assert "replace" in text
+        for line in text.splitlines():
+            if line.startswith(("# JWT_SECRET=", "# BETTER_AUTH_SECRET=", "# GITHUB_TOKEN=")):
+                assert "replace" in line

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -12,6 +17,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 import backend.models  # noqa: F401 - every table on the metadata
+from backend.config import Settings
 from backend.db import create_engine, metadata
 from backend.migrations.runner import downgrade, upgrade
 from tests.conftest import BACKENDS, PG_ADMIN_URL, _pg_conninfo
@@ -96,3 +102,24 @@ async def test_email_is_unique_case_insensitively_in_the_schema(fresh_url):
 def test_a_failing_migration_is_reported(tmp_path):
     with pytest.raises(Exception, match="nope"):
         upgrade(f"sqlite:///{tmp_path / 'x.db'}", "nope")
+
+
+def test_instances_migrating_at_once_are_safe(fresh_url, tmp_path):
+    """Several `serve`s starting together: one migrates, the others wait (advisory lock / write lock)."""
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in Settings.model_fields}
+    env |= {"DATABASE_URL": fresh_url, "DATA_DIR": str(tmp_path)}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "backend", "migrate"],
+            cwd=root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = [process.communicate(timeout=120)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0] * 4, outputs
+    assert asyncio.run(_inspect(fresh_url, _tables)) == TABLES | {"alembic_version"}
