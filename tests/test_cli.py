@@ -105,3 +105,43 @@ class TestServe:
         assert process.returncode in (0, -signal.SIGTERM), output
         assert "Application shutdown complete" in output
         assert "Traceback" not in output
+
+
+class TestServeOptions:
+    """What `serve` hands to uvicorn (uvicorn itself is exercised by TestServe)."""
+
+    def run_serve(self, tmp_path, monkeypatch, argv, **env):
+        import uvicorn
+
+        calls = []
+        monkeypatch.chdir(tmp_path)
+        for name, value in clean_env(tmp_path, **env).items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append((app, kwargs)))
+        assert main(["serve", *argv]) == 0
+        (call,) = calls
+        return call
+
+    def test_defaults(self, tmp_path, monkeypatch):
+        app, options = self.run_serve(tmp_path, monkeypatch, [])
+        assert app == "backend.main:create_app"
+        assert options["factory"] is True
+        assert (options["host"], options["port"], options["workers"]) == ("127.0.0.1", 8000, 1)
+        # uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1.
+        assert options["proxy_headers"] is False
+        assert options["forwarded_allow_ips"] is None
+        assert "users" in tables(tmp_path / "cli.db")  # AUTO_MIGRATE defaults to true
+        assert (tmp_path / "data" / "jwt_secret").exists()  # made once, before workers start
+
+    def test_trusted_proxies_and_no_auto_migrate(self, tmp_path, monkeypatch):
+        _, options = self.run_serve(
+            tmp_path,
+            monkeypatch,
+            ["--host", "0.0.0.0", "--port", "9000", "--workers", "3"],
+            TRUSTED_PROXIES="10.0.0.1, 10.0.0.2",
+            AUTO_MIGRATE="false",
+        )
+        assert (options["host"], options["port"], options["workers"]) == ("0.0.0.0", 9000, 3)
+        assert options["proxy_headers"] is True
+        assert options["forwarded_allow_ips"] == "10.0.0.1,10.0.0.2"
+        assert not (tmp_path / "cli.db").exists()

@@ -23,7 +23,12 @@ from backend.main import create_app
 from backend.migrations.runner import upgrade
 from tests.conftest import PASSWORD, assert_error, make_settings
 
-PG_BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))[-1]
+
+def pg_bin() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+    if not found:
+        pytest.fail("initdb/pg_ctl not found under /usr/lib/postgresql/*/bin (or set TEST_BACKENDS=sqlite)")
+    return found[-1]
 
 
 def free_port() -> int:
@@ -36,6 +41,7 @@ class Cluster:
     """A private PostgreSQL server. As root, it runs as the `postgres` OS user (initdb refuses root)."""
 
     def __init__(self) -> None:
+        self.bin = pg_bin()
         self.root = Path(tempfile.mkdtemp(prefix="taskdeck-outage-"))
         self.port = free_port()
         self.as_postgres = os.geteuid() == 0
@@ -49,12 +55,12 @@ class Cluster:
         subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=60)
 
     def init(self) -> None:
-        self._run(str(PG_BIN / "initdb"), "-D", str(self.root / "data"), "-A", "trust", "-U", "postgres", "--no-sync")
+        self._run(str(self.bin / "initdb"), "-D", str(self.root / "data"), "-A", "trust", "-U", "postgres", "--no-sync")
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
         self._run(
-            str(PG_BIN / "pg_ctl"),
+            str(self.bin / "pg_ctl"),
             "-D",
             str(self.root / "data"),
             "-l",
@@ -66,7 +72,7 @@ class Cluster:
         )
 
     def stop(self) -> None:
-        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.root / "data"), "-m", "fast", "-w", "stop")
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), "-m", "fast", "-w", "stop")
 
 
 @pytest.fixture(scope="module")
