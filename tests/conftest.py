@@ -19,10 +19,11 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from sqlalchemy import text
 
 from backend.config import Settings, load_settings
+from backend.deps import OwnerDep
 from backend.main import create_app
 from backend.migrations.runner import upgrade
 from backend.models.common import metadata
@@ -31,6 +32,8 @@ PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 BACKENDS = [b.strip() for b in os.environ.get("TEST_BACKENDS", "sqlite,postgresql").split(",") if b.strip()]
 RUN_ID = uuid.uuid4().hex[:10]
+# The outage test runs a PostgreSQL server of its own: part of the PostgreSQL opt-out.
+collect_ignore = [] if "postgresql" in BACKENDS else ["test_outage.py"]
 PASSWORD = "Sturdy-Lantern-42"
 
 
@@ -168,3 +171,18 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
     assert body["error"]["message"]
     error: dict[str, Any] = body["error"]
     return error
+
+
+def mount_test_routes(app: FastAPI) -> None:
+    """Routes that exist only in tests: an owned probe (for OwnerDep) and one that fails unexpectedly."""
+    router = APIRouter()
+
+    @router.get("/api/{user_id}/probe")
+    async def probe(owner: OwnerDep) -> dict[str, Any]:
+        return {"success": True, "data": {"owner": owner}, "message": None}
+
+    @router.get("/test/boom")
+    async def boom() -> None:
+        raise RuntimeError("boom: SELECT secret FROM vault WHERE password='hunter2'")
+
+    app.include_router(router)

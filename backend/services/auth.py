@@ -17,7 +17,7 @@ from backend.logging_setup import mask_email, security_event
 from backend.models.common import utcnow
 from backend.models.session import AuthSession, RefreshToken, TokenPair
 from backend.models.user import User, UserCreate
-from backend.security.passwords import dummy_hash, hash_password, verify_password
+from backend.security.passwords import hash_password, verify_dummy, verify_password
 from backend.security.tokens import create_access_token, hash_refresh_token, new_refresh_token
 from backend.services.users import get_user_by_email
 
@@ -70,7 +70,7 @@ async def authenticate(session: AsyncSession, email: str, password: str, rounds:
     user = await get_user_by_email(session, email)
     await end_read(session)
     if user is None or user.hashed_password is None:
-        await verify_password(password, dummy_hash(rounds))
+        await verify_dummy(password, rounds)
         security_event("login_failed", email=mask_email(email), reason="unknown_email")
         raise InvalidCredentials()
     if not await verify_password(password, user.hashed_password):

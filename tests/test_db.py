@@ -1,0 +1,128 @@
+"""Engines and URLs: the forms hosted databases hand out, SQLite pragmas, unique violations."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
+from backend.db import async_url, create_engine, end_read, is_sqlite, is_unique_violation, lock_user_row, ping
+from backend.db import session_factory as make_session_factory
+from backend.models.user import User
+
+
+class TestAsyncUrl:
+    @pytest.mark.parametrize(
+        ("given", "expected"),
+        [
+            ("postgres://u:p@db.example:5432/app", "postgresql+psycopg://u:p@db.example:5432/app"),
+            ("postgresql://u:p@db.example/app", "postgresql+psycopg://u:p@db.example/app"),
+            ("postgresql+psycopg://u@h/app", "postgresql+psycopg://u@h/app"),
+            ("postgresql+asyncpg://u@h/app", "postgresql+psycopg://u@h/app"),
+            (
+                "postgresql://neondb_owner:pw@ep-x-123.eu-central-1.aws.neon.tech/neondb"
+                "?sslmode=require&channel_binding=require",
+                "postgresql+psycopg://neondb_owner:pw@ep-x-123.eu-central-1.aws.neon.tech/neondb"
+                "?sslmode=require&channel_binding=require",
+            ),
+            ("sqlite:///data/taskdeck.db", "sqlite+aiosqlite:///data/taskdeck.db"),
+            ("sqlite:////abs/path.db", "sqlite+aiosqlite:////abs/path.db"),
+            ("sqlite+aiosqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+        ],
+    )
+    def test_rewrites(self, given, expected):
+        assert async_url(given) == expected
+
+    @pytest.mark.parametrize("given", ["mysql://u@h/db", "taskdeck.db"])
+    def test_unsupported(self, given):
+        with pytest.raises(ValueError, match="Unsupported DATABASE_URL scheme"):
+            async_url(given)
+
+    def test_is_sqlite(self):
+        assert is_sqlite("sqlite:///x.db")
+        assert not is_sqlite("postgres://h/db")
+
+
+async def test_hosted_style_url_connects(database_url):
+    """`postgres://` with libpq options in the query reaches a real server through psycopg."""
+    if database_url.startswith("postgresql"):
+        url = database_url.replace("postgresql://", "postgres://") + "?sslmode=prefer&channel_binding=prefer"
+        driver = "psycopg"
+    else:
+        url, driver = database_url, "aiosqlite"
+    engine = create_engine(url)
+    try:
+        await ping(engine)
+        assert engine.dialect.driver == driver
+    finally:
+        await engine.dispose()
+
+
+class TestSqlite:
+    async def pragmas(self, engine) -> tuple[str, int]:
+        async with engine.connect() as conn:
+            mode = (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar_one()
+            fks = (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar_one()
+        await engine.dispose()
+        return mode, fks
+
+    async def test_app_engine_has_wal_and_foreign_keys(self, tmp_path):
+        engine = create_engine(f"sqlite:///{tmp_path}/nested/dir/app.db")
+        assert await self.pragmas(engine) == ("wal", 1)
+        assert (tmp_path / "nested" / "dir" / "app.db").exists()
+
+    async def test_migration_engine_leaves_foreign_keys_off(self, tmp_path):
+        engine = create_engine(f"sqlite:///{tmp_path}/app.db", for_migrations=True)
+        assert await self.pragmas(engine) == ("wal", 0)
+
+    async def test_transactions_take_the_write_lock_at_begin(self, tmp_path):
+        engine = create_engine(f"sqlite:///{tmp_path}/app.db")
+        statements: list[str] = []
+        event.listen(engine.sync_engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+        factory = make_session_factory(engine)
+        async with factory() as session:
+            await session.exec(text("SELECT 1"))
+            assert session.in_transaction()
+            await end_read(session)
+            assert not session.in_transaction()
+        await engine.dispose()
+        assert "BEGIN IMMEDIATE" in statements
+
+
+class TestSessionHelpers:
+    async def test_unique_violation_is_recognised(self, app):
+        async with app.state.sessionmaker() as session:
+            session.add(User(email="twin@example.com"))
+            await session.commit()
+            session.add(User(email="TWIN@example.com"))
+            with pytest.raises(IntegrityError) as caught:
+                await session.commit()
+            assert is_unique_violation(caught.value)
+            await session.rollback()
+
+    async def test_foreign_key_violation_is_not_a_unique_violation(self, app):
+        from datetime import timedelta
+
+        from backend.models.common import utcnow
+        from backend.models.session import AuthSession
+
+        async with app.state.sessionmaker() as session:
+            session.add(AuthSession(user_id="nobody", expires_at=utcnow() + timedelta(days=1)))
+            with pytest.raises(IntegrityError) as caught:
+                await session.commit()
+            assert not is_unique_violation(caught.value)
+            await session.rollback()
+
+    async def test_lock_user_row_and_end_read(self, app):
+        async with app.state.sessionmaker() as session:
+            user = User(email="locked@example.com")
+            session.add(user)
+            await session.commit()
+            await session.exec(select(User).where(User.id == user.id))
+            await lock_user_row(session, user.id)
+            assert session.in_transaction()
+            await end_read(session)
+            # SQLite ends the read transaction; PostgreSQL keeps it (and its row lock) until commit.
+            assert session.in_transaction() is (session.get_bind().dialect.name == "postgresql")
+            await session.commit()

@@ -1,0 +1,147 @@
+"""One error envelope for everything, with the request id and security headers on every response."""
+
+from __future__ import annotations
+
+import pytest
+
+from backend.errors import ERROR_RESPONSES, responses
+from tests.conftest import PASSWORD, assert_error, mount_test_routes
+
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+}
+
+
+def assert_envelope_headers(response) -> None:
+    assert len(response.headers["x-request-id"]) >= 1
+    for name, value in SECURITY_HEADERS.items():
+        assert response.headers[name] == value
+    assert "default-src 'none'" in response.headers["content-security-policy"]
+
+
+class TestMalformedRequest:
+    async def test_invalid_json(self, client):
+        r = await client.post(
+            "/api/auth/login", content=b'{"email": "a@example.com",', headers={"Content-Type": "application/json"}
+        )
+        error = assert_error(r, 400, "MALFORMED_REQUEST")
+        assert error["details"] is None
+        assert_envelope_headers(r)
+
+    async def test_wrong_content_type(self, client):
+        r = await client.post("/api/auth/login", data={"email": "a@example.com", "password": PASSWORD})
+        assert_error(r, 400, "MALFORMED_REQUEST")
+
+    async def test_json_without_content_type_header(self, client):
+        r = await client.post("/api/auth/login", content=b"null", headers={"Content-Type": "text/plain"})
+        assert_error(r, 400, "MALFORMED_REQUEST")
+
+    async def test_json_that_is_not_an_object(self, client):
+        r = await client.post("/api/auth/login", json=["a", "b"])
+        assert_error(r, 422, "VALIDATION_ERROR")
+
+
+class TestNotFoundAndMethod:
+    async def test_unknown_route(self, client):
+        r = await client.get("/no/such/route")
+        error = assert_error(r, 404, "NOT_FOUND")
+        assert error == {"code": "NOT_FOUND", "message": "Not found", "field": None, "details": None}
+        assert_envelope_headers(r)
+
+    async def test_method_not_allowed(self, client):
+        r = await client.get("/api/auth/login")
+        assert_error(r, 405, "METHOD_NOT_ALLOWED")
+        assert "POST" in r.headers["allow"]
+        assert_envelope_headers(r)
+
+
+class TestPayloadTooLarge:
+    async def test_announced_by_content_length(self, client):
+        body = b'{"email": "' + b"a" * (1024 * 1024) + b'"}'
+        r = await client.post("/api/auth/login", content=body, headers={"Content-Type": "application/json"})
+        assert_error(r, 413, "PAYLOAD_TOO_LARGE")
+        assert_envelope_headers(r)
+
+    async def test_streamed_without_length(self, client):
+        async def chunks():
+            yield b'{"email": "'
+            for _ in range(20):
+                yield b"a" * 65536
+            yield b'"}'
+
+        r = await client.post("/api/auth/login", content=chunks(), headers={"Content-Type": "application/json"})
+        assert "content-length" not in r.request.headers
+        assert_error(r, 413, "PAYLOAD_TOO_LARGE")
+        assert_envelope_headers(r)
+
+    async def test_bad_content_length(self, client):
+        r = await client.post(
+            "/api/auth/login", content=b"{}", headers={"Content-Type": "application/json", "Content-Length": "-1"}
+        )
+        assert_error(r, 413, "PAYLOAD_TOO_LARGE")
+
+    async def test_just_under_the_limit_is_read(self, client):
+        body = b'{"email": "' + b"a" * (1024 * 1024 - 100) + b'"}'
+        r = await client.post("/api/auth/login", content=body, headers={"Content-Type": "application/json"})
+        assert_error(r, 422, "VALIDATION_ERROR")
+
+
+class TestValidation:
+    async def test_details_list_every_failing_field(self, client):
+        r = await client.post(
+            "/api/auth/register", json={"email": "nope", "password": "short", "full_name": 5, "user_id": "x"}
+        )
+        error = assert_error(r, 422, "VALIDATION_ERROR")
+        fields = {d["field"] for d in error["details"]}
+        assert fields == {"email", "password", "full_name", "user_id"}
+        assert error["field"] in fields
+        for detail in error["details"]:
+            assert set(detail) == {"field", "message", "type"}
+            assert detail["message"]
+
+
+class TestUnexpected:
+    async def test_500_leaks_nothing(self, client, app):
+        mount_test_routes(app)
+        r = await client.get("/test/boom", headers={"X-Request-ID": "trace-me-123"})
+        error = assert_error(r, 500, "INTERNAL_ERROR")
+        assert error["message"] == "An unexpected error occurred"
+        for leak in ("boom", "SELECT", "hunter2", "Traceback", "RuntimeError"):
+            assert leak not in r.text
+        assert r.headers["x-request-id"] == "trace-me-123"
+        assert_envelope_headers(r)
+
+
+class TestRequestId:
+    async def test_well_formed_id_is_echoed(self, client):
+        r = await client.get("/health/live", headers={"X-Request-ID": "abc-123_DEF.9:z"})
+        assert r.headers["x-request-id"] == "abc-123_DEF.9:z"
+
+    @pytest.mark.parametrize("incoming", ["has spaces", "x" * 129, "<script>", "ünïcode"])
+    async def test_malformed_id_is_replaced(self, client, incoming):
+        r = await client.get("/health/live", headers={"X-Request-ID": incoming.encode()})
+        generated = r.headers["x-request-id"]
+        assert generated != incoming
+        assert len(generated) == 32
+        int(generated, 16)
+
+    async def test_generated_when_absent_and_unique(self, client):
+        first = (await client.get("/health/live")).headers["x-request-id"]
+        second = (await client.get("/health/live")).headers["x-request-id"]
+        assert first != second
+
+
+class TestOpenAPI:
+    async def test_error_responses_documented(self, client):
+        spec = (await client.get("/openapi.json")).json()
+        login = spec["paths"]["/api/auth/login"]["post"]["responses"]
+        assert {"200", "401", "422"} <= set(login)
+        assert login["401"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorEnvelope")
+        register = spec["paths"]["/api/auth/register"]["post"]["responses"]
+        assert "201" in register
+        assert "409" in register
+
+    def test_responses_helper(self):
+        assert responses(401, 404) == {401: ERROR_RESPONSES[401], 404: ERROR_RESPONSES[404]}

@@ -1,0 +1,125 @@
+"""The models and the migrations agree, and the migrations round-trip, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect
+
+import backend.models  # noqa: F401 - every table on the metadata
+from backend.config import Settings
+from backend.db import create_engine, metadata
+from backend.migrations.runner import downgrade, upgrade
+from tests.conftest import BACKENDS, PG_ADMIN_URL, _pg_conninfo
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*expression-based index")
+
+TABLES = {"users", "sessions", "refresh_tokens"}
+
+
+@pytest.fixture(params=BACKENDS)
+def fresh_url(request, tmp_path) -> Iterator[str]:
+    """An empty database of its own, not the run's shared one."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+        return
+    name = f"taskdeck_mig_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(_pg_conninfo(PG_ADMIN_URL), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _pg_conninfo(PG_ADMIN_URL, name)
+    finally:
+        with psycopg.connect(_pg_conninfo(PG_ADMIN_URL), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _inspect(url: str, fn):
+    engine = create_engine(url, for_migrations=True)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(fn)
+    finally:
+        await engine.dispose()
+
+
+def _diff(connection):
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    return compare_metadata(context, metadata)
+
+
+def _tables(connection) -> set[str]:
+    return set(inspect(connection).get_table_names())
+
+
+def _indexes(connection) -> dict[str, set[str]]:
+    inspector = inspect(connection)
+    return {table: {ix["name"] for ix in inspector.get_indexes(table)} for table in TABLES}
+
+
+def _email_index_sql(connection) -> str:
+    if connection.dialect.name == "sqlite":  # SQLAlchemy cannot reflect expression indexes on SQLite
+        query = "SELECT sql FROM sqlite_master WHERE name = 'uq_users_email_lower'"
+    else:
+        query = "SELECT indexdef FROM pg_indexes WHERE indexname = 'uq_users_email_lower'"
+    return str(connection.exec_driver_sql(query).scalar_one())
+
+
+async def test_autogenerate_finds_nothing(fresh_url):
+    upgrade(fresh_url)
+    assert await _inspect(fresh_url, _diff) == []
+
+
+async def test_upgrade_downgrade_upgrade(fresh_url):
+    upgrade(fresh_url)
+    assert await _inspect(fresh_url, _tables) == TABLES | {"alembic_version"}
+    downgrade(fresh_url, "base")
+    assert await _inspect(fresh_url, _tables) == {"alembic_version"}
+    upgrade(fresh_url)
+    assert await _inspect(fresh_url, _tables) == TABLES | {"alembic_version"}
+    upgrade(fresh_url)  # nothing pending: a no-op
+
+
+async def test_email_is_unique_case_insensitively_in_the_schema(fresh_url):
+    upgrade(fresh_url)
+    definition = (await _inspect(fresh_url, _email_index_sql)).lower().replace("(email)::text", "email")
+    assert "unique index" in definition
+    assert "lower(email)" in definition
+    indexes = await _inspect(fresh_url, _indexes)
+    assert indexes["sessions"] == {"ix_sessions_user_id"}
+    assert indexes["refresh_tokens"] == {"ix_refresh_tokens_session_id"}
+
+
+def test_a_failing_migration_is_reported(tmp_path):
+    with pytest.raises(Exception, match="nope"):
+        upgrade(f"sqlite:///{tmp_path / 'x.db'}", "nope")
+
+
+def test_instances_migrating_at_once_are_safe(fresh_url, tmp_path):
+    """Several `serve`s starting together: one migrates, the others wait (advisory lock / write lock)."""
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in Settings.model_fields}
+    env |= {"DATABASE_URL": fresh_url, "DATA_DIR": str(tmp_path)}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "backend", "migrate"],
+            cwd=root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = [process.communicate(timeout=120)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0] * 4, outputs
+    assert asyncio.run(_inspect(fresh_url, _tables)) == TABLES | {"alembic_version"}

@@ -1,0 +1,128 @@
+"""A running app pointed at a database that stops and comes back: 503 envelopes, then recovery.
+
+Uses a throwaway PostgreSQL cluster of its own (initdb/pg_ctl on a free port under a temp dir),
+never the machine's shared server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from backend.main import create_app
+from backend.migrations.runner import upgrade
+from tests.conftest import PASSWORD, assert_error, make_settings
+
+
+def pg_bin() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+    if not found:
+        pytest.fail("initdb/pg_ctl not found under /usr/lib/postgresql/*/bin (or set TEST_BACKENDS=sqlite)")
+    return found[-1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Cluster:
+    """A private PostgreSQL server. As root, it runs as the `postgres` OS user (initdb refuses root)."""
+
+    def __init__(self) -> None:
+        self.bin = pg_bin()
+        self.root = Path(tempfile.mkdtemp(prefix="taskdeck-outage-"))
+        self.port = free_port()
+        self.as_postgres = os.geteuid() == 0
+        if self.as_postgres:
+            account = pwd.getpwnam("postgres")
+            os.chown(self.root, account.pw_uid, account.pw_gid)
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if self.as_postgres else []
+        subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=60)
+
+    def init(self) -> None:
+        self._run(str(self.bin / "initdb"), "-D", str(self.root / "data"), "-A", "trust", "-U", "postgres", "--no-sync")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.root / "data"),
+            "-l",
+            str(self.root / "log"),
+            "-w",
+            "-o",
+            options,
+            "start",
+        )
+
+    def stop(self) -> None:
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), "-m", "fast", "-w", "stop")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    server = Cluster()
+    server.init()
+    server.start()
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
+            server.stop()
+        shutil.rmtree(server.root, ignore_errors=True)
+
+
+async def test_database_outage_and_recovery(cluster, data_dir):
+    upgrade(cluster.url)
+    app = create_app(make_settings(cluster.url, data_dir, DB_CONNECT_TIMEOUT=2, DB_POOL_TIMEOUT=2))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            email = "outage@example.com"
+            assert (
+                await client.post("/api/auth/register", json={"email": email, "password": PASSWORD})
+            ).status_code == 201
+            login = await client.post("/api/auth/login", json={"email": email, "password": PASSWORD})
+            headers = {"Authorization": f"Bearer {login.json()['data']['access_token']}"}
+
+            cluster.stop()
+            for response in (
+                await client.post("/api/auth/register", json={"email": "b@example.com", "password": PASSWORD}),
+                await client.post("/api/auth/login", json={"email": email, "password": PASSWORD}),
+                await client.get("/api/auth/me", headers=headers),
+            ):
+                error = assert_error(response, 503, "SERVICE_UNAVAILABLE")
+                assert response.headers["retry-after"] == "5"
+                assert response.headers["x-request-id"]
+                assert response.headers["x-content-type-options"] == "nosniff"
+                assert "postgres" not in error["message"].lower()
+                assert str(cluster.port) not in response.text
+            health = await client.get("/health")
+            assert health.status_code == 503
+            assert health.json()["success"] is False
+            assert health.json()["data"]["database"] == "down"
+            assert health.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+            assert (await client.get("/health/live")).status_code == 200
+
+            cluster.start()
+            health = await client.get("/health")
+            assert health.status_code == 200, health.text
+            assert health.json()["data"]["database"] == "ok"
+            me = await client.get("/api/auth/me", headers=headers)
+            assert me.status_code == 200, me.text
