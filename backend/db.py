@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from backend.models.common import metadata as metadata  # re-exported: naming convention set before any table
+
 # libpq options that psycopg understands as keyword arguments; anything else in a hosted
 # provider's URL is passed through untouched.
 _PG_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg_async", "postgresql+asyncpg"}
