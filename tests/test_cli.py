@@ -127,9 +127,8 @@ class TestServeOptions:
         assert app == "backend.main:create_app"
         assert options["factory"] is True
         assert (options["host"], options["port"], options["workers"]) == ("127.0.0.1", 8000, 1)
-        # uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1.
+        # uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1; the app reads it itself.
         assert options["proxy_headers"] is False
-        assert options["forwarded_allow_ips"] is None
         assert "users" in tables(tmp_path / "cli.db")  # AUTO_MIGRATE defaults to true
         assert (tmp_path / "data" / "jwt_secret").exists()  # made once, before workers start
 
@@ -142,6 +141,6 @@ class TestServeOptions:
             AUTO_MIGRATE="false",
         )
         assert (options["host"], options["port"], options["workers"]) == ("0.0.0.0", 9000, 3)
-        assert options["proxy_headers"] is True
-        assert options["forwarded_allow_ips"] == "10.0.0.1,10.0.0.2"
+        # Trusted proxies are honoured by the app (middleware.client_ip), never by uvicorn.
+        assert options["proxy_headers"] is False
         assert not (tmp_path / "cli.db").exists()

@@ -19,12 +19,12 @@ from sqlalchemy import inspect
 import backend.models  # noqa: F401 - every table on the metadata
 from backend.config import Settings
 from backend.db import create_engine, metadata
-from backend.migrations.runner import downgrade, upgrade
+from backend.migrations.runner import downgrade, include_object_for, upgrade
 from tests.conftest import BACKENDS, PG_ADMIN_URL, _pg_conninfo
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*expression-based index")
 
-TABLES = {"users", "sessions", "refresh_tokens"}
+TABLES = set(metadata.tables)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -53,7 +53,9 @@ async def _inspect(url: str, fn):
 
 
 def _diff(connection):
-    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    context = MigrationContext.configure(
+        connection, opts={"compare_type": True, "include_object": include_object_for(connection.dialect.name)}
+    )
     return compare_metadata(context, metadata)
 
 

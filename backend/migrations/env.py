@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
-from typing import Any
 
 from alembic import context
 from sqlalchemy.engine import Connection
 
 import backend.models  # noqa: F401 - registers every table on the metadata
 from backend.db import create_engine
+from backend.migrations.runner import include_object_for
 from backend.models.common import metadata
 
 config = context.config
@@ -21,23 +20,13 @@ def _url() -> str:
     return config.attributes.get("database_url") or os.environ.get("DATABASE_URL") or "sqlite:///data/taskdeck.db"
 
 
-def _include_for(dialect: str) -> Callable[..., bool]:
-    """Leave out objects the model declares for another dialect only (e.g. PostgreSQL trigram indexes)."""
-
-    def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
-        ddl_if = getattr(obj, "_ddl_if", None)
-        return ddl_if is None or ddl_if.dialect is None or ddl_if.dialect == dialect
-
-    return include_object
-
-
 def _configure(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
-        include_object=_include_for(connection.dialect.name),
+        include_object=include_object_for(connection.dialect.name),
     )
 
 

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 
 HERE = Path(__file__).parent
+
+
+def include_object_for(dialect: str) -> Callable[..., bool]:
+    """Autogenerate leaves out objects the models declare for another dialect only (`ddl_if`),
+    such as the PostgreSQL trigram indexes."""
+
+    def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+        ddl_if = getattr(obj, "_ddl_if", None)
+        return ddl_if is None or ddl_if.dialect is None or ddl_if.dialect == dialect
+
+    return include_object
 
 
 def alembic_config(database_url: str) -> Config:
