@@ -24,6 +24,7 @@ import random
 import resource
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -80,6 +81,8 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{name} exited at start-up: {self.log.read_text()[-2000:]}")
+            if time.monotonic() > deadline - 0.3:
+                self.stop()
             with contextlib.suppress(OSError):
                 urllib.request.urlopen(f"http://127.0.0.1:{port}{probe}", timeout=1).close()
                 return
@@ -91,6 +94,11 @@ class Server:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
         return float("nan")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the server process (every thread) so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -246,7 +254,8 @@ class Row:
     load: str
     result: dict[str, Any]
     rss_mb: float
-    note: str = ""
+    # The machine's 1-minute load average when the run ended: other work on the box makes figures noisy.
+    loadavg: float = field(default_factory=lambda: os.getloadavg()[0])
 
 
 @dataclass
@@ -259,24 +268,35 @@ class Report:
         r = row.result
         print(
             f"  {row.scenario:<24} {row.load:<10} {r['rps']:8.1f} req/s  p50 {r['p50']:7.2f}  p95 {r['p95']:7.2f}  "
-            f"p99 {r['p99']:7.2f} ms  err {r['errors']}  non2xx {r['non2xx']}  rss {row.rss_mb:.0f} MB",
+            f"p99 {r['p99']:7.2f} ms  err {r['errors']}  non2xx {r['non2xx']}  cpu {r['cpu_ms']:.2f} ms/req  "
+            f"rss {row.rss_mb:.0f} MB  load {row.loadavg:.1f}",
             flush=True,
         )
         return row
 
 
-def closed(spec: dict[str, Any], connections: int, workdir: Path, timeout: int = 10) -> dict[str, Any]:
-    return run_wrk(spec, connections, SECONDS, workdir, core=CLIENT_CORE, timeout=timeout)
+def closed(server: Server, spec: dict[str, Any], connections: int, workdir: Path, timeout: int = 10) -> dict[str, Any]:
+    before = server.cpu_seconds()
+    result = run_wrk(spec, connections, SECONDS, workdir, core=CLIENT_CORE, timeout=timeout)
+    return with_cpu(result, server.cpu_seconds() - before)
 
 
-def open_loop(spec: dict[str, Any], rate: float, workdir: Path, seconds: float = RATE_SECONDS) -> dict[str, Any]:
+def with_cpu(result: dict[str, Any], cpu: float) -> dict[str, Any]:
+    """Server CPU per answered request: unlike req/s, barely moved by other work on the machine."""
+    return {**result, "cpu_ms": 1000 * cpu / max(1, result["requests"])}
+
+
+def open_loop(
+    server: Server, spec: dict[str, Any], rate: float, workdir: Path, seconds: float = RATE_SECONDS
+) -> dict[str, Any]:
     path = workdir / f"{spec['name']}-rate.json"
     path.write_text(json.dumps(spec))
     cmd = [sys.executable, "-m", "tests.perf.loadgen", str(path), str(rate), str(seconds)]
     if CLIENT_CORE:
         cmd = ["taskset", "-c", CLIENT_CORE, *cmd]
+    before = server.cpu_seconds()
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    return dict(json.loads(out.strip().splitlines()[-1]))
+    return with_cpu(json.loads(out.strip().splitlines()[-1]), server.cpu_seconds() - before)
 
 
 def run_scenarios(report: Report, server: Server, data: seed.Dataset, workdir: Path) -> None:
@@ -287,34 +307,49 @@ def run_scenarios(report: Report, server: Server, data: seed.Dataset, workdir: P
         fresh = {"pin_unpin": lambda: pin_spec(data, server.port), "refresh": lambda: refresh_spec(data, server.port)}
         for connections in CONCURRENCY:
             spec = fresh[name]() if name in fresh else specs[name]
-            report.add(Row(name, f"c{connections}", closed(spec, connections, workdir), server.rss_mb()))
+            report.add(Row(name, f"c{connections}", closed(server, spec, connections, workdir), server.rss_mb()))
         spec = fresh[name]() if name in fresh else specs[name]
-        report.add(Row(name, f"{RATE:.0f} req/s", open_loop(spec, RATE, workdir), server.rss_mb()))
+        report.add(Row(name, f"{RATE:.0f} req/s", open_loop(server, spec, RATE, workdir), server.rss_mb()))
     if wanted("login"):
         for connections in LOGIN_CONCURRENCY:
             report.add(
-                Row("login", f"c{connections}", closed(specs["login"], connections, workdir, 30), server.rss_mb())
+                Row(
+                    "login",
+                    f"c{connections}",
+                    closed(server, specs["login"], connections, workdir, 30),
+                    server.rss_mb(),
+                )
             )
         report.add(
-            Row("login", f"{LOGIN_RATE:.0f} req/s", open_loop(specs["login"], LOGIN_RATE, workdir), server.rss_mb())
+            Row(
+                "login",
+                f"{LOGIN_RATE:.0f} req/s",
+                open_loop(server, specs["login"], LOGIN_RATE, workdir),
+                server.rss_mb(),
+            )
         )
 
 
 def run_storm(report: Report, server: Server, data: seed.Dataset, workdir: Path) -> None:
     """List latency at 100 req/s, idle and then while logins saturate bcrypt."""
     specs = scenarios(data, server.port)
-    idle = report.add(Row("list (idle)", f"{RATE:.0f} req/s", open_loop(specs["list"], RATE, workdir), server.rss_mb()))
+    idle = report.add(
+        Row("list (idle)", f"{RATE:.0f} req/s", open_loop(server, specs["list"], RATE, workdir), server.rss_mb())
+    )
     storm: dict[str, Any] = {}
     thread = threading.Thread(
         target=lambda: storm.update(
-            run_wrk(specs["login"], STORM_CONNECTIONS, RATE_SECONDS + 3, workdir, core=CLIENT_CORE, timeout=30)
+            with_cpu(
+                run_wrk(specs["login"], STORM_CONNECTIONS, RATE_SECONDS + 3, workdir, core=CLIENT_CORE, timeout=30),
+                float("nan"),
+            )
         ),
         daemon=True,
     )
     thread.start()
     time.sleep(1.0)  # the storm is under way before the measured list traffic starts
     during = report.add(
-        Row("list (login storm)", f"{RATE:.0f} req/s", open_loop(specs["list"], RATE, workdir), server.rss_mb())
+        Row("list (login storm)", f"{RATE:.0f} req/s", open_loop(server, specs["list"], RATE, workdir), server.rss_mb())
     )
     thread.join()
     report.add(Row("login storm itself", f"c{STORM_CONNECTIONS}", storm, server.rss_mb()))
@@ -334,18 +369,27 @@ def run_reference(report: Report, server: Server, data: seed.Dataset, env: dict[
         ours = scenarios(data, server.port)["list"]
         ref = static("reference_list", 8101, [["GET", f"/users/{data.list_user}/tasks", {}, None]])
         lines = [
-            "| connections | ours req/s | reference req/s | ratio | ours p99 ms | reference p99 ms |",
-            "|---|---|---|---|---|---|",
+            "| connections | ours req/s | reference req/s | ratio | ours p99 ms | reference p99 ms "
+            "| CPU ms/req ours / reference |",
+            "|---|---|---|---|---|---|---|",
         ]
         for connections in CONCURRENCY:
-            a = report.add(Row("list (ours)", f"c{connections}", closed(ours, connections, workdir), server.rss_mb()))
+            a = report.add(
+                Row("list (ours)", f"c{connections}", closed(server, ours, connections, workdir), server.rss_mb())
+            )
             b = report.add(
-                Row("list (reference app)", f"c{connections}", closed(ref, connections, workdir), reference.rss_mb())
+                Row(
+                    "list (reference app)",
+                    f"c{connections}",
+                    closed(reference, ref, connections, workdir),
+                    reference.rss_mb(),
+                )
             )
             ratio = a.result["rps"] / b.result["rps"]
             lines.append(
                 f"| {connections} | {a.result['rps']:.0f} | {b.result['rps']:.0f} | **{ratio:.0%}** | "
-                f"{a.result['p99']:.2f} | {b.result['p99']:.2f} |"
+                f"{a.result['p99']:.2f} | {b.result['p99']:.2f} | "
+                f"{a.result['cpu_ms']:.2f} / {b.result['cpu_ms']:.2f} |"
             )
         report.sections.append("**Reference (list of 50, same run, target >= 70%):**\n\n" + "\n".join(lines))
     finally:
@@ -355,7 +399,9 @@ def run_reference(report: Report, server: Server, data: seed.Dataset, env: dict[
 def run_overload(report: Report, server: Server, data: seed.Dataset, workdir: Path) -> None:
     spec = scenarios(data, server.port)["list"]
     for connections in OVERLOAD:
-        report.add(Row("list overload", f"c{connections}", closed(spec, connections, workdir, 30), server.rss_mb()))
+        report.add(
+            Row("list overload", f"c{connections}", closed(server, spec, connections, workdir, 30), server.rss_mb())
+        )
     started = time.perf_counter()
     urllib.request.urlopen(f"http://127.0.0.1:{server.port}/health", timeout=10).close()
     took = 1000 * (time.perf_counter() - started)
@@ -386,10 +432,13 @@ def run_profile(server: Server, data: seed.Dataset, workdir: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     time.sleep(0.5)
-    closed(scenarios(data, server.port)["list"], 64, workdir)
+    closed(server, scenarios(data, server.port)["list"], 64, workdir)
     recorder.wait()
     (RESULTS / "profile-list.md").write_text(summarise_profile(raw.read_text()))
     print(f"  profile written to {RESULTS / 'profile-list.md'}")
+
+
+IDLE_FRAMES = ("Condition.wait ", "Queue.get ", "Event.wait ")  # idle worker threads, not work
 
 
 def summarise_profile(collapsed: str, top: int = 40) -> str:
@@ -402,8 +451,10 @@ def summarise_profile(collapsed: str, top: int = 40) -> str:
         if not stack:
             continue
         count = int(count_text)
-        total += count
         frames = [f.split(":")[0] for f in stack.split(";")]
+        if frames[-1].startswith(IDLE_FRAMES):
+            continue
+        total += count
         for frame in set(frames):
             inclusive[frame] = inclusive.get(frame, 0) + count
         own[frames[-1]] = own.get(frames[-1], 0) + count
@@ -482,7 +533,7 @@ def run_scale(report: Report, env_for: Any, workdir: Path, secret: str) -> None:
                 )
             users = [f"perf-scale-{i:04d}" for i in random.Random(total).sample(range(seed.SCALE_USERS), 50)]
             for scenario, spec in scale_specs(data, 8102, users).items():
-                result = open_loop(spec, RATE, workdir)
+                result = open_loop(server, spec, RATE, workdir)
                 report.add(Row(f"scale {total:,} {scenario}", f"{RATE:.0f} req/s", result, server.rss_mb()))
                 p95.setdefault(scenario, []).append(result["p95"])
                 lines.append(
@@ -535,14 +586,15 @@ def render(report: Report, conditions: str) -> str:
         "",
         conditions,
         "",
-        "| scenario | load | req/s | p50 ms | p95 ms | p99 ms | errors | non-2xx | server RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| scenario | load | req/s | p50 ms | p95 ms | p99 ms | errors | non-2xx | server CPU ms/req | server RSS MB "
+        "| load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in report.rows:
         r = row.result
         lines.append(
             f"| {row.scenario} | {row.load} | {r['rps']:.1f} | {r['p50']:.2f} | {r['p95']:.2f} | {r['p99']:.2f} | "
-            f"{r['errors']} | {r['non2xx']} | {row.rss_mb:.0f} |"
+            f"{r['errors']} | {r['non2xx']} | {r['cpu_ms']:.2f} | {row.rss_mb:.0f} | {row.loadavg:.1f} |"
         )
     return "\n".join([*lines, "", *(s + "\n" for s in report.sections)])
 
@@ -563,6 +615,9 @@ def redis_prefix() -> Iterator[str]:
 
 
 def main() -> None:
+    # Ctrl-C or a plain `kill` still stops the servers and drops the database (the `finally` blocks).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     RESULTS.mkdir(exist_ok=True)
