@@ -31,6 +31,10 @@ test: $(VENV)/.test
 	$(BIN)/mypy
 	$(BIN)/python -m pytest --cov=backend --cov-report=term --cov-fail-under=90 $(PYTEST_ARGS)
 
+## Benchmark on the machine's PostgreSQL and Redis (needs wrk; see the README's benchmark section).
+bench: $(VENV)/.test
+	$(BIN)/python -m tests.perf.run
+
 lint: $(VENV)/.test
 	$(BIN)/ruff check --fix backend tests
 	$(BIN)/ruff format backend tests

@@ -22,7 +22,8 @@ from backend.models.user import User
 from backend.security.tokens import decode_access_token, is_own_token
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
+    # async: FastAPI runs a plain `def` dependency in the thread pool, a thread hop per request.
     settings: Settings = request.app.state.settings
     return settings
 

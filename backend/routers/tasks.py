@@ -23,7 +23,7 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
-def task_filters(
+async def task_filters(
     status: Annotated[TaskStatus | None, Query(description="Only tasks in this status")] = None,
     priority: Annotated[TaskPriority | None, Query(description="Only tasks of this priority")] = None,
     completed: Annotated[bool | None, Query(description="Only completed (true) or open (false) tasks")] = None,
@@ -32,6 +32,7 @@ def task_filters(
     due_after: Annotated[datetime | None, Query(description="Due strictly after (ISO 8601; UTC if no offset)")] = None,
     q: Annotated[str | None, Query(max_length=200, description="Text in title or description (literal)")] = None,
 ) -> TaskFilters:
+    # async: a plain `def` dependency costs a thread-pool hop on every list request.
     return TaskFilters(
         status=status,
         priority=priority.value if priority else None,
