@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     GITHUB_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0)
     # Sync-run stages in order, as `module:function` (or `module.function`); see specs/api/sync_runs.md.
     SYNC_STAGES: CommaList = list(DEFAULT_SYNC_STAGES)
+    SYNC_STAGE_TIMEOUT_SECONDS: float = Field(default=60.0, gt=0)  # a stuck stage must not hold the project
 
     RATE_LIMIT_ENABLED: bool = True
     RATE_LIMIT_DEFAULT: str = "100/minute"

@@ -253,8 +253,12 @@ class SyncRunner:
 
     async def _run_stage(self, run_id: int, stage: Stage, context: SyncContext) -> str | None:
         """Run one stage; its result joins the context. The failure message, or None."""
+        limit = self.settings.SYNC_STAGE_TIMEOUT_SECONDS
         try:
-            context.results[stage.name] = _checked(await stage.run(context))
+            async with asyncio.timeout(limit):
+                context.results[stage.name] = _checked(await stage.run(context))
+        except TimeoutError:
+            return f"the stage did not finish within {limit:g} s"
         except StageError as exc:
             log.info(
                 "sync stage failed",

@@ -9,6 +9,7 @@ The repository name picks the stand-in's behaviour (`octo/<mode>`), unless `mode
   rate-limited         403 with x-ratelimit-remaining: 0 and a reset two minutes ahead
   throttled            429 with retry-after: 42
   not-json             200 with an HTML body on the repository
+  unauthorized, forbidden   401 / 403 (no rate-limit headers) on the repository
   gated                commits wait until the test calls `open_gate()` (to watch a run while `running`)
   hang                 the repository waits until the gate opens (for client timeouts)
 """
@@ -120,6 +121,13 @@ def commits_json(full_name: str) -> list[dict[str, Any]]:
     ]
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that gave up (timeout, cancelled run) closed its socket: nothing to report
+
+
 @dataclass
 class GitHubStandIn:
     """Serves `/repos/{o}/{r}`, `/repos/{o}/{r}/releases/latest` and `/repos/{o}/{r}/commits`; records requests."""
@@ -150,8 +158,7 @@ class GitHubStandIn:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
+        self._httpd = _Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
 
@@ -192,6 +199,8 @@ class GitHubStandIn:
         if endpoint == "repository":
             if mode == "missing":
                 return _json(404, {"message": "Not Found"})
+            if mode in ("unauthorized", "forbidden"):
+                return _json(401 if mode == "unauthorized" else 403, {"message": "Bad credentials"})
             if mode == "not-json":
                 return 200, b"<html>unicorn</html>", {"Content-Type": "text/html"}
             return _json(200, repository_json(full_name))
