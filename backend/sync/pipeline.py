@@ -68,7 +68,6 @@ class SyncContext:
 
 
 StageFunction = Callable[[SyncContext], Awaitable[dict[str, Any]]]
-ClientFactory = Callable[[Settings], httpx.AsyncClient]
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,14 +148,13 @@ class SyncRunner:
         self,
         sessions: async_sessionmaker[AsyncSession],
         settings: Settings,
-        client_factory: ClientFactory | None = None,
     ) -> None:
-        from backend.sync.github import make_client
+        from backend.sync.github import make_client  # github's stages import this module
 
         self.sessions = sessions
         self.settings = settings
         self.stages = load_stages(settings.SYNC_STAGES)
-        self.client_factory = client_factory or make_client
+        self.client_factory = make_client
         self._tasks: dict[int, asyncio.Task[None]] = {}
 
     @property
@@ -180,12 +178,6 @@ class SyncRunner:
         task = asyncio.create_task(self._guarded(run_id), name=f"sync-run-{run_id}")
         self._tasks[run_id] = task
         task.add_done_callback(lambda _: self._tasks.pop(run_id, None))
-
-    async def wait(self, run_id: int) -> None:
-        """Until this instance's task for the run is done (if it has one)."""
-        task = self._tasks.get(run_id)
-        if task is not None:
-            await asyncio.wait({task})
 
     async def close(self) -> None:
         """At shutdown: cancel the runs in flight; each records itself as interrupted."""
@@ -258,14 +250,17 @@ class SyncRunner:
             async with asyncio.timeout(limit):
                 context.results[stage.name] = _checked(await stage.run(context))
         except TimeoutError:
-            return f"the stage did not finish within {limit:g} s"
+            message = f"the stage did not finish within {limit:g} s"
         except StageError as exc:
-            log.info(
-                "sync stage failed",
-                extra={"event": "sync_stage_failed", "run_id": run_id, "stage": stage.name, "reason": str(exc)},
-            )
-            return str(exc) or "the stage failed"
+            message = str(exc) or "the stage failed"
         except Exception as exc:
             _log_error("unexpected error in a sync stage", "sync_stage_error", exc, run_id=run_id, stage=stage.name)
             return UNEXPECTED
-        return None
+        else:
+            return None
+        # Our own messages (never the token): safe to log.
+        log.info(
+            "sync stage failed",
+            extra={"event": "sync_stage_failed", "run_id": run_id, "stage": stage.name, "reason": message},
+        )
+        return message
