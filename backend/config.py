@@ -16,6 +16,12 @@ VERSION = "1.0.0"
 
 RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
 CommaList = Annotated[list[str], NoDecode]
+DEFAULT_SYNC_STAGES = (
+    "backend.sync.github:repository",
+    "backend.sync.github:release",
+    "backend.sync.github:commit",
+    "backend.sync.github:summary",
+)
 
 
 class ConfigError(ValueError):
@@ -64,6 +70,9 @@ class Settings(BaseSettings):
     GITHUB_API_URL: str = "https://api.github.com"
     GITHUB_TOKEN: str | None = None
     GITHUB_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0)
+    # Sync-run stages in order, as `module:function` (or `module.function`); see specs/api/sync_runs.md.
+    SYNC_STAGES: CommaList = list(DEFAULT_SYNC_STAGES)
+    SYNC_STAGE_TIMEOUT_SECONDS: float = Field(default=60.0, gt=0)  # a stuck stage must not hold the project
 
     RATE_LIMIT_ENABLED: bool = True
     RATE_LIMIT_DEFAULT: str = "100/minute"
@@ -75,7 +84,7 @@ class Settings(BaseSettings):
     LOG_LEVEL: Literal["debug", "info", "warning", "error"] = "info"
     LOG_FORMAT: Literal["json", "console"] = "json"
 
-    @field_validator("CORS_ORIGINS", "TRUSTED_PROXIES", mode="before")
+    @field_validator("CORS_ORIGINS", "TRUSTED_PROXIES", "SYNC_STAGES", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         return _split_commas(value)
@@ -88,6 +97,14 @@ class Settings(BaseSettings):
                 ipaddress.ip_network(item, strict=False)
             except ValueError:
                 raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+        return value
+
+    @field_validator("SYNC_STAGES")
+    @classmethod
+    def _stages(cls, value: list[str]) -> list[str]:
+        from backend.sync.pipeline import load_stages  # imports the stage modules: a bad path fails at start-up
+
+        load_stages(value)
         return value
 
     @field_validator("LOG_LEVEL", "LOG_FORMAT", "ENVIRONMENT", mode="before")

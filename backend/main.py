@@ -23,8 +23,9 @@ from backend.middleware import (
     SecurityHeadersMiddleware,
 )
 from backend.ratelimit import RateLimiter, RateLimitMiddleware
-from backend.routers import auth, health, projects, tasks
+from backend.routers import auth, health, projects, sync, tasks
 from backend.security.better_auth import BetterAuthVerifier, better_auth_enabled
+from backend.sync.pipeline import SyncRunner
 
 DESCRIPTION = """
 Taskdeck: tasks and pinned GitHub projects for a personal dashboard.
@@ -53,13 +54,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     limiter = RateLimiter(settings)
     verifier = BetterAuthVerifier(settings) if better_auth_enabled(settings) else None
+    sessionmaker = session_factory(engine)
+    sync_runner = SyncRunner(sessionmaker, settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await limiter.start()
+        await sync_runner.recover()
         try:
             yield
         finally:
+            await sync_runner.close()
             await limiter.close()
             if verifier is not None:
                 await verifier.aclose()
@@ -73,7 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
-    app.state.sessionmaker = session_factory(engine)
+    app.state.sessionmaker = sessionmaker
+    app.state.sync_runner = sync_runner
     app.state.external_verifier = verifier or no_external_verifier
     app.state.limiter = limiter
 
@@ -83,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tasks.legacy_router)
     app.include_router(projects.router)
     app.include_router(projects.legacy_router)
+    app.include_router(sync.router)
     app.include_router(health.router)
 
     # Added innermost first. Errors are rendered innermost, so 413/429/500 responses still pass

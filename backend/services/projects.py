@@ -158,4 +158,8 @@ async def export_project(session: AsyncSession, owner_id: str, project_id: int) 
 
 
 async def _sync_history(session: AsyncSession, owner_id: str, project_id: int) -> list[dict[str, Any]]:
-    return []
+    from backend.models.sync_run import SyncRunPublic
+    from backend.services.sync import sync_history
+
+    runs = await sync_history(session, owner_id, project_id)
+    return [SyncRunPublic.model_validate(run).model_dump(mode="json") for run in runs]

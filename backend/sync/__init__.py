@@ -1,0 +1,1 @@
+"""Sync runs: the staged pipeline and its GitHub stages."""

@@ -1,0 +1,266 @@
+"""The sync pipeline: ordered named stages, progress persisted per stage, results kept until all succeed.
+
+A stage is `async def stage(ctx: SyncContext) -> dict`: it reads the project snapshot and the
+results of the stages before it, and returns its own piece (a JSON object). A stage signals a
+failure meant for the client by raising StageError; anything else becomes a generic message
+(its type goes to the log). The project's `repo_metadata` is the merge of every stage's result,
+in stage order, written with the run's success in one transaction: a failed run leaves it alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from backend.config import ConfigError, Settings
+from backend.logging_setup import describe_exception
+from backend.models.common import utcnow
+from backend.models.sync_run import StageStatus
+from backend.services import sync as sync_service
+
+log = logging.getLogger("taskdeck.sync")
+
+RESTARTED = "interrupted: the server restarted"
+SHUT_DOWN = "interrupted: the server shut down"
+UNEXPECTED = "unexpected error in this stage; see the server log"
+STAGE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$")
+
+
+class StageError(Exception):
+    """A stage failed for a reason the client may read (no traceback, no secret)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectSnapshot:
+    """The project as it was when the run started."""
+
+    id: int
+    user_id: str
+    github_repo_name: str
+    repo_metadata: dict[str, Any] | None
+
+    @property
+    def owner(self) -> str:
+        return self.github_repo_name.split("/", 1)[0]
+
+    @property
+    def repo(self) -> str:
+        return self.github_repo_name.split("/", 1)[1]
+
+
+@dataclass(slots=True)
+class SyncContext:
+    project: ProjectSnapshot
+    http: httpx.AsyncClient
+    settings: Settings
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+StageFunction = Callable[[SyncContext], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    name: str
+    run: StageFunction
+
+
+def _split(path: str) -> tuple[str, str]:
+    module, sep, attribute = path.partition(":")
+    if not sep:
+        module, _, attribute = path.rpartition(".")
+    return module, attribute
+
+
+def load_stages(paths: Sequence[str]) -> list[Stage]:
+    """Import the stage functions named by SYNC_STAGES; ConfigError says which entry is wrong and why."""
+    if not paths:
+        raise ConfigError("SYNC_STAGES lists no stage")
+    stages: list[Stage] = []
+    for path in paths:
+        module_name, attribute = _split(path)
+        if not module_name or not attribute:
+            raise ConfigError(f"SYNC_STAGES entry {path!r} must look like 'package.module:function'")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            raise ConfigError(f"SYNC_STAGES entry {path!r}: module {module_name!r} cannot be imported") from None
+        function = getattr(module, attribute, None)
+        if function is None:
+            raise ConfigError(f"SYNC_STAGES entry {path!r}: {module_name!r} has no {attribute!r}")
+        if not inspect.iscoroutinefunction(function):
+            raise ConfigError(f"SYNC_STAGES entry {path!r} is not an async function")
+        name = str(getattr(function, "stage_name", attribute))
+        if not STAGE_NAME_RE.match(name):
+            raise ConfigError(f"SYNC_STAGES entry {path!r}: stage name {name!r} is not a plain identifier")
+        if any(stage.name == name for stage in stages):
+            raise ConfigError(f"SYNC_STAGES names the stage {name!r} twice")
+        stages.append(Stage(name, function))
+    return stages
+
+
+def _log_error(message: str, event: str, exc: BaseException, **fields: Any) -> None:
+    """Type and place of the exception only: its message could carry data or SQL."""
+    log.error(message, extra={"event": event, **fields, **describe_exception(exc)})
+
+
+def _now() -> str:
+    return sync_service.iso(utcnow())
+
+
+def progress_after(done: int, total: int) -> int:
+    """Share of stages finished; 100 is kept for the succeeded run."""
+    return min(99, done * 100 // total)
+
+
+def merged_metadata(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    metadata: dict[str, Any] = {}
+    for piece in results.values():
+        metadata.update(piece)
+    return metadata
+
+
+def _checked(output: object) -> dict[str, Any]:
+    if not isinstance(output, dict):
+        raise StageError("the stage returned something other than a JSON object")
+    try:
+        json.dumps(output)
+    except (TypeError, ValueError):
+        raise StageError("the stage returned a result that is not JSON") from None
+    return output
+
+
+class SyncRunner:
+    """Runs sync runs as asyncio tasks inside the API process; every step is persisted for any instance to read."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        settings: Settings,
+    ) -> None:
+        from backend.sync.github import make_client  # github's stages import this module
+
+        self.sessions = sessions
+        self.settings = settings
+        self.stages = load_stages(settings.SYNC_STAGES)
+        self.client_factory = make_client
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+
+    @property
+    def stage_names(self) -> list[str]:
+        return [stage.name for stage in self.stages]
+
+    async def recover(self) -> None:
+        """At start-up: runs a stopped process left queued or running can never finish, so they fail."""
+        try:
+            async with self.sessions() as session:
+                run_ids = await sync_service.recover_interrupted(session, RESTARTED)
+        except Exception as exc:  # the database is down (or not migrated): start anyway, as for Redis
+            _log_error("could not recover interrupted sync runs", "sync_recovery_failed", exc)
+            return
+        if run_ids:
+            log.warning(
+                "interrupted sync runs marked failed", extra={"event": "sync_runs_recovered", "run_ids": run_ids}
+            )
+
+    def submit(self, run_id: int) -> None:
+        task = asyncio.create_task(self._guarded(run_id), name=f"sync-run-{run_id}")
+        self._tasks[run_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(run_id, None))
+
+    async def close(self) -> None:
+        """At shutdown: cancel the runs in flight; each records itself as interrupted."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _guarded(self, run_id: int) -> None:
+        try:
+            await self._execute(run_id)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._stop(run_id, SHUT_DOWN))
+            raise
+        except Exception as exc:  # the runner itself failed (e.g. the database): the run must not stay active
+            _log_error("sync run failed outside its stages", "sync_run_error", exc, run_id=run_id)
+            await self._stop(run_id, "the sync run could not be completed; see the server log")
+
+    async def _stop(self, run_id: int, reason: str) -> None:
+        try:
+            async with self.sessions() as session:
+                await sync_service.stop_run(session, run_id, reason)
+        except Exception as exc:  # the database is gone too: start-up recovery will fail the run
+            _log_error("could not record a stopped sync run", "sync_run_error", exc, run_id=run_id)
+
+    async def _save(self, run_id: int, **values: Any) -> bool:
+        async with self.sessions() as session:
+            return await sync_service.record_progress(session, run_id, **values)
+
+    async def _execute(self, run_id: int) -> None:
+        async with self.sessions() as session:
+            begun = await sync_service.begin_run(session, run_id)
+        if begun is None:
+            return
+        run, project = begun
+        assert project.id is not None
+        snapshot = ProjectSnapshot(project.id, project.user_id, project.github_repo_name, project.repo_metadata)
+        records = [dict(record) for record in run.stages]
+        total = len(records)
+        async with self.client_factory(self.settings) as http:
+            context = SyncContext(snapshot, http, self.settings)
+            for index, stage in enumerate(self.stages):
+                records[index] |= {"status": StageStatus.RUNNING, "started_at": _now()}
+                progress = progress_after(index, total)
+                if not await self._save(run_id, current_stage=stage.name, progress=progress, stages=records):
+                    return
+                message = await self._run_stage(run_id, stage, context)
+                records[index] |= {"finished_at": _now()}
+                if message is not None:
+                    records[index] |= {"status": StageStatus.FAILED, "error": message}
+                    records[index + 1 :] = [record | {"status": StageStatus.SKIPPED} for record in records[index + 1 :]]
+                    async with self.sessions() as session:
+                        await sync_service.fail_run(
+                            session, run_id, stage.name, message, stages=records, results=context.results
+                        )
+                    return
+                records[index] |= {"status": StageStatus.SUCCEEDED}
+                progress = progress_after(index + 1, total)
+                if not await self._save(run_id, progress=progress, stages=records, results=context.results):
+                    return
+        async with self.sessions() as session:
+            await sync_service.complete_run(
+                session, run_id, snapshot.id, merged_metadata(context.results), stages=records, results=context.results
+            )
+
+    async def _run_stage(self, run_id: int, stage: Stage, context: SyncContext) -> str | None:
+        """Run one stage; its result joins the context. The failure message, or None."""
+        limit = self.settings.SYNC_STAGE_TIMEOUT_SECONDS
+        try:
+            async with asyncio.timeout(limit):
+                context.results[stage.name] = _checked(await stage.run(context))
+        except TimeoutError:
+            message = f"the stage did not finish within {limit:g} s"
+        except StageError as exc:
+            message = str(exc) or "the stage failed"
+        except Exception as exc:
+            _log_error("unexpected error in a sync stage", "sync_stage_error", exc, run_id=run_id, stage=stage.name)
+            return UNEXPECTED
+        else:
+            return None
+        # Our own messages (never the token): safe to log.
+        log.info(
+            "sync stage failed",
+            extra={"event": "sync_stage_failed", "run_id": run_id, "stage": stage.name, "reason": message},
+        )
+        return message
