@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from backend.config import VERSION, Settings, load_settings
 from backend.db import create_engine, session_factory
 from backend.deps import no_external_verifier
+from backend.docs import OPENAPI_TAGS, install_docs
 from backend.errors import install_error_handlers
 from backend.logging_setup import configure_logging
 from backend.middleware import (
@@ -69,6 +70,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Taskdeck API",
         version=VERSION,
         description=DESCRIPTION,
+        openapi_tags=OPENAPI_TAGS,
+        # Served by install_docs from backend/static/ instead of a CDN.
+        docs_url=None,
+        redoc_url=None,
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -84,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(projects.router)
     app.include_router(projects.legacy_router)
     app.include_router(health.router)
+    install_docs(app)
 
     # Added innermost first. Errors are rendered innermost, so 413/429/500 responses still pass
     # through rate-limit headers and CORS. The request context gives every response (a CORS
