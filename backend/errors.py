@@ -242,4 +242,4 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The documented error responses of an operation, for `responses=` in a route decorator."""
-    return {status: ERROR_RESPONSES[status] for status in statuses}
+    return {status: ERROR_RESPONSES[status] for status in sorted(statuses)}

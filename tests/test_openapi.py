@@ -6,6 +6,8 @@ responses or its operationId fails here rather than in someone else's code gener
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -206,3 +208,18 @@ async def test_docs_pages_and_assets(client):
     missing = await client.get("/static/nope.js")
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "NOT_FOUND"
+
+
+def test_the_api_spec_lists_every_route_with_its_errors(schema):
+    """specs/api/v1_backend.spec.md §0 and /openapi.json must not drift apart."""
+    spec = (Path(__file__).resolve().parents[1] / "specs" / "api" / "v1_backend.spec.md").read_text()
+    rows = re.findall(r"^\| `(GET|POST|PUT|PATCH|DELETE) (/[^`]*)` \| `(\w+)` \| (\d{3}) \| ([^|]*) \|$", spec, re.M)
+    listed = {(method, path): (op_id, success, errors.strip()) for method, path, op_id, success, errors in rows}
+    for method, path, op in operations(schema):
+        assert (method, path) in listed, f"{method} {path} is missing from the spec's route table"
+        op_id, success, errors = listed[(method, path)]
+        assert op_id == op["operationId"], f"{method} {path}"
+        assert success in op["responses"], f"{method} {path}"
+        if re.fullmatch(r"[\d, ]+", errors):
+            assert sorted(int(e) for e in errors.split(", ")) == sorted(documented_errors(op)), f"{method} {path}"
+    assert len(listed) == len(operations(schema)), "the spec lists routes the API does not have"
