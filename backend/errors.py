@@ -179,22 +179,67 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(exc_class, _unexpected)
 
 
+# What each documented error status means, with a typical body (OpenAPI `responses=`).
+_ERROR_DOCS: dict[int, tuple[str, str, str]] = {
+    400: (
+        "Malformed request body (not JSON, or not sent as application/json)",
+        "MALFORMED_REQUEST",
+        "The request body is not valid JSON",
+    ),
+    401: (
+        "Missing, invalid or expired bearer token (`NOT_AUTHENTICATED`, `INVALID_TOKEN`, `TOKEN_EXPIRED`, "
+        "`INVALID_CREDENTIALS`, `REFRESH_TOKEN_REUSED`)",
+        "TOKEN_EXPIRED",
+        "The access token has expired",
+    ),
+    403: (
+        "`FORBIDDEN`: the path `{user_id}` is not the token's subject; `ACCOUNT_DISABLED`: the account is inactive",
+        "FORBIDDEN",
+        "You may only access your own resources",
+    ),
+    404: ("Not found, or owned by someone else", "NOT_FOUND", "Not found"),
+    409: (
+        "Conflict with the current state (`EMAIL_TAKEN`, `PROJECT_ALREADY_PINNED`, `PIN_LIMIT_REACHED`, `CONFLICT`)",
+        "CONFLICT",
+        "Conflict",
+    ),
+    413: ("Body over the size limit (1 MiB)", "PAYLOAD_TOO_LARGE", "The request body is larger than 1 MiB"),
+    422: (
+        "Validation failed; `field` names the first failing field, `details` lists them all",
+        "VALIDATION_ERROR",
+        "title: String should have at least 1 character",
+    ),
+    429: ("Rate limited; retry after `Retry-After` seconds", "RATE_LIMITED", "Too many requests"),
+    503: (
+        "The database is unavailable; retry after `Retry-After` seconds",
+        "SERVICE_UNAVAILABLE",
+        "The database is unavailable, try again shortly",
+    ),
+}
+_ERROR_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}},
+    429: {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
+    503: {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
+}
+
+
+def _error_example(status: int, code: str, message: str) -> dict[str, Any]:
+    field = "title" if status == 422 else None
+    details = [{"field": "title", "message": message.split(": ", 1)[1], "type": "string_too_short"}] if field else None
+    return {"success": False, "error": {"code": code, "message": message, "field": field, "details": details}}
+
+
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorEnvelope, "description": description}
-    for status, description in {
-        400: "Malformed request body",
-        401: "Missing, invalid or expired bearer token",
-        403: "The path user is not the token's subject, or the account is disabled",
-        404: "Not found (or owned by someone else)",
-        409: "Conflict with the current state",
-        413: "Body over the size limit",
-        422: "Validation failed; `details` lists every failing field",
-        429: "Rate limited; see `Retry-After`",
-        503: "A dependency (the database) is unavailable",
-    }.items()
+    status: {
+        "model": ErrorEnvelope,
+        "description": description,
+        "content": {"application/json": {"example": _error_example(status, code, message)}},
+        **({"headers": _ERROR_HEADERS[status]} if status in _ERROR_HEADERS else {}),
+    }
+    for status, (description, code, message) in _ERROR_DOCS.items()
 }
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The documented error responses of an operation, for `responses=` in a route decorator."""
-    return {status: ERROR_RESPONSES[status] for status in statuses}
+    return {status: ERROR_RESPONSES[status] for status in sorted(statuses)}

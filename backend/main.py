@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from backend.config import VERSION, Settings, load_settings
 from backend.db import create_engine, session_factory
 from backend.deps import no_external_verifier
+from backend.docs import OPENAPI_TAGS, install_docs
 from backend.errors import install_error_handlers
 from backend.logging_setup import configure_logging
 from backend.middleware import (
@@ -30,13 +31,29 @@ from backend.sync.pipeline import SyncRunner
 DESCRIPTION = """
 Taskdeck: tasks and pinned GitHub projects for a personal dashboard.
 
-**Authentication.** Send `Authorization: Bearer <access token>`. Get a token from
-`POST /api/auth/login` (or the *Authorize* button, which uses `POST /api/auth/token`), or
-present a JWT issued by the web app's Better-Auth server. Every `/api/{user_id}/...` route
-answers `403` unless `{user_id}` is the token's subject.
+**Authentication.** Every route except `/api/auth/register|login|token|refresh` and `/health*`
+needs `Authorization: Bearer <access token>`. Two kinds of token are accepted:
 
-**Envelopes.** Success: `{"success": true, "data": ..., "message": ..., "meta": ...}`.
-Errors: `{"success": false, "error": {"code", "message", "field", "details"}}`.
+1. The API's own: `POST /api/auth/register`, then `POST /api/auth/login` answers an access token
+   (15 minutes) and a refresh token. `POST /api/auth/refresh` trades the refresh token for a new
+   pair (the old one stops working; presenting it again revokes the session).
+   `POST /api/auth/logout` ends the session at once. In this page, *Authorize* signs in with an
+   email and password (OAuth2 password flow on `POST /api/auth/token`) or takes a token.
+2. A JWT from the web app's Better-Auth server (JWT plugin), checked against its JWKS; the user
+   is created on their first request with Better-Auth's user id.
+
+Data lives under `/api/{user_id}/...`, where `{user_id}` is the token's subject (`user_id` in the
+login answer, `sub` in a Better-Auth token): any other id is `403 FORBIDDEN`, and someone else's
+task or project id is `404`.
+
+**Envelopes.** Success: `{"success": true, "data": ..., "message": ..., "meta": ...}` (`meta`
+on lists: `total`, `limit`, `offset`). Every error, unknown routes included:
+`{"success": false, "error": {"code", "message", "field", "details"}}`; branch on `error.code`
+(`TOKEN_EXPIRED`: refresh and retry; `VALIDATION_ERROR`: `details` lists every failing field).
+
+**Limits.** `429 RATE_LIMITED` carries `Retry-After` (seconds); counted responses carry
+`RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset`. `503 SERVICE_UNAVAILABLE` (database
+down) carries `Retry-After` too. Bodies are JSON (at most 1 MiB) and unknown fields are refused.
 """
 
 
@@ -74,6 +91,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Taskdeck API",
         version=VERSION,
         description=DESCRIPTION,
+        openapi_tags=OPENAPI_TAGS,
+        # Served by install_docs from backend/static/ instead of a CDN.
+        docs_url=None,
+        redoc_url=None,
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -91,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(projects.legacy_router)
     app.include_router(sync.router)
     app.include_router(health.router)
+    install_docs(app)
 
     # Added innermost first. Errors are rendered innermost, so 413/429/500 responses still pass
     # through rate-limit headers and CORS. The request context gives every response (a CORS

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Body, Depends, Request
 from fastapi.security import OAuth2PasswordRequestForm
 
+from backend import openapi_examples as examples
 from backend.config import Settings
 from backend.deps import PrincipalDep, SessionDep, SettingsDep
 from backend.envelope import Envelope, ok
@@ -39,10 +40,12 @@ def _client(request: Request) -> auth_service.ClientInfo:
     response_model=Envelope[UserPublic],
     summary="Create an account",
     operation_id="register",
-    responses=responses(400, 409, 422, 429),
+    responses={201: examples.REGISTERED, **responses(400, 409, 413, 422, 429, 503)},
     dependencies=[rate_limit("register")],
 )
-async def register(payload: UserCreate, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
+async def register(
+    payload: Annotated[UserCreate, Body(openapi_examples=examples.REGISTER)], session: SessionDep, settings: SettingsDep
+) -> dict[str, Any]:
     """Register with email and password (8-72 bytes, not a common password). Emails are case-insensitive."""
     user = await auth_service.register_user(session, payload, settings.BCRYPT_ROUNDS)
     return ok(user_public(user), "Registered")
@@ -53,9 +56,14 @@ async def register(payload: UserCreate, session: SessionDep, settings: SettingsD
     response_model=Envelope[TokenPair],
     summary="Sign in with email and password",
     operation_id="login",
-    responses=responses(400, 401, 403, 422, 429),
+    responses={200: examples.LOGGED_IN, **responses(400, 401, 403, 413, 422, 429, 503)},
 )
-async def login(payload: LoginRequest, request: Request, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
+async def login(
+    payload: Annotated[LoginRequest, Body(openapi_examples=examples.LOGIN)],
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> dict[str, Any]:
     """Returns a 15-minute access token and a refresh token (rotated on every use)."""
     await limit_login(request, payload.email)
     user = await auth_service.authenticate(session, payload.email, payload.password, settings.BCRYPT_ROUNDS)
@@ -68,7 +76,7 @@ async def login(payload: LoginRequest, request: Request, session: SessionDep, se
     response_model=TokenPair,
     summary="OAuth2 password flow (for Swagger's Authorize button)",
     operation_id="oauth2_token",
-    responses=responses(401, 403, 422, 429),
+    responses=responses(401, 403, 413, 422, 429, 503),
 )
 async def oauth2_token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request, session: SessionDep, settings: SettingsDep
@@ -84,7 +92,7 @@ async def oauth2_token(
     response_model=Envelope[TokenPair],
     summary="Trade a refresh token for a new token pair",
     operation_id="refresh",
-    responses=responses(400, 401, 403, 422, 429),
+    responses=responses(400, 401, 403, 413, 422, 429, 503),
 )
 async def refresh(payload: RefreshRequest, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
     """The old refresh token stops working. Presenting it again revokes the whole session."""
@@ -97,7 +105,7 @@ async def refresh(payload: RefreshRequest, session: SessionDep, settings: Settin
     response_model=Envelope[None],
     summary="End this session",
     operation_id="logout",
-    responses=responses(401, 403, 429),
+    responses=responses(401, 403, 429, 503),
 )
 async def logout(principal: PrincipalDep, session: SessionDep) -> dict[str, Any]:
     """The session's refresh token and the presented access token stop working at once."""
@@ -110,7 +118,7 @@ async def logout(principal: PrincipalDep, session: SessionDep) -> dict[str, Any]
     response_model=Envelope[UserMe],
     summary="The signed-in user",
     operation_id="me",
-    responses=responses(401, 403, 429),
+    responses=responses(401, 403, 429, 503),
 )
 async def me(principal: PrincipalDep) -> dict[str, Any]:
     """Profile of the token's subject."""

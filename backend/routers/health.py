@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from backend.config import VERSION
 from backend.db import ping
-from backend.envelope import Envelope
+from backend.envelope import Envelope, ErrorBody
 
 router = APIRouter(tags=["health"])
 
@@ -22,12 +22,41 @@ class HealthStatus(BaseModel):
     version: str
 
 
+class HealthOutage(BaseModel):
+    """The 503 body: the component states, plus the error envelope's `error`."""
+
+    success: Literal[False] = False
+    data: HealthStatus
+    message: None = None
+    error: ErrorBody
+
+
 @router.get(
     "/health",
     response_model=Envelope[HealthStatus],
     summary="Readiness: database and Redis",
     operation_id="health",
-    responses={503: {"model": Envelope[HealthStatus], "description": "The database is unreachable"}},
+    responses={
+        503: {
+            "model": HealthOutage,
+            "description": "The database is unreachable (`Retry-After: 5`)",
+            "content": {
+                "application/json": {
+                    "example": {
+                        "success": False,
+                        "data": {"status": "unavailable", "database": "down", "redis": "ok", "version": VERSION},
+                        "message": None,
+                        "error": {
+                            "code": "SERVICE_UNAVAILABLE",
+                            "message": "database unreachable",
+                            "field": "database",
+                            "details": None,
+                        },
+                    }
+                }
+            },
+        }
+    },
 )
 async def health(request: Request) -> Any:
     """200 while the database answers; 503 with the failing component otherwise. Redis down is degraded, not fatal."""

@@ -6,9 +6,10 @@ import re
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Body, Depends
 from fastapi.responses import Response
 
+from backend import openapi_examples as examples
 from backend.deps import SessionDep, current_user_id, require_owner
 from backend.envelope import Envelope, ListEnvelope, ok, page
 from backend.errors import responses
@@ -16,7 +17,8 @@ from backend.models.project import ProjectCreate, ProjectOrder, ProjectPublic, P
 from backend.services import projects as project_service
 
 OwnerResolver = Callable[..., Coroutine[Any, Any, str]]
-OWNED = (401, 403, 404, 422, 429)
+OWNED = (401, 403, 404, 422, 429, 503)
+WITH_BODY = (400, 413, *OWNED)
 
 
 def _export_response(export: dict[str, Any]) -> Response:
@@ -42,7 +44,7 @@ def build_router(owner: OwnerResolver, *, legacy: bool = False) -> APIRouter:
         response_model=ListEnvelope[ProjectPublic],
         summary="List pinned projects",
         operation_id=f"{op}list_projects",
-        responses=responses(*OWNED),
+        responses={200: examples.PROJECTS, **responses(*OWNED)},
     )
     async def list_projects(owner_id: Owner, session: SessionDep) -> dict[str, Any]:
         """Active pins in dashboard order (`position`, then `pinned_at`)."""
@@ -55,9 +57,13 @@ def build_router(owner: OwnerResolver, *, legacy: bool = False) -> APIRouter:
         response_model=Envelope[ProjectPublic],
         summary="Pin a GitHub repository",
         operation_id=f"{op}pin_project",
-        responses=responses(400, 401, 403, 409, 422, 429),
+        responses={201: examples.PROJECT, **responses(400, 401, 403, 409, 413, 422, 429, 503)},
     )
-    async def pin_project(owner_id: Owner, payload: ProjectCreate, session: SessionDep) -> dict[str, Any]:
+    async def pin_project(
+        owner_id: Owner,
+        payload: Annotated[ProjectCreate, Body(openapi_examples=examples.PROJECT_PIN)],
+        session: SessionDep,
+    ) -> dict[str, Any]:
         """`owner/repo` with GitHub's naming rules; 409 when already pinned or at the 50-pin limit."""
         return ok(await project_service.pin_project(session, owner_id, payload), "Project pinned")
 
@@ -68,7 +74,7 @@ def build_router(owner: OwnerResolver, *, legacy: bool = False) -> APIRouter:
             response_model=ListEnvelope[ProjectPublic],
             summary="Reorder the dashboard",
             operation_id="reorder_projects",
-            responses=responses(400, 401, 403, 422, 429),
+            responses=responses(400, 401, 403, 413, 422, 429, 503),
         )
         async def reorder_projects(owner_id: Owner, payload: ProjectOrder, session: SessionDep) -> dict[str, Any]:
             """`project_ids` lists every pinned project once, in the new order."""
@@ -108,7 +114,7 @@ def build_router(owner: OwnerResolver, *, legacy: bool = False) -> APIRouter:
         response_model=Envelope[ProjectPublic],
         summary="Update a pinned project",
         operation_id=f"{op}update_project",
-        responses=responses(400, *OWNED),
+        responses=responses(*WITH_BODY),
     )
     async def update_project(
         owner_id: Owner, project_id: int, payload: ProjectUpdate, session: SessionDep

@@ -13,7 +13,7 @@ from backend.routers.tasks import LimitQuery, OffsetQuery
 from backend.services import sync as sync_service
 from backend.sync.pipeline import SyncRunner
 
-OWNED = (401, 403, 404, 422, 429)
+OWNED = (401, 403, 404, 422, 429, 503)
 BASE = "/api/{user_id}/projects/{project_id}/sync"
 
 

@@ -6,8 +6,9 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Body, Depends, Query
 
+from backend import openapi_examples as examples
 from backend.deps import SessionDep, current_user_id, require_owner
 from backend.envelope import Envelope, ListEnvelope, ok, page
 from backend.errors import responses
@@ -49,7 +50,8 @@ LimitQuery = Annotated[int, Query(ge=1, le=100, description="Page size, 1-100")]
 OffsetQuery = Annotated[int, Query(ge=0, le=10_000_000, description="Rows to skip")]
 FiltersDep = Annotated[TaskFilters, Depends(task_filters)]
 
-OWNED = (401, 403, 404, 422, 429)
+OWNED = (401, 403, 404, 422, 429, 503)
+WITH_BODY = (400, 413, *OWNED)
 
 
 def build_router(prefix: str, owner: OwnerResolver, *, legacy: bool = False) -> APIRouter:
@@ -63,7 +65,7 @@ def build_router(prefix: str, owner: OwnerResolver, *, legacy: bool = False) -> 
         response_model=ListEnvelope[TaskPublic],
         summary="List tasks",
         operation_id=f"{op}list_tasks",
-        responses=responses(*OWNED),
+        responses={200: examples.TASKS, **responses(*OWNED)},
     )
     async def list_tasks(
         owner_id: Owner,
@@ -83,9 +85,13 @@ def build_router(prefix: str, owner: OwnerResolver, *, legacy: bool = False) -> 
         response_model=Envelope[TaskPublic],
         summary="Create a task",
         operation_id=f"{op}create_task",
-        responses=responses(400, *OWNED),
+        responses={201: examples.TASK, **responses(*WITH_BODY)},
     )
-    async def create_task(owner_id: Owner, payload: TaskCreate, session: SessionDep) -> dict[str, Any]:
+    async def create_task(
+        owner_id: Owner,
+        payload: Annotated[TaskCreate, Body(openapi_examples=examples.TASK_CREATE)],
+        session: SessionDep,
+    ) -> dict[str, Any]:
         """Title is required (trimmed, 1-255 chars); `completed` and `status` are kept in agreement."""
         return ok(await task_service.create_task(session, owner_id, payload), "Task created")
 
@@ -126,16 +132,21 @@ def build_router(prefix: str, owner: OwnerResolver, *, legacy: bool = False) -> 
         response_model=Envelope[TaskPublic],
         summary="Update a task (partial body accepted)",
         operation_id=f"{op}replace_task",
-        responses=responses(400, *OWNED),
+        responses=responses(*WITH_BODY),
     )
     @router.patch(
         "/{task_id}",
         response_model=Envelope[TaskPublic],
         summary="Update some fields of a task",
         operation_id=f"{op}update_task",
-        responses=responses(400, *OWNED),
+        responses=responses(*WITH_BODY),
     )
-    async def update_task(owner_id: Owner, task_id: int, payload: TaskUpdate, session: SessionDep) -> dict[str, Any]:
+    async def update_task(
+        owner_id: Owner,
+        task_id: int,
+        payload: Annotated[TaskUpdate, Body(openapi_examples=examples.TASK_UPDATE)],
+        session: SessionDep,
+    ) -> dict[str, Any]:
         """Only the fields sent change. `completed` and `status` are kept in agreement."""
         return ok(await task_service.update_task(session, owner_id, task_id, payload), "Task updated")
 
@@ -146,7 +157,7 @@ def build_router(prefix: str, owner: OwnerResolver, *, legacy: bool = False) -> 
             response_model=Envelope[TaskPublic],
             summary="Complete or reopen a task",
             operation_id="complete_task",
-            responses=responses(400, *OWNED),
+            responses=responses(*WITH_BODY),
         )
         async def complete_task(
             owner_id: Owner, task_id: int, session: SessionDep, payload: TaskComplete | None = None

@@ -1,0 +1,153 @@
+"""Swagger UI and ReDoc from the API itself (backend/static/), so the docs work with no internet.
+
+The pages are FastAPI's own HTML pointed at the vendored assets. They are built once, so the
+hashes of their inline scripts are known up front and the docs CSP allows exactly those.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.openapi.utils import get_openapi
+from fastapi.staticfiles import StaticFiles
+from starlette.responses import HTMLResponse
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+OPENAPI_URL = "/openapi.json"
+OAUTH2_REDIRECT_URL = "/docs/oauth2-redirect"
+TITLE = "Taskdeck API"
+
+OPENAPI_TAGS: list[dict[str, Any]] = [
+    {
+        "name": "auth",
+        "description": "Register, sign in (JSON or the OAuth2 password form), rotate refresh tokens, "
+        "sign out. Access tokens last 15 minutes; refresh tokens are single-use.",
+    },
+    {
+        "name": "tasks",
+        "description": "Your tasks under `/api/{user_id}/tasks`: filter, search, sort, paginate, "
+        "complete. `{user_id}` must be the token's subject (else 403).",
+    },
+    {
+        "name": "projects",
+        "description": "GitHub repositories pinned to your dashboard (at most 50): pin, reorder, "
+        "update, unpin, export as JSON.",
+    },
+    {
+        "name": "sync runs",
+        "description": "Refresh a pinned repository's metadata from GitHub in the background: start a run "
+        "(202), poll its stages and progress, list the project's history. One active run per project.",
+    },
+    {
+        "name": "tasks (earlier drafts)",
+        "description": "Deprecated paths without `{user_id}` (they act on the token's user). Same "
+        "handlers and envelopes as **tasks**; new clients should not use them.",
+    },
+    {
+        "name": "projects (earlier drafts)",
+        "description": "Deprecated `/api/projects/...` paths acting on the token's user. Same handlers "
+        "and envelopes as **projects**.",
+    },
+    {"name": "health", "description": "Readiness (`/health`, checks the database) and liveness (`/health/live`)."},
+]
+
+OAUTH2_SCHEME = "OAuth2Password"
+
+_swagger = get_swagger_ui_html(
+    openapi_url=OPENAPI_URL,
+    title=f"{TITLE} - Swagger UI",
+    swagger_js_url="/static/swagger-ui/swagger-ui-bundle.js",
+    swagger_css_url="/static/swagger-ui/swagger-ui.css",
+    swagger_favicon_url="/static/swagger-ui/favicon-32x32.png",
+    oauth2_redirect_url=OAUTH2_REDIRECT_URL,
+    # No online validator badge: nothing on the page may leave the machine.
+    swagger_ui_parameters={"validatorUrl": None, "displayRequestDuration": True},
+)
+_redoc = get_redoc_html(
+    openapi_url=OPENAPI_URL,
+    title=f"{TITLE} - ReDoc",
+    redoc_js_url="/static/redoc/redoc.standalone.js",
+    redoc_favicon_url="/static/swagger-ui/favicon-32x32.png",
+    with_google_fonts=False,
+)
+_oauth2_redirect = get_swagger_ui_oauth2_redirect_html()
+PAGES: dict[str, bytes] = {
+    "/docs": bytes(_swagger.body),
+    "/redoc": bytes(_redoc.body),
+    OAUTH2_REDIRECT_URL: bytes(_oauth2_redirect.body),
+}
+
+_INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
+
+
+def _script_hashes(pages: dict[str, bytes]) -> list[str]:
+    digests = {
+        "'sha256-" + base64.b64encode(hashlib.sha256(script).digest()).decode() + "'"
+        for body in pages.values()
+        for script in _INLINE_SCRIPT.findall(body)
+    }
+    return sorted(digests)
+
+
+# Scripts: our files and the pages' own inline scripts (by hash), nothing else. Styles stay
+# 'unsafe-inline': Swagger UI sets style attributes and ReDoc injects <style> elements at runtime.
+# ReDoc runs its search index in a worker created from a blob: URL.
+DOCS_CSP = (
+    f"default-src 'none'; script-src 'self' {' '.join(_script_hashes(PAGES))}; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; connect-src 'self'; "
+    "worker-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+
+
+def install_docs(app: FastAPI) -> None:
+    """Mount /static and serve /docs, /redoc and the OAuth2 redirect page (none of them in the schema)."""
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    def page(path: str) -> None:
+        body = PAGES[path]
+
+        async def serve() -> HTMLResponse:
+            return HTMLResponse(body)
+
+        app.add_api_route(path, serve, methods=["GET"], include_in_schema=False, name=f"docs:{path}")
+
+    for path in PAGES:
+        page(path)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = with_password_flow(
+                get_openapi(
+                    title=app.title,
+                    version=app.version,
+                    description=app.description,
+                    routes=app.routes,
+                    tags=app.openapi_tags,
+                )
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def with_password_flow(schema: dict[str, Any]) -> dict[str, Any]:
+    """Offer the OAuth2 password flow beside the plain bearer token, so *Authorize* can sign in
+    with an email and password (`POST /api/auth/token`). Both end up as the same bearer header."""
+    schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+    schemes[OAUTH2_SCHEME] = {
+        "type": "oauth2",
+        "description": "Email as `username`, and password. Swagger UI then sends the access token as a bearer token.",
+        "flows": {"password": {"tokenUrl": "/api/auth/token", "scopes": {}}},
+    }
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            security = operation.get("security")
+            if security and {OAUTH2_SCHEME: []} not in security:
+                security.append({OAUTH2_SCHEME: []})
+    return schema

@@ -1,0 +1,225 @@
+"""/openapi.json is worth reading: every operation says what it does, who may call it, and how it fails.
+
+Clients generate SDKs from this document, so a new route that forgets its summary, its error
+responses or its operationId fails here rather than in someone else's code generator.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute
+
+from backend.docs import OAUTH2_SCHEME
+
+ERROR_REF = "#/components/schemas/ErrorEnvelope"
+# Operations that touch no database (nor anything else that can be down).
+NO_DATABASE = {"health_live"}
+# Neither rate limited nor authenticated: probes must always answer.
+PROBES = {"health", "health_live"}
+
+
+@pytest.fixture
+async def schema(client) -> dict[str, Any]:
+    response = await client.get("/openapi.json")
+    assert response.status_code == 200
+    return dict(response.json())
+
+
+def operations(schema: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(method.upper(), path, op) for path, ops in schema["paths"].items() for method, op in ops.items()]
+
+
+def documented_errors(operation: dict[str, Any]) -> set[int]:
+    return {int(status) for status in operation["responses"] if status.isdigit() and int(status) >= 400}
+
+
+def test_info(schema):
+    info = schema["info"]
+    assert info["title"] == "Taskdeck API"
+    assert info["version"]
+    for topic in ("Authorization: Bearer", "/api/auth/login", "Better-Auth", "403", "Retry-After", "error"):
+        assert topic in info["description"], topic
+
+
+def test_tags_are_declared_and_described(schema):
+    declared = {tag["name"]: tag.get("description") for tag in schema["tags"]}
+    assert all(declared.values()), declared
+    used = {tag for _, _, op in operations(schema) for tag in op.get("tags", [])}
+    assert used <= set(declared), f"declare these tags in backend/docs.py OPENAPI_TAGS: {used - set(declared)}"
+
+
+def test_every_operation_is_described(schema):
+    ids = []
+    for method, path, op in operations(schema):
+        where = f"{method} {path}"
+        assert op.get("summary"), f"{where}: no summary"
+        assert len(op["summary"]) <= 80, f"{where}: the summary should fit on one line"
+        assert op.get("description"), f"{where}: no description (the route's docstring)"
+        assert op.get("tags"), f"{where}: no tags"
+        assert op.get("operationId"), f"{where}: no operationId"
+        assert documented_errors(op) or op["operationId"] in PROBES - {"health"}, f"{where}: no error responses"
+        ids.append(op["operationId"])
+    assert len(ids) == len(set(ids)), "operationIds must be unique"
+
+
+def test_error_responses_match_what_the_operation_can_do(schema):
+    problems = []
+    for method, path, op in operations(schema):
+        where = f"{method} {path}"
+        errors = documented_errors(op)
+        required: set[int] = set()
+        if op.get("security"):
+            required |= {401, 403}  # 403: an inactive account
+        if "{user_id}" in path:
+            required |= {403, 422}
+        if op["operationId"] not in PROBES:
+            required.add(429)
+        if op["operationId"] not in NO_DATABASE:
+            required.add(503)
+        body = op.get("requestBody", {}).get("content", {})
+        if body:
+            required |= {413, 422}
+        if "application/json" in body:
+            required.add(400)
+        if "{task_id}" in path or "{project_id}" in path:
+            required.add(404)
+        if required - errors:
+            problems.append(f"{where} ({op['operationId']}) misses {sorted(required - errors)}")
+    assert not problems, "\n".join(problems)
+
+
+def test_error_responses_use_the_error_envelope(schema):
+    for method, path, op in operations(schema):
+        for status, response in op["responses"].items():
+            if int(status) < 400 or op["operationId"] == "health":
+                continue
+            content = response["content"]["application/json"]
+            assert content["schema"] == {"$ref": ERROR_REF}, f"{method} {path} {status}"
+            assert content["example"]["success"] is False, f"{method} {path} {status}: no example"
+
+
+def test_limits_and_auth_failures_document_their_headers(schema):
+    op = schema["paths"]["/api/{user_id}/tasks"]["get"]
+    assert "Retry-After" in op["responses"]["429"]["headers"]
+    assert "WWW-Authenticate" in op["responses"]["401"]["headers"]
+
+
+def test_health_outage_is_documented_as_it_is_sent(schema):
+    response = schema["paths"]["/health"]["get"]["responses"]["503"]
+    ref = response["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    properties = schema["components"]["schemas"][ref]["properties"]
+    assert {"success", "data", "error"} <= set(properties)
+
+
+def test_security_schemes_let_authorize_work(schema):
+    schemes = schema["components"]["securitySchemes"]
+    assert schemes["HTTPBearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An access token from /api/auth/login or Better-Auth",
+    }
+    assert schemes[OAUTH2_SCHEME]["flows"]["password"]["tokenUrl"] == "/api/auth/token"
+    me = schema["paths"]["/api/auth/me"]["get"]
+    assert me["security"] == [{"HTTPBearer": []}, {OAUTH2_SCHEME: []}]
+    assert "security" not in schema["paths"]["/api/auth/login"]["post"]
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "names"),
+    [
+        ("/api/auth/register", "post", {"minimal", "with_name"}),
+        ("/api/auth/login", "post", {"login"}),
+        ("/api/{user_id}/tasks", "post", {"minimal", "full"}),
+        ("/api/{user_id}/tasks/{task_id}", "patch", {"retitle", "start", "move"}),
+        ("/api/{user_id}/projects", "post", {"by_name", "with_details"}),
+    ],
+)
+def test_main_bodies_have_examples(schema, path, method, names):
+    body = schema["paths"][path][method]["requestBody"]["content"]["application/json"]
+    assert names <= set(body["examples"])
+    for example in body["examples"].values():
+        assert example["summary"]
+        assert isinstance(example["value"], dict)
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "status"),
+    [
+        ("/api/auth/register", "post", "201"),
+        ("/api/auth/login", "post", "200"),
+        ("/api/{user_id}/tasks", "get", "200"),
+        ("/api/{user_id}/tasks", "post", "201"),
+        ("/api/{user_id}/projects", "post", "201"),
+    ],
+)
+def test_main_responses_have_examples(schema, path, method, status):
+    example = schema["paths"][path][method]["responses"][status]["content"]["application/json"]["example"]
+    assert example["success"] is True
+    assert example["data"]
+
+
+def test_operation_ids_are_stable(schema):
+    """SDKs are generated from these: renaming one breaks every client. Add to the list, never rename."""
+    ids = {op["operationId"] for _, _, op in operations(schema)}
+    assert {
+        "register",
+        "login",
+        "oauth2_token",
+        "refresh",
+        "logout",
+        "me",
+        "list_tasks",
+        "create_task",
+        "search_tasks",
+        "get_task",
+        "replace_task",
+        "update_task",
+        "complete_task",
+        "delete_task",
+        "list_projects",
+        "pin_project",
+        "reorder_projects",
+        "get_project",
+        "update_project",
+        "unpin_project",
+        "export_project",
+        "health",
+        "health_live",
+    } <= ids
+
+
+def test_every_route_is_in_the_schema(app, schema):
+    documented = {(method, path) for method, path, _ in operations(schema)}
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.include_in_schema:
+            for method in route.methods:
+                assert (method, route.path) in documented, f"{method} {route.path} is missing from /openapi.json"
+    hidden = {route.path for route in app.routes if isinstance(route, APIRoute) and not route.include_in_schema}
+    assert hidden == {"/docs", "/redoc", "/docs/oauth2-redirect"}, "only the docs pages stay out of the schema"
+
+
+async def test_docs_pages_and_assets(client):
+    for path in ("/docs", "/redoc", "/docs/oauth2-redirect", "/static/redoc/redoc.standalone.js"):
+        assert (await client.get(path)).status_code == 200, path
+    missing = await client.get("/static/nope.js")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "NOT_FOUND"
+
+
+def test_the_api_spec_lists_every_route_with_its_errors(schema):
+    """specs/api/v1_backend.spec.md §0 and /openapi.json must not drift apart."""
+    spec = (Path(__file__).resolve().parents[1] / "specs" / "api" / "v1_backend.spec.md").read_text()
+    rows = re.findall(r"^\| `(GET|POST|PUT|PATCH|DELETE) (/[^`]*)` \| `(\w+)` \| (\d{3}) \| ([^|]*) \|$", spec, re.M)
+    listed = {(method, path): (op_id, success, errors.strip()) for method, path, op_id, success, errors in rows}
+    for method, path, op in operations(schema):
+        assert (method, path) in listed, f"{method} {path} is missing from the spec's route table"
+        op_id, success, errors = listed[(method, path)]
+        assert op_id == op["operationId"], f"{method} {path}"
+        assert success in op["responses"], f"{method} {path}"
+        if re.fullmatch(r"[\d, ]+", errors):
+            assert sorted(int(e) for e in errors.split(", ")) == sorted(documented_errors(op)), f"{method} {path}"
+    assert len(listed) == len(operations(schema)), "the spec lists routes the API does not have"
