@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     RATE_LIMIT_REGISTER: str = "20/hour"
     RATE_LIMIT_SYNC: str = "30/hour"
 
+    METRICS_TOKEN: str | None = None
+
     LOG_LEVEL: Literal["debug", "info", "warning", "error"] = "info"
     LOG_FORMAT: Literal["json", "console"] = "json"
 

@@ -12,6 +12,7 @@ from backend.db import create_engine, session_factory
 from backend.deps import no_external_verifier
 from backend.errors import install_error_handlers
 from backend.logging_setup import configure_logging
+from backend.metrics import Metrics, MetricsMiddleware
 from backend.middleware import (
     CORS_EXPOSE,
     CORS_HEADERS,
@@ -24,6 +25,7 @@ from backend.middleware import (
 )
 from backend.ratelimit import RateLimiter, RateLimitMiddleware
 from backend.routers import auth, health, projects, tasks
+from backend.routers import metrics as metrics_router
 from backend.security.better_auth import BetterAuthVerifier, better_auth_enabled
 
 DESCRIPTION = """
@@ -76,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessionmaker = session_factory(engine)
     app.state.external_verifier = verifier or no_external_verifier
     app.state.limiter = limiter
+    app.state.metrics = Metrics(engine)
 
     install_error_handlers(app)
     app.include_router(auth.router)
@@ -84,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(projects.router)
     app.include_router(projects.legacy_router)
     app.include_router(health.router)
+    app.include_router(metrics_router.router)
 
     # Added innermost first. Errors are rendered innermost, so 413/429/500 responses still pass
     # through rate-limit headers and CORS. The request context gives every response (a CORS
@@ -99,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=CORS_HEADERS,
         expose_headers=CORS_EXPOSE,
     )
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestContextMiddleware)
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.HSTS_ENABLED)
     return app
