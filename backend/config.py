@@ -73,6 +73,7 @@ class Settings(BaseSettings):
     RATE_LIMIT_SYNC: str = "30/hour"
 
     METRICS_TOKEN: str | None = None
+    IDEMPOTENCY_WAIT_SECONDS: float = Field(default=10.0, ge=0, le=60)
 
     LOG_LEVEL: Literal["debug", "info", "warning", "error"] = "info"
     LOG_FORMAT: Literal["json", "console"] = "json"

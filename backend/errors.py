@@ -64,6 +64,11 @@ class Conflict(AppError):
     status_code, code, message = 409, "CONFLICT", "Conflict"
 
 
+class PreconditionFailed(AppError):
+    status_code, code = 412, "PRECONDITION_FAILED"
+    message = "The resource changed since you read it (If-Match does not match its ETag); read it again"
+
+
 class PayloadTooLarge(AppError):
     status_code, code, message = 413, "PAYLOAD_TOO_LARGE", "The request body is larger than allowed"
 
@@ -187,6 +192,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         403: "The path user is not the token's subject, or the account is disabled",
         404: "Not found (or owned by someone else)",
         409: "Conflict with the current state",
+        412: "`If-Match` does not match the current `ETag`: the resource changed since it was read",
         413: "Body over the size limit",
         422: "Validation failed; `details` lists every failing field",
         429: "Rate limited; see `Retry-After`",

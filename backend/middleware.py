@@ -126,6 +126,7 @@ CORS_EXPOSE = [
     "RateLimit-Reset",
     "ETag",
     "Content-Disposition",
+    "Idempotent-Replayed",
 ]
 
 
