@@ -24,7 +24,7 @@ from backend.middleware import (
     SecurityHeadersMiddleware,
 )
 from backend.ratelimit import RateLimiter, RateLimitMiddleware
-from backend.routers import auth, health, projects, tasks
+from backend.routers import account, auth, health, projects, tasks
 from backend.routers import metrics as metrics_router
 from backend.security.better_auth import BetterAuthVerifier, better_auth_enabled
 
@@ -88,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(projects.legacy_router)
     app.include_router(health.router)
     app.include_router(metrics_router.router)
+    app.include_router(account.router)  # after the earlier drafts' routes: `/api/tasks/export` stays theirs
 
     # Added innermost first. Errors are rendered innermost, so 413/429/500 responses still pass
     # through rate-limit headers and CORS. The request context gives every response (a CORS
