@@ -11,6 +11,7 @@ from backend.config import VERSION, Settings, load_settings
 from backend.db import create_engine, session_factory
 from backend.deps import no_external_verifier
 from backend.errors import install_error_handlers
+from backend.events import EventBus
 from backend.logging_setup import configure_logging
 from backend.metrics import Metrics, MetricsMiddleware
 from backend.middleware import (
@@ -24,7 +25,7 @@ from backend.middleware import (
     SecurityHeadersMiddleware,
 )
 from backend.ratelimit import RateLimiter, RateLimitMiddleware
-from backend.routers import account, auth, health, projects, tasks
+from backend.routers import account, auth, events, health, projects, tasks
 from backend.routers import metrics as metrics_router
 from backend.security.better_auth import BetterAuthVerifier, better_auth_enabled
 
@@ -59,9 +60,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await limiter.start()
+        await app.state.events.start()
         try:
             yield
         finally:
+            await app.state.events.close()
             await limiter.close()
             if verifier is not None:
                 await verifier.aclose()
@@ -79,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.external_verifier = verifier or no_external_verifier
     app.state.limiter = limiter
     app.state.metrics = Metrics(engine)
+    app.state.events = EventBus(settings, app.state.metrics)
 
     install_error_handlers(app)
     app.include_router(auth.router)
@@ -88,7 +92,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(projects.legacy_router)
     app.include_router(health.router)
     app.include_router(metrics_router.router)
-    app.include_router(account.router)  # after the earlier drafts' routes: `/api/tasks/export` stays theirs
+    # After the earlier drafts' routes, so `/api/tasks/export` and `/api/tasks/events` stay theirs.
+    app.include_router(account.router)
+    app.include_router(events.router)
 
     # Added innermost first. Errors are rendered innermost, so 413/429/500 responses still pass
     # through rate-limit headers and CORS. The request context gives every response (a CORS
