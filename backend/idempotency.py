@@ -166,12 +166,19 @@ class Idempotency:
         return None
 
     async def _store(self, key: str, response: Response) -> None:
-        await end_read(self.session)
+        """Remember the outcome. If that fails the work is still done: answer it, and let the key go stale."""
         headers = {k: v for k, v in response.headers.items() if k.lower() in KEPT_HEADERS}
         body = bytes(response.body).decode("utf-8")
-        async with self._sessions() as session:
-            await key_service.complete(
-                session, self.user_id, key, status=response.status_code, body=body, headers=json.dumps(headers)
+        try:
+            await end_read(self.session)
+            async with self._sessions() as session:
+                await key_service.complete(
+                    session, self.user_id, key, status=response.status_code, body=body, headers=json.dumps(headers)
+                )
+        except Exception as exc:
+            log.warning(
+                "could not store an idempotent outcome",
+                extra={"event": "idempotency_store_failed", "error_type": type(exc).__name__},
             )
 
     async def _release(self, key: str) -> None:
@@ -180,7 +187,10 @@ class Idempotency:
             async with self._sessions() as session:
                 await key_service.release(session, self.user_id, key)
         except Exception as exc:  # the original failure matters more; the key expires anyway
-            log.warning("could not release an idempotency key", extra={"error_type": type(exc).__name__})
+            log.warning(
+                "could not release an idempotency key",
+                extra={"event": "idempotency_release_failed", "error_type": type(exc).__name__},
+            )
 
     async def _purge_now_and_then(self) -> None:
         """Expired keys of every user go at the first keyed request after start-up, then hourly."""
