@@ -54,6 +54,20 @@ OPENAPI_TAGS: list[dict[str, Any]] = [
         "description": "Deprecated `/api/projects/...` paths acting on the token's user. Same handlers "
         "and envelopes as **projects**.",
     },
+    {
+        "name": "account",
+        "description": "Your whole account as one JSON download, and erasure of the account with everything "
+        "it owns (password, or a fresh Better-Auth token, required).",
+    },
+    {
+        "name": "events",
+        "description": "A live Server-Sent Events stream of your changes (`task.*`, `project.*`, `sync.*`), "
+        "with `Last-Event-ID` resume; browsers get a single-use ticket instead of sending a header.",
+    },
+    {
+        "name": "operations",
+        "description": "Prometheus metrics (`/metrics`), protected by `METRICS_TOKEN` when it is set.",
+    },
     {"name": "health", "description": "Readiness (`/health`, checks the database) and liveness (`/health/live`)."},
 ]
 
@@ -148,6 +162,7 @@ def with_password_flow(schema: dict[str, Any]) -> dict[str, Any]:
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():
             security = operation.get("security")
-            if security and {OAUTH2_SCHEME: []} not in security:
+            # Only where a user's bearer token is accepted (not, e.g., the metrics token).
+            if security and {"HTTPBearer": []} in security and {OAUTH2_SCHEME: []} not in security:
                 security.append({OAUTH2_SCHEME: []})
     return schema

@@ -64,6 +64,11 @@ class Conflict(AppError):
     status_code, code, message = 409, "CONFLICT", "Conflict"
 
 
+class PreconditionFailed(AppError):
+    status_code, code = 412, "PRECONDITION_FAILED"
+    message = "The resource changed since you read it (If-Match does not match its ETag); read it again"
+
+
 class PayloadTooLarge(AppError):
     status_code, code, message = 413, "PAYLOAD_TOO_LARGE", "The request body is larger than allowed"
 
@@ -202,6 +207,11 @@ _ERROR_DOCS: dict[int, tuple[str, str, str]] = {
         "Conflict with the current state (`EMAIL_TAKEN`, `PROJECT_ALREADY_PINNED`, `PIN_LIMIT_REACHED`, `CONFLICT`)",
         "CONFLICT",
         "Conflict",
+    ),
+    412: (
+        "`If-Match` does not match the current `ETag`: the resource changed since it was read",
+        "PRECONDITION_FAILED",
+        "The resource changed since you read it",
     ),
     413: ("Body over the size limit (1 MiB)", "PAYLOAD_TOO_LARGE", "The request body is larger than 1 MiB"),
     422: (

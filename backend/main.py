@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 
@@ -12,7 +13,9 @@ from backend.db import create_engine, session_factory
 from backend.deps import no_external_verifier
 from backend.docs import OPENAPI_TAGS, install_docs
 from backend.errors import install_error_handlers
+from backend.events import EventBus, publish
 from backend.logging_setup import configure_logging
+from backend.metrics import Metrics, MetricsMiddleware, record_sync_outcome
 from backend.middleware import (
     CORS_EXPOSE,
     CORS_HEADERS,
@@ -24,7 +27,8 @@ from backend.middleware import (
     SecurityHeadersMiddleware,
 )
 from backend.ratelimit import RateLimiter, RateLimitMiddleware
-from backend.routers import auth, health, projects, sync, tasks
+from backend.routers import account, auth, events, health, projects, sync, tasks
+from backend.routers import metrics as metrics_router
 from backend.security.better_auth import BetterAuthVerifier, better_auth_enabled
 from backend.sync.pipeline import SyncRunner
 
@@ -78,10 +82,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await limiter.start()
         await sync_runner.recover()
+        await app.state.events.start()
         try:
             yield
         finally:
             await sync_runner.close()
+            await app.state.events.close()
             await limiter.close()
             if verifier is not None:
                 await verifier.aclose()
@@ -103,6 +109,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sync_runner = sync_runner
     app.state.external_verifier = verifier or no_external_verifier
     app.state.limiter = limiter
+    app.state.metrics = Metrics(engine)
+    app.state.events = EventBus(settings, app.state.metrics)
+    sync_runner.notify = partial(publish, app.state)
+    sync_runner.finished = partial(record_sync_outcome, app.state)
 
     install_error_handlers(app)
     app.include_router(auth.router)
@@ -112,6 +122,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(projects.legacy_router)
     app.include_router(sync.router)
     app.include_router(health.router)
+    app.include_router(metrics_router.router)
+    # After the earlier drafts' routes, so `/api/tasks/export` and `/api/tasks/events` stay theirs.
+    app.include_router(account.router)
+    app.include_router(events.router)
     install_docs(app)
 
     # Added innermost first. Errors are rendered innermost, so 413/429/500 responses still pass
@@ -128,6 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=CORS_HEADERS,
         expose_headers=CORS_EXPOSE,
     )
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestContextMiddleware)
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.HSTS_ENABLED)
     return app

@@ -122,6 +122,7 @@ CORS_EXPOSE = [
     "RateLimit-Reset",
     "ETag",
     "Content-Disposition",
+    "Idempotent-Replayed",
 ]
 
 

@@ -31,6 +31,7 @@ from backend.config import Settings
 from backend.deps import PrincipalDep
 from backend.errors import RateLimited, error_body
 from backend.logging_setup import mask_email, security_event
+from backend.metrics import record_rate_limited
 from backend.middleware import client_ip
 
 log = logging.getLogger("taskdeck.ratelimit")
@@ -38,7 +39,9 @@ log = logging.getLogger("taskdeck.ratelimit")
 Policy = Literal["default", "login", "login_ip", "register", "sync"]
 Health = Literal["ok", "down", "disabled"]
 
-EXEMPT_PATHS = frozenset({"/health", "/health/live", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+EXEMPT_PATHS = frozenset(
+    {"/health", "/health/live", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/metrics"}
+)
 EXEMPT_PREFIXES = ("/health/", "/static/")
 
 REDIS_TIMEOUT_SECONDS = 0.5
@@ -194,6 +197,7 @@ def _refused(scope: Scope, decision: Decision, shown: str) -> None:
     else:
         fields["path"] = str(scope["path"])[:200]
     security_event("rate_limited", retry_after=decision.retry_after, **fields)
+    record_rate_limited(scope, decision.policy)
 
 
 async def enforce(request: Request, policy: Policy, key: str, *, shown: str | None = None) -> None:

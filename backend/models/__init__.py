@@ -1,9 +1,13 @@
 """SQLModel families: one module per entity. Importing this package registers every table."""
 
+from backend.models.idempotency import IdempotencyKey
 from backend.models.project import Project
 from backend.models.session import AuthSession, RefreshToken
 from backend.models.sync_run import SyncRun
 from backend.models.task import Task
 from backend.models.user import User
+from backend.models.versioning import install as _install_versioning
 
-__all__ = ["AuthSession", "Project", "RefreshToken", "SyncRun", "Task", "User"]
+_install_versioning(Task, Project)
+
+__all__ = ["AuthSession", "IdempotencyKey", "Project", "RefreshToken", "SyncRun", "Task", "User"]

@@ -67,6 +67,7 @@ class Project(ProjectBase, table=True):
     last_updated: datetime = Field(default_factory=utcnow)
     repo_metadata: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONType, nullable=True))
     last_synced_at: datetime | None = None
+    version: int = Field(default=1, sa_column_kwargs={"server_default": "1"})  # bumped by every update
 
 
 class ProjectCreate(SQLModel):

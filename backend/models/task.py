@@ -68,6 +68,7 @@ class Task(TaskBase, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     completed_at: datetime | None = None
+    version: int = Field(default=1, sa_column_kwargs={"server_default": "1"})  # bumped by every update
 
 
 class TaskCreate(SQLModel):

@@ -6,14 +6,16 @@ import re
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import Response
 
 from backend import openapi_examples as examples
 from backend.deps import SessionDep, current_user_id, require_owner
 from backend.envelope import Envelope, ListEnvelope, ok, page
 from backend.errors import responses
+from backend.idempotency import idempotent
 from backend.models.project import ProjectCreate, ProjectOrder, ProjectPublic, ProjectUpdate
+from backend.resource import NOT_MODIFIED, IfMatch, ReadDep, WriteDep, check_if_match
 from backend.services import projects as project_service
 
 OwnerResolver = Callable[..., Coroutine[Any, Any, str]]
@@ -39,6 +41,15 @@ def build_router(owner: OwnerResolver, *, legacy: bool = False) -> APIRouter:
     base = "/api/projects" if legacy else "/api/{user_id}/projects"
     op = "legacy_" if legacy else ""
 
+    async def unchanged(request: Request, owner_id: Owner, session: SessionDep, if_match: IfMatch = None) -> None:
+        await check_if_match(
+            if_match,
+            request.path_params["project_id"],
+            lambda pid: project_service.get_project(session, owner_id, pid, active=True, for_update=True),
+        )
+
+    Unchanged = [Depends(unchanged)]
+
     @router.get(
         f"{base}/pinned" if legacy else base,
         response_model=ListEnvelope[ProjectPublic],
@@ -59,13 +70,16 @@ def build_router(owner: OwnerResolver, *, legacy: bool = False) -> APIRouter:
         operation_id=f"{op}pin_project",
         responses={201: examples.PROJECT, **responses(400, 401, 403, 409, 413, 422, 429, 503)},
     )
+    @idempotent
     async def pin_project(
         owner_id: Owner,
         payload: Annotated[ProjectCreate, Body(openapi_examples=examples.PROJECT_PIN)],
         session: SessionDep,
+        live: WriteDep,
     ) -> dict[str, Any]:
         """`owner/repo` with GitHub's naming rules; 409 when already pinned or at the 50-pin limit."""
-        return ok(await project_service.pin_project(session, owner_id, payload), "Project pinned")
+        project = await project_service.pin_project(session, owner_id, payload)
+        return ok(await live.changed(project, "project.pinned"), "Project pinned")
 
     if not legacy:
 
@@ -76,9 +90,13 @@ def build_router(owner: OwnerResolver, *, legacy: bool = False) -> APIRouter:
             operation_id="reorder_projects",
             responses=responses(400, 401, 403, 413, 422, 429, 503),
         )
-        async def reorder_projects(owner_id: Owner, payload: ProjectOrder, session: SessionDep) -> dict[str, Any]:
+        async def reorder_projects(
+            owner_id: Owner, payload: ProjectOrder, session: SessionDep, live: WriteDep
+        ) -> dict[str, Any]:
             """`project_ids` lists every pinned project once, in the new order."""
             projects = await project_service.reorder_projects(session, owner_id, payload.project_ids)
+            for project in projects:
+                await live.changed(project, "project.updated", tag=False)
             return page(projects, len(projects), len(projects), 0)
 
         @router.get(
@@ -86,11 +104,11 @@ def build_router(owner: OwnerResolver, *, legacy: bool = False) -> APIRouter:
             response_model=Envelope[ProjectPublic],
             summary="Get a project",
             operation_id="get_project",
-            responses=responses(*OWNED),
+            responses={**responses(*OWNED), **NOT_MODIFIED},
         )
-        async def get_project(owner_id: Owner, project_id: int, session: SessionDep) -> dict[str, Any]:
-            """One of your projects, pinned or unpinned; someone else's id is 404."""
-            return ok(await project_service.get_project(session, owner_id, project_id))
+        async def get_project(owner_id: Owner, project_id: int, session: SessionDep, live: ReadDep) -> Any:
+            """One of your projects, pinned or unpinned, with its `ETag`; someone else's id is 404."""
+            return live.read(await project_service.get_project(session, owner_id, project_id))
 
         @router.get(
             f"{base}/{{project_id}}/export",
@@ -114,24 +132,28 @@ def build_router(owner: OwnerResolver, *, legacy: bool = False) -> APIRouter:
         response_model=Envelope[ProjectPublic],
         summary="Update a pinned project",
         operation_id=f"{op}update_project",
-        responses=responses(*WITH_BODY),
+        responses=responses(*WITH_BODY, 412),
+        dependencies=Unchanged,
     )
     async def update_project(
-        owner_id: Owner, project_id: int, payload: ProjectUpdate, session: SessionDep
+        owner_id: Owner, project_id: int, payload: ProjectUpdate, session: SessionDep, live: WriteDep
     ) -> dict[str, Any]:
         """Change `display_name`, `description` or `position`; bumps `last_updated`."""
-        return ok(await project_service.update_project(session, owner_id, project_id, payload), "Project updated")
+        project = await project_service.update_project(session, owner_id, project_id, payload)
+        return ok(await live.changed(project, "project.updated"), "Project updated")
 
     @router.delete(
         f"{base}/unpin/{{project_id}}" if legacy else f"{base}/{{project_id}}",
         response_model=Envelope[None],
         summary="Unpin a project",
         operation_id=f"{op}unpin_project",
-        responses=responses(*OWNED),
+        responses=responses(*OWNED, 412),
+        dependencies=Unchanged,
     )
-    async def unpin_project(owner_id: Owner, project_id: int, session: SessionDep) -> dict[str, Any]:
+    async def unpin_project(owner_id: Owner, project_id: int, session: SessionDep, live: WriteDep) -> dict[str, Any]:
         """The project leaves the dashboard; its tasks and history stay, and pinning it again brings it back."""
         await project_service.unpin_project(session, owner_id, project_id)
+        await live.removed("project.unpinned", project_id)
         return ok(None, "Project unpinned")
 
     return router

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from backend.deps import OwnerDep, SessionDep
 from backend.envelope import Envelope, ListEnvelope, ok, page
 from backend.errors import responses
+from backend.idempotency import idempotent
 from backend.models.sync_run import SyncRunPublic
 from backend.ratelimit import by_user, rate_limit
 from backend.routers.tasks import LimitQuery, OffsetQuery
@@ -40,6 +41,7 @@ router = APIRouter(tags=["sync runs"])
         **responses(*OWNED),
     },
 )
+@idempotent
 async def start_sync(
     owner_id: OwnerDep, project_id: int, session: SessionDep, runner: Runner, response: Response
 ) -> dict[str, Any]:

@@ -6,13 +6,15 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Depends, Query, Request
 
 from backend import openapi_examples as examples
 from backend.deps import SessionDep, current_user_id, require_owner
 from backend.envelope import Envelope, ListEnvelope, ok, page
 from backend.errors import responses
+from backend.idempotency import idempotent
 from backend.models.task import TaskComplete, TaskCreate, TaskPriority, TaskPublic, TaskSort, TaskStatus, TaskUpdate
+from backend.resource import NOT_MODIFIED, IfMatch, ReadDep, WriteDep, check_if_match
 from backend.services import tasks as task_service
 from backend.services.tasks import TaskFilters
 
@@ -60,6 +62,15 @@ def build_router(prefix: str, owner: OwnerResolver, *, legacy: bool = False) -> 
     router = APIRouter(prefix=prefix, tags=["tasks (earlier drafts)" if legacy else "tasks"], deprecated=legacy)
     op = "legacy_" if legacy else ""
 
+    async def unchanged(request: Request, owner_id: Owner, session: SessionDep, if_match: IfMatch = None) -> None:
+        await check_if_match(
+            if_match,
+            request.path_params["task_id"],
+            lambda tid: task_service.get_task(session, owner_id, tid, for_update=True),
+        )
+
+    Unchanged = [Depends(unchanged)]
+
     @router.get(
         "",
         response_model=ListEnvelope[TaskPublic],
@@ -87,13 +98,16 @@ def build_router(prefix: str, owner: OwnerResolver, *, legacy: bool = False) -> 
         operation_id=f"{op}create_task",
         responses={201: examples.TASK, **responses(*WITH_BODY)},
     )
+    @idempotent
     async def create_task(
         owner_id: Owner,
         payload: Annotated[TaskCreate, Body(openapi_examples=examples.TASK_CREATE)],
         session: SessionDep,
+        live: WriteDep,
     ) -> dict[str, Any]:
         """Title is required (trimmed, 1-255 chars); `completed` and `status` are kept in agreement."""
-        return ok(await task_service.create_task(session, owner_id, payload), "Task created")
+        task = await task_service.create_task(session, owner_id, payload)
+        return ok(await live.changed(task, "task.created"), "Task created")
 
     @router.get(
         "/search",
@@ -121,34 +135,38 @@ def build_router(prefix: str, owner: OwnerResolver, *, legacy: bool = False) -> 
         response_model=Envelope[TaskPublic],
         summary="Get a task",
         operation_id=f"{op}get_task",
-        responses=responses(*OWNED),
+        responses={**responses(*OWNED), **NOT_MODIFIED},
     )
-    async def get_task(owner_id: Owner, task_id: int, session: SessionDep) -> dict[str, Any]:
-        """One of your tasks; someone else's id is 404."""
-        return ok(await task_service.get_task(session, owner_id, task_id))
+    async def get_task(owner_id: Owner, task_id: int, session: SessionDep, live: ReadDep) -> Any:
+        """One of your tasks, with its `ETag`; someone else's id is 404."""
+        return live.read(await task_service.get_task(session, owner_id, task_id))
 
     @router.put(
         "/{task_id}",
         response_model=Envelope[TaskPublic],
         summary="Update a task (partial body accepted)",
         operation_id=f"{op}replace_task",
-        responses=responses(*WITH_BODY),
+        responses=responses(*WITH_BODY, 412),
+        dependencies=Unchanged,
     )
     @router.patch(
         "/{task_id}",
         response_model=Envelope[TaskPublic],
         summary="Update some fields of a task",
         operation_id=f"{op}update_task",
-        responses=responses(*WITH_BODY),
+        responses=responses(*WITH_BODY, 412),
+        dependencies=Unchanged,
     )
     async def update_task(
         owner_id: Owner,
         task_id: int,
         payload: Annotated[TaskUpdate, Body(openapi_examples=examples.TASK_UPDATE)],
         session: SessionDep,
+        live: WriteDep,
     ) -> dict[str, Any]:
         """Only the fields sent change. `completed` and `status` are kept in agreement."""
-        return ok(await task_service.update_task(session, owner_id, task_id, payload), "Task updated")
+        task = await task_service.update_task(session, owner_id, task_id, payload)
+        return ok(await live.changed(task, "task.updated"), "Task updated")
 
     if not legacy:
 
@@ -157,26 +175,29 @@ def build_router(prefix: str, owner: OwnerResolver, *, legacy: bool = False) -> 
             response_model=Envelope[TaskPublic],
             summary="Complete or reopen a task",
             operation_id="complete_task",
-            responses=responses(*WITH_BODY),
+            responses=responses(*WITH_BODY, 412),
+            dependencies=Unchanged,
         )
         async def complete_task(
-            owner_id: Owner, task_id: int, session: SessionDep, payload: TaskComplete | None = None
+            owner_id: Owner, task_id: int, session: SessionDep, live: WriteDep, payload: TaskComplete | None = None
         ) -> dict[str, Any]:
             """`{"completed": true}` completes (status `completed`); `false` reopens (status `pending`)."""
             completed = True if payload is None else payload.completed
             task = await task_service.set_completed(session, owner_id, task_id, completed)
-            return ok(task, "Task completed" if completed else "Task reopened")
+            return ok(await live.changed(task, "task.updated"), "Task completed" if completed else "Task reopened")
 
     @router.delete(
         "/{task_id}",
         response_model=Envelope[None],
         summary="Delete a task",
         operation_id=f"{op}delete_task",
-        responses=responses(*OWNED),
+        responses=responses(*OWNED, 412),
+        dependencies=Unchanged,
     )
-    async def delete_task(owner_id: Owner, task_id: int, session: SessionDep) -> dict[str, Any]:
+    async def delete_task(owner_id: Owner, task_id: int, session: SessionDep, live: WriteDep) -> dict[str, Any]:
         """Deletes for good."""
         await task_service.delete_task(session, owner_id, task_id)
+        await live.removed("task.deleted", task_id)
         return ok(None, "Task deleted")
 
     return router

@@ -136,7 +136,8 @@ async def complete_run(
     await session.exec(
         update(Project)
         .where(col(Project.id) == project_id)
-        .values(repo_metadata=repo_metadata, last_synced_at=now, last_updated=now)
+        # The row version moves too, so ETags held by clients stop matching.
+        .values(repo_metadata=repo_metadata, last_synced_at=now, last_updated=now, version=col(Project.version) + 1)
     )
     await session.commit()
     return True

@@ -156,6 +156,15 @@ class SyncRunner:
         self.stages = load_stages(settings.SYNC_STAGES)
         self.client_factory = make_client
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        # Set by the app: live events (`sync.progress`, `sync.finished`) and the outcome metric.
+        self.notify: Callable[[str, str, dict[str, Any]], Awaitable[None]] | None = None
+        self.finished: Callable[[str], None] | None = None
+
+    async def _announce(self, user_id: str, event_type: str, **data: Any) -> None:
+        if self.notify is not None:
+            await self.notify(user_id, event_type, data)
+        if event_type == "sync.finished" and self.finished is not None:
+            self.finished(str(data["status"]))
 
     @property
     def stage_names(self) -> list[str]:
@@ -224,6 +233,14 @@ class SyncRunner:
                 progress = progress_after(index, total)
                 if not await self._save(run_id, current_stage=stage.name, progress=progress, stages=records):
                     return
+                await self._announce(
+                    snapshot.user_id,
+                    "sync.progress",
+                    run_id=run_id,
+                    project_id=snapshot.id,
+                    current_stage=stage.name,
+                    progress=progress,
+                )
                 message = await self._run_stage(run_id, stage, context)
                 records[index] |= {"finished_at": _now()}
                 if message is not None:
@@ -233,14 +250,26 @@ class SyncRunner:
                         await sync_service.fail_run(
                             session, run_id, stage.name, message, stages=records, results=context.results
                         )
+                    await self._announce(
+                        snapshot.user_id,
+                        "sync.finished",
+                        run_id=run_id,
+                        project_id=snapshot.id,
+                        status="failed",
+                        error={"stage": stage.name, "message": message},
+                    )
                     return
                 records[index] |= {"status": StageStatus.SUCCEEDED}
                 progress = progress_after(index + 1, total)
                 if not await self._save(run_id, progress=progress, stages=records, results=context.results):
                     return
         async with self.sessions() as session:
-            await sync_service.complete_run(
+            done = await sync_service.complete_run(
                 session, run_id, snapshot.id, merged_metadata(context.results), stages=records, results=context.results
+            )
+        if done:
+            await self._announce(
+                snapshot.user_id, "sync.finished", run_id=run_id, project_id=snapshot.id, status="succeeded", error=None
             )
 
     async def _run_stage(self, run_id: int, stage: Stage, context: SyncContext) -> str | None:

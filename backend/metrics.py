@@ -1,0 +1,119 @@
+"""Prometheus metrics: one registry per app, so several apps in one process never share counters."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+UNMATCHED = "<unmatched>"
+SYNC_OUTCOMES = ("succeeded", "failed")
+# Seconds; API calls are fast, so the buckets are finer below one second.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class PoolCollector(Collector):
+    """Connections checked out of the engine's pool, read at scrape time (no bookkeeping on the hot path)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gauge = GaugeMetricFamily("taskdeck_db_pool_connections_in_use", "Database connections checked out")
+        checkedout = getattr(self.engine.sync_engine.pool, "checkedout", None)
+        gauge.add_metric([], float(checkedout()) if callable(checkedout) else 0.0)
+        yield gauge
+
+
+class Metrics:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "taskdeck_http_requests",
+            "HTTP requests by route template, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "taskdeck_http_request_duration_seconds",
+            "Time to answer a request, by route template (event streams excluded)",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.rate_limited = Counter(
+            "taskdeck_rate_limit_refusals",
+            "Requests refused by a rate-limit policy",
+            ["policy"],
+            registry=self.registry,
+        )
+        self.sync_runs = Counter(
+            "taskdeck_sync_runs", "Finished project sync runs by outcome", ["outcome"], registry=self.registry
+        )
+        for outcome in SYNC_OUTCOMES:
+            self.sync_runs.labels(outcome)
+        self.event_clients = Gauge(
+            "taskdeck_event_stream_clients", "Connected event-stream (SSE) clients", registry=self.registry
+        )
+        self.registry.register(PoolCollector(engine))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _metrics(state: Any) -> Metrics | None:
+    metrics = getattr(state, "metrics", None)
+    return metrics if isinstance(metrics, Metrics) else None
+
+
+def record_sync_outcome(state: Any, status: str) -> None:
+    """For the sync runner: count a finished run (`succeeded` or `failed`). `state` is `app.state`."""
+    metrics = _metrics(state)
+    if metrics is not None:
+        metrics.sync_runs.labels(status).inc()
+
+
+def record_rate_limited(scope: Scope, policy: str) -> None:
+    metrics = _metrics(getattr(scope.get("app"), "state", None))
+    if metrics is not None:
+        metrics.rate_limited.labels(policy).inc()
+
+
+class MetricsMiddleware:
+    """Counts every response by route template (never the concrete path: bounded label values)."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        streaming = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, streaming
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                for key, value in message.get("headers", []):
+                    if key.lower() == b"content-type" and value.startswith(b"text/event-stream"):
+                        streaming = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = str(getattr(scope.get("route"), "path", UNMATCHED))
+            method = str(scope["method"])
+            self.metrics.requests.labels(route, method, str(status)).inc()
+            if not streaming:  # a stream's lifetime is not a latency
+                self.metrics.latency.labels(route, method).observe(time.perf_counter() - started)
