@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
-from backend.deps import SessionDep, current_user_id, require_owner
+from backend.deps import RowIdPath, SessionDep, current_user_id, require_owner
 from backend.envelope import Envelope, ListEnvelope, ok, page
 from backend.errors import responses
 from backend.models.project import ProjectCreate, ProjectOrder, ProjectPublic, ProjectUpdate
@@ -82,7 +82,7 @@ def build_router(owner: OwnerResolver, *, legacy: bool = False) -> APIRouter:
             operation_id="get_project",
             responses=responses(*OWNED),
         )
-        async def get_project(owner_id: Owner, project_id: int, session: SessionDep) -> dict[str, Any]:
+        async def get_project(owner_id: Owner, project_id: RowIdPath, session: SessionDep) -> dict[str, Any]:
             """One of your projects, pinned or unpinned; someone else's id is 404."""
             return ok(await project_service.get_project(session, owner_id, project_id))
 
@@ -99,7 +99,7 @@ def build_router(owner: OwnerResolver, *, legacy: bool = False) -> APIRouter:
             },
             response_class=Response,
         )
-        async def export_project(owner_id: Owner, project_id: int, session: SessionDep) -> Response:
+        async def export_project(owner_id: Owner, project_id: RowIdPath, session: SessionDep) -> Response:
             """A file download (`Content-Disposition: attachment`) with stable field order and ISO dates."""
             return _export_response(await project_service.export_project(session, owner_id, project_id))
 
@@ -111,7 +111,7 @@ def build_router(owner: OwnerResolver, *, legacy: bool = False) -> APIRouter:
         responses=responses(400, *OWNED),
     )
     async def update_project(
-        owner_id: Owner, project_id: int, payload: ProjectUpdate, session: SessionDep
+        owner_id: Owner, project_id: RowIdPath, payload: ProjectUpdate, session: SessionDep
     ) -> dict[str, Any]:
         """Change `display_name`, `description` or `position`; bumps `last_updated`."""
         return ok(await project_service.update_project(session, owner_id, project_id, payload), "Project updated")
@@ -123,7 +123,7 @@ def build_router(owner: OwnerResolver, *, legacy: bool = False) -> APIRouter:
         operation_id=f"{op}unpin_project",
         responses=responses(*OWNED),
     )
-    async def unpin_project(owner_id: Owner, project_id: int, session: SessionDep) -> dict[str, Any]:
+    async def unpin_project(owner_id: Owner, project_id: RowIdPath, session: SessionDep) -> dict[str, Any]:
         """The project leaves the dashboard; its tasks and history stay, and pinning it again brings it back."""
         await project_service.unpin_project(session, owner_id, project_id)
         return ok(None, "Project unpinned")

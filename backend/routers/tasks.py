@@ -8,9 +8,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from backend.deps import SessionDep, current_user_id, require_owner
+from backend.deps import RowIdPath, SessionDep, current_user_id, require_owner
 from backend.envelope import Envelope, ListEnvelope, ok, page
 from backend.errors import responses
+from backend.models.common import MAX_ROW_ID, NO_NUL, IsoDatetime
 from backend.models.task import TaskComplete, TaskCreate, TaskPriority, TaskPublic, TaskSort, TaskStatus, TaskUpdate
 from backend.services import tasks as task_service
 from backend.services.tasks import TaskFilters
@@ -27,10 +28,14 @@ def task_filters(
     status: Annotated[TaskStatus | None, Query(description="Only tasks in this status")] = None,
     priority: Annotated[TaskPriority | None, Query(description="Only tasks of this priority")] = None,
     completed: Annotated[bool | None, Query(description="Only completed (true) or open (false) tasks")] = None,
-    project_id: Annotated[int | None, Query(ge=1, description="Only tasks of this project")] = None,
-    due_before: Annotated[datetime | None, Query(description="Due before (ISO 8601; UTC if no offset)")] = None,
-    due_after: Annotated[datetime | None, Query(description="Due strictly after (ISO 8601; UTC if no offset)")] = None,
-    q: Annotated[str | None, Query(max_length=200, description="Text in title or description (literal)")] = None,
+    project_id: Annotated[int | None, Query(ge=1, le=MAX_ROW_ID, description="Only tasks of this project")] = None,
+    due_before: Annotated[IsoDatetime | None, Query(description="Due before (ISO 8601; UTC if no offset)")] = None,
+    due_after: Annotated[
+        IsoDatetime | None, Query(description="Due strictly after (ISO 8601; UTC if no offset)")
+    ] = None,
+    q: Annotated[
+        str | None, Query(max_length=200, pattern=NO_NUL, description="Text in title or description (literal)")
+    ] = None,
 ) -> TaskFilters:
     return TaskFilters(
         status=status,
@@ -98,7 +103,9 @@ def build_router(prefix: str, owner: OwnerResolver, *, legacy: bool = False) -> 
     async def search_tasks(
         owner_id: Owner,
         session: SessionDep,
-        q: Annotated[str, Query(min_length=1, max_length=200, description="Text in title or description")],
+        q: Annotated[
+            str, Query(min_length=1, max_length=200, pattern=NO_NUL, description="Text in title or description")
+        ],
         filters: FiltersDep,
         sort: SortQuery = TaskSort.CREATED_AT_DESC,
         limit: LimitQuery = 50,
@@ -116,7 +123,7 @@ def build_router(prefix: str, owner: OwnerResolver, *, legacy: bool = False) -> 
         operation_id=f"{op}get_task",
         responses=responses(*OWNED),
     )
-    async def get_task(owner_id: Owner, task_id: int, session: SessionDep) -> dict[str, Any]:
+    async def get_task(owner_id: Owner, task_id: RowIdPath, session: SessionDep) -> dict[str, Any]:
         """One of your tasks; someone else's id is 404."""
         return ok(await task_service.get_task(session, owner_id, task_id))
 
@@ -134,7 +141,9 @@ def build_router(prefix: str, owner: OwnerResolver, *, legacy: bool = False) -> 
         operation_id=f"{op}update_task",
         responses=responses(400, *OWNED),
     )
-    async def update_task(owner_id: Owner, task_id: int, payload: TaskUpdate, session: SessionDep) -> dict[str, Any]:
+    async def update_task(
+        owner_id: Owner, task_id: RowIdPath, payload: TaskUpdate, session: SessionDep
+    ) -> dict[str, Any]:
         """Only the fields sent change. `completed` and `status` are kept in agreement."""
         return ok(await task_service.update_task(session, owner_id, task_id, payload), "Task updated")
 
@@ -148,7 +157,7 @@ def build_router(prefix: str, owner: OwnerResolver, *, legacy: bool = False) -> 
             responses=responses(400, *OWNED),
         )
         async def complete_task(
-            owner_id: Owner, task_id: int, session: SessionDep, payload: TaskComplete | None = None
+            owner_id: Owner, task_id: RowIdPath, session: SessionDep, payload: TaskComplete | None = None
         ) -> dict[str, Any]:
             """`{"completed": true}` completes (status `completed`); `false` reopens (status `pending`)."""
             completed = True if payload is None else payload.completed
@@ -162,7 +171,7 @@ def build_router(prefix: str, owner: OwnerResolver, *, legacy: bool = False) -> 
         operation_id=f"{op}delete_task",
         responses=responses(*OWNED),
     )
-    async def delete_task(owner_id: Owner, task_id: int, session: SessionDep) -> dict[str, Any]:
+    async def delete_task(owner_id: Owner, task_id: RowIdPath, session: SessionDep) -> dict[str, Any]:
         """Deletes for good."""
         await task_service.delete_task(session, owner_id, task_id)
         return ok(None, "Task deleted")
