@@ -18,9 +18,8 @@ from sqlalchemy import inspect
 
 import backend.models  # noqa: F401 - every table on the metadata
 from backend.config import Settings
-from backend.db import create_engine
+from backend.db import create_engine, metadata
 from backend.migrations.runner import downgrade, upgrade
-from backend.models.common import metadata
 from tests.conftest import BACKENDS, PG_ADMIN_URL, _pg_conninfo
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*expression-based index")
