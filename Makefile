@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint migrate services bench clean
+.PHONY: run test lint hygiene migrate services bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: $(VENV)/.test
 	$(BIN)/ruff format --check backend tests
 	$(BIN)/mypy
 	$(BIN)/python -m pytest --cov=backend --cov-report=term --cov-fail-under=90 $(PYTEST_ARGS)
+
+## Repository hygiene: no new secrets (.secrets.baseline), bandit on backend/, pip-audit (skipped offline).
+hygiene: $(VENV)/.test
+	BIN=$(BIN) .ci/hygiene
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check --fix backend tests

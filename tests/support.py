@@ -4,6 +4,7 @@ sweep over it by themselves)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -20,11 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
+import pytest
 import redis
 from fastapi import FastAPI
 
 from backend.logging_setup import JsonFormatter
 from backend.main import create_app
+from backend.migrations.runner import upgrade
+from backend.models.common import metadata
 from tests.conftest import REDIS_URL, RUN_ID, UserCtx, make_settings
 
 
@@ -244,3 +249,30 @@ async def owned_resources(client: httpx.AsyncClient, user: UserCtx, label: str) 
     )
     assert task.status_code == project.status_code == 201, (task.text, project.text)
     return {"task_id": task.json()["data"]["id"], "project_id": project.json()["data"]["id"]}
+
+
+LOCK_WAITERS = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+
+
+async def wait_for_lock_waiter(conninfo: str) -> None:
+    """Returns once a session of this PostgreSQL database waits for a lock: the request under test is in flight."""
+    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as probe:
+        for _ in range(500):
+            if ((await (await probe.execute(LOCK_WAITERS)).fetchone()) or (0,))[0]:
+                return
+            await asyncio.sleep(0.02)
+    raise AssertionError("nothing waited for a lock")
+
+
+def empty_database(conninfo: str) -> None:
+    """Delete every row (for tests that write through a server of their own, outside the `app` fixture)."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(f'DELETE FROM "{table.name}"')  # table names from our own metadata
+
+
+@pytest.fixture(name="database_url", scope="module")
+def postgresql_only(pg_database: str) -> str:
+    """Import into a module to run its tests on PostgreSQL only (row locks, concurrent transactions)."""
+    upgrade(pg_database)
+    return pg_database
