@@ -2,7 +2,7 @@
 
 The other faults are tested where their subject lives: the database stopping under a running app (503,
 then recovery without a restart, and a write caught in flight) in tests/test_outage.py; Redis stopping
-and coming back (the API keeps serving) in tests/test_ratelimit.py::TestRedisOutage.
+and coming back (the API keeps serving) in tests/test_ratelimit.py::test_redis_outage_fails_open_and_limits_resume.
 A request is made reliably in flight by holding a row lock it needs from a separate connection.
 """
 
