@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint migrate services bench clean
+.PHONY: run test lint hygiene migrate services bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ test: $(VENV)/.test
 ## Benchmark on the machine's PostgreSQL and Redis (needs wrk; see the README's benchmark section).
 bench: $(VENV)/.test
 	$(BIN)/python -m tests.perf.run
+
+## Repository hygiene: no new secrets (.secrets.baseline), bandit on backend/, pip-audit (skipped offline).
+hygiene: $(VENV)/.test
+	BIN=$(BIN) .ci/hygiene
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check --fix backend tests

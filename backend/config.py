@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     IDEMPOTENCY_WAIT_SECONDS: float = Field(default=10.0, ge=0, le=60)
     EVENTS_HEARTBEAT_SECONDS: float = Field(default=15.0, gt=0, le=300)
     EVENTS_REPLAY_SECONDS: int = Field(default=300, ge=1, le=86_400)
+    EVENTS_STREAM_MAX_SECONDS: float = Field(default=3600.0, gt=0, le=86_400)
 
     LOG_LEVEL: Literal["debug", "info", "warning", "error"] = "info"
     LOG_FORMAT: Literal["json", "console"] = "json"

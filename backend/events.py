@@ -161,6 +161,7 @@ class EventBus:
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.metrics = metrics
         self.heartbeat = settings.EVENTS_HEARTBEAT_SECONDS
+        self.max_seconds = settings.EVENTS_STREAM_MAX_SECONDS
         self._bells: dict[str, set[asyncio.Event]] = {}
         self._listener: asyncio.Task[None] | None = None
         self._redis_url = settings.REDIS_URL
@@ -252,13 +253,17 @@ class EventBus:
                 cursor = last_event_id if last_event_id and EVENT_ID.match(last_event_id) else None
                 cursor = cursor or await self.log.tail(user_id)
                 yield f"retry: {RETRY_MILLISECONDS}\n: connected\n\n".encode()
-                while True:
+                loop = asyncio.get_running_loop()
+                # Streams end after a while; EventSource reconnects with Last-Event-ID and loses nothing,
+                # and the credentials are checked again (a revoked session does not stream for ever).
+                ends_at = loop.time() + self.max_seconds
+                while (left := ends_at - loop.time()) > 0:
                     bell.clear()
                     for event in await self.log.after(user_id, cursor):
                         cursor = event.id
                         yield event.encode()
                     try:
-                        await asyncio.wait_for(bell.wait(), self.heartbeat)
+                        await asyncio.wait_for(bell.wait(), min(self.heartbeat, left))
                     except TimeoutError:
                         yield b": keep-alive\n\n"
             except (RedisError, OSError) as exc:

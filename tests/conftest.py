@@ -32,8 +32,8 @@ PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 BACKENDS = [b.strip() for b in os.environ.get("TEST_BACKENDS", "sqlite,postgresql").split(",") if b.strip()]
 RUN_ID = uuid.uuid4().hex[:10]
-# The outage test runs a PostgreSQL server of its own: part of the PostgreSQL opt-out.
-collect_ignore = [] if "postgresql" in BACKENDS else ["test_outage.py"]
+# PostgreSQL-only modules (the outage test runs a server of its own): part of the PostgreSQL opt-out.
+collect_ignore = [] if "postgresql" in BACKENDS else ["test_outage.py", "test_faults.py", "test_races.py"]
 PASSWORD = "Sturdy-Lantern-42"
 
 
@@ -92,6 +92,11 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         "REDIS_KEY_PREFIX": f"taskdeck-test-{RUN_ID}",
         "LOG_LEVEL": "info",
         "AUTO_MIGRATE": False,
+        # Nothing in the suite reaches the internet: sync runs fail fast unless a test points
+        # GITHUB_API_URL at its local GitHub stand-in.
+        "GITHUB_API_URL": "http://127.0.0.1:9",
+        # An event stream ends by itself, so sweeps over every operation can read it to the end.
+        "EVENTS_STREAM_MAX_SECONDS": 0.3,
     }
     values.update(overrides)
     return load_settings(**values)

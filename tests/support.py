@@ -1,23 +1,36 @@
-"""Helpers for the edge tests: clients with a chosen peer address, a private Redis server, log capture."""
+"""Helpers shared by test modules: clients with a chosen peer address, a private Redis server, log capture,
+and the catalogue of documented operations (read from the app's own OpenAPI, so new routes join every
+sweep over it by themselves)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import re
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
+import pytest
 import redis
 from fastapi import FastAPI
 
 from backend.logging_setup import JsonFormatter
-from tests.conftest import REDIS_URL, RUN_ID
+from backend.main import create_app
+from backend.migrations.runner import upgrade
+from backend.models.common import metadata
+from tests.conftest import REDIS_URL, RUN_ID, UserCtx, make_settings
 
 
 def client_for(app: FastAPI, ip: str = "127.0.0.1") -> httpx.AsyncClient:
@@ -124,3 +137,146 @@ def captured_logs() -> Iterator[list[str]]:
 
 def events(lines: list[str], name: str) -> list[dict[str, Any]]:
     return [entry for entry in map(json.loads, lines) if entry.get("event") == name]
+
+
+def spec_app() -> FastAPI:
+    """An app whose OpenAPI document (and routes) are the real ones; it never touches its database."""
+    return create_app(make_settings("sqlite://", Path(tempfile.gettempdir())))
+
+
+@lru_cache(maxsize=1)
+def openapi_document() -> dict[str, Any]:
+    document: dict[str, Any] = spec_app().openapi()
+    return document
+
+
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One documented operation."""
+
+    method: str
+    path: str
+    spec: dict[str, Any]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}"
+
+    @property
+    def secured(self) -> bool:
+        """Takes a user's bearer token (not, e.g., the metrics token, which is open unless configured)."""
+        return {"HTTPBearer": []} in self.spec.get("security", [])
+
+    @property
+    def path_params(self) -> list[str]:
+        return re.findall(r"{(\w+)}", self.path)
+
+    @property
+    def id_params(self) -> list[str]:
+        return [name for name in self.path_params if name != "user_id"]
+
+    @property
+    def query_params(self) -> list[dict[str, Any]]:
+        return [param for param in self.spec.get("parameters", []) if param["in"] == "query"]
+
+    def url(self, user_id: str, ids: dict[str, Any]) -> str:
+        values = {"user_id": user_id}
+        for name in self.id_params:
+            if name not in ids:
+                raise AssertionError(f"{self}: no test resource for {{{name}}}: add it to owned_resources()")
+            values[name] = ids[name]
+        return self.path.format(**values)
+
+    def example_query(self) -> dict[str, Any]:
+        """The required query parameters, with documented examples or the simplest valid values."""
+        return {param["name"]: example(param["schema"]) for param in self.query_params if param.get("required")}
+
+    def body_schema(self) -> dict[str, Any] | None:
+        content = self.spec.get("requestBody", {}).get("content", {})
+        return resolve(content["application/json"]["schema"]) if "application/json" in content else None
+
+    def example_body(self) -> dict[str, Any] | None:
+        """A valid body from the documented examples (or the simplest valid value) of the required fields."""
+        schema = self.body_schema()
+        if schema is None:
+            return None
+        properties = schema.get("properties", {})
+        return {name: example(properties[name]) for name in schema.get("required", [])}
+
+
+def resolve(schema: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        return resolve(openapi_document()["components"]["schemas"][name])
+    return schema
+
+
+def example(schema: dict[str, Any]) -> Any:
+    schema = resolve(schema)
+    if schema.get("examples"):
+        return schema["examples"][0]
+    if "anyOf" in schema:
+        return example(schema["anyOf"][0])
+    kind = schema.get("type")
+    if kind == "string":
+        return "x" * max(1, schema.get("minLength", 1))
+    if kind == "integer":
+        return int(schema.get("minimum", 1))
+    if kind == "boolean":
+        return True
+    if kind == "array":
+        return []
+    raise AssertionError(f"no example for {schema}: document one")
+
+
+def documented_operations() -> list[Operation]:
+    return [
+        Operation(method.upper(), path, spec)
+        for path, item in openapi_document()["paths"].items()
+        for method, spec in item.items()
+        if method.upper() in HTTP_METHODS
+    ]
+
+
+async def owned_resources(client: httpx.AsyncClient, user: UserCtx, label: str) -> dict[str, int]:
+    """One of each kind of resource a path can name, owned by `user`: `{id parameter name: id}`."""
+    task = await client.post(f"/api/{user.id}/tasks", json={"title": f"{label} task"}, headers=user.headers)
+    project = await client.post(
+        f"/api/{user.id}/projects",
+        json={"github_repo_name": f"{label}/repo", "display_name": f"{label} project"},
+        headers=user.headers,
+    )
+    assert task.status_code == project.status_code == 201, (task.text, project.text)
+    project_id = project.json()["data"]["id"]
+    run = await client.post(f"/api/{user.id}/projects/{project_id}/sync", headers=user.headers)
+    assert run.status_code == 202, run.text
+    return {"task_id": task.json()["data"]["id"], "project_id": project_id, "run_id": run.json()["data"]["run_id"]}
+
+
+LOCK_WAITERS = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+
+
+async def wait_for_lock_waiter(conninfo: str) -> None:
+    """Returns once a session of this PostgreSQL database waits for a lock: the request under test is in flight."""
+    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as probe:
+        for _ in range(500):
+            if ((await (await probe.execute(LOCK_WAITERS)).fetchone()) or (0,))[0]:
+                return
+            await asyncio.sleep(0.02)
+    raise AssertionError("nothing waited for a lock")
+
+
+def empty_database(conninfo: str) -> None:
+    """Delete every row (for tests that write through a server of their own, outside the `app` fixture)."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(f'DELETE FROM "{table.name}"')  # table names from our own metadata
+
+
+@pytest.fixture(name="database_url", scope="module")
+def postgresql_only(pg_database: str) -> str:
+    """Import into a module to run its tests on PostgreSQL only (row locks, concurrent transactions)."""
+    upgrade(pg_database)
+    return pg_database

@@ -6,6 +6,7 @@ never the machine's shared server.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import pwd
@@ -17,11 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from backend.main import create_app
 from backend.migrations.runner import upgrade
 from tests.conftest import PASSWORD, assert_error, make_settings
+from tests.support import wait_for_lock_waiter
 
 
 def pg_bin() -> Path:
@@ -126,3 +129,36 @@ async def test_database_outage_and_recovery(cluster, data_dir):
             assert health.json()["data"]["database"] == "ok"
             me = await client.get("/api/auth/me", headers=headers)
             assert me.status_code == 200, me.text
+
+
+async def test_write_in_flight_when_the_database_stops(cluster, data_dir):
+    """A pin waiting inside its transaction when the server stops: a 503, and nothing half-written after."""
+    with contextlib.suppress(subprocess.CalledProcessError):  # running unless the test above failed midway
+        cluster.start()
+    upgrade(cluster.url)
+    app = create_app(make_settings(cluster.url, data_dir, DB_CONNECT_TIMEOUT=2, DB_POOL_TIMEOUT=2))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            body = {"email": "in-flight@example.com", "password": PASSWORD}
+            assert (await client.post("/api/auth/register", json=body)).status_code == 201
+            tokens = (await client.post("/api/auth/login", json=body)).json()["data"]
+            headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+            projects = f"/api/{tokens['user_id']}/projects"
+
+            locker = await psycopg.AsyncConnection.connect(cluster.url)
+            await locker.execute("SELECT id FROM users WHERE id = %s FOR UPDATE", (tokens["user_id"],))
+            pin = asyncio.create_task(client.post(projects, json={"github_repo_name": "octo/a"}, headers=headers))
+            await wait_for_lock_waiter(cluster.url)
+            cluster.stop()
+            assert_error(await pin, 503, "SERVICE_UNAVAILABLE")
+            with contextlib.suppress(psycopg.Error):
+                await locker.close()
+
+            cluster.start()
+            listing = await client.get(projects, headers=headers)
+            assert listing.status_code == 200, listing.text
+            assert listing.json()["meta"]["total"] == 0
+            assert (
+                await client.post(projects, json={"github_repo_name": "octo/a"}, headers=headers)
+            ).status_code == 201

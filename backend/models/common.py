@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime
+from annotated_types import Interval
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Strict
 from sqlalchemy import MetaData
 from sqlmodel import SQLModel
 
@@ -33,11 +35,51 @@ def new_id() -> str:
 
 
 USER_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+# PostgreSQL text cannot hold U+0000: it is refused on every backend (422), never left to fail in the database (500).
+NO_NUL = r"^[^\x00]*$"
+# Row ids are 32-bit `integer` columns: a larger id cannot exist, and the drivers fail on it (a 500).
+MAX_ROW_ID = 2_147_483_647
 
 
 def _to_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+_NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
+
+
+def _iso_only(value: object) -> object:
+    """Pydantic would read a number as Unix time; the contract (and `format: date-time`) say ISO 8601."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise ValueError("must be an ISO 8601 date-time")
+    return value
+
+
+IsoDatetime = Annotated[datetime, BeforeValidator(_iso_only)]
 # Input datetimes must carry an offset; they are kept (and answered) as the same instant in UTC.
-UTCDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+UTCDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_only), AfterValidator(_to_utc)]
+
+
+def _json_integer(value: object) -> object:
+    """JSON Schema's `integer`: 3 and 3.0, but neither `true` nor "3" (which Pydantic would coerce)."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be an integer")
+    return value
+
+
+# Constraints go before the validator: after it, Pydantic still enforces them but the schema loses them.
+JSON_INTEGER = BeforeValidator(_json_integer)
+RowIdInt = Annotated[int, Interval(ge=1, le=MAX_ROW_ID), JSON_INTEGER]
+JsonBool = Annotated[bool, Strict()]  # `true`/`false` only, not "yes" or 1
+
+
+def omit_null(schema: dict[str, Any]) -> None:
+    """`json_schema_extra` for a field that may be left out but not sent as null (its validator refuses null)."""
+    branches = [branch for branch in schema.pop("anyOf", []) if branch.get("type") != "null"]
+    if len(branches) == 1:
+        schema.update(branches[0])
+    elif branches:
+        schema["anyOf"] = branches
+
+
+NOT_NULL: dict[str, Any] = {"json_schema_extra": omit_null}

@@ -6,12 +6,13 @@ import re
 from datetime import datetime
 from typing import Annotated, Any
 
+from annotated_types import Interval
 from pydantic import ConfigDict, StringConstraints, ValidationInfo, field_validator, model_validator
 from sqlalchemy import JSON, Column, Index, Text, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-from backend.models.common import utcnow
+from backend.models.common import JSON_INTEGER, NO_NUL, NOT_NULL, RowIdInt, utcnow
 
 MAX_ACTIVE_PINS = 50
 
@@ -19,6 +20,7 @@ MAX_ACTIVE_PINS = 50
 # digits, '.', '-', '_' (but not '.' or '..').
 OWNER_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$")
 REPO_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+REPO_NAME_SCHEMA_PATTERN = r"^\s*[A-Za-z0-9](?:-?[A-Za-z0-9])*/[A-Za-z0-9._-]+\s*$"
 URL_RE = re.compile(r"^https://github\.com/([^/?#]+)/([^/?#]+?)(?:\.git)?/?$", re.IGNORECASE)
 
 
@@ -38,9 +40,9 @@ def repo_url(name: str) -> str:
 
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
-DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=255)]
-Description = Annotated[str, StringConstraints(max_length=10_000)]
-Position = Annotated[int, Field(ge=0, le=10_000)]
+DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=255, pattern=NO_NUL)]
+Description = Annotated[str, StringConstraints(max_length=10_000, pattern=NO_NUL)]
+Position = Annotated[int, Interval(ge=0, le=10_000), JSON_INTEGER]
 
 
 class ProjectBase(SQLModel):
@@ -75,7 +77,11 @@ class ProjectCreate(SQLModel):
 
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
-    github_repo_name: str = Field(max_length=255, schema_extra={"examples": ["fastapi/fastapi"]})
+    github_repo_name: str = Field(
+        max_length=255,
+        # Documents the shape for clients and fuzzers; the validator enforces it with the length limits.
+        schema_extra={"examples": ["fastapi/fastapi"], "json_schema_extra": {"pattern": REPO_NAME_SCHEMA_PATTERN}},
+    )
     github_repo_url: str | None = Field(default=None, max_length=500)
     display_name: DisplayName | None = None
     description: Description | None = None
@@ -112,7 +118,7 @@ class ProjectUpdate(SQLModel):
 
     display_name: DisplayName | None = None
     description: Description | None = None
-    position: Position | None = None
+    position: Position | None = Field(default=None, schema_extra=NOT_NULL)  # may be left out, but not null
 
     @field_validator("position", mode="before")
     @classmethod
@@ -125,7 +131,7 @@ class ProjectUpdate(SQLModel):
 class ProjectOrder(SQLModel):
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
-    project_ids: list[int] = Field(max_length=MAX_ACTIVE_PINS, schema_extra={"examples": [[3, 1, 2]]})
+    project_ids: list[RowIdInt] = Field(max_length=MAX_ACTIVE_PINS, schema_extra={"examples": [[3, 1, 2]]})
 
 
 class ProjectPublic(ProjectBase):

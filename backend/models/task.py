@@ -10,7 +10,7 @@ from pydantic import ConfigDict, StringConstraints, field_validator
 from sqlalchemy import CheckConstraint, Index, String
 from sqlmodel import Field, SQLModel
 
-from backend.models.common import UTCDatetime, utcnow
+from backend.models.common import NO_NUL, NOT_NULL, JsonBool, RowIdInt, UTCDatetime, utcnow
 
 
 class TaskStatus(StrEnum):
@@ -25,8 +25,8 @@ class TaskPriority(StrEnum):
     HIGH = "high"
 
 
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
-Description = Annotated[str, StringConstraints(max_length=10_000)]
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255, pattern=NO_NUL)]
+Description = Annotated[str, StringConstraints(max_length=10_000, pattern=NO_NUL)]
 
 
 class TaskBase(SQLModel):
@@ -80,9 +80,9 @@ class TaskCreate(SQLModel):
     description: Description | None = None
     status: TaskStatus | None = None
     priority: TaskPriority = TaskPriority.MEDIUM
-    completed: bool | None = None
+    completed: JsonBool | None = None
     due_date: UTCDatetime | None = Field(default=None, schema_extra={"examples": ["2026-12-01T17:00:00Z"]})
-    project_id: int | None = Field(default=None, ge=1)
+    project_id: RowIdInt | None = None
 
 
 class TaskUpdate(SQLModel):
@@ -90,13 +90,14 @@ class TaskUpdate(SQLModel):
 
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
-    title: Title | None = None
+    # May be left out, but not null: the schema offers no null (NOT_NULL), the validator refuses it.
+    title: Title | None = Field(default=None, schema_extra=NOT_NULL)
     description: Description | None = None
-    status: TaskStatus | None = None
-    priority: TaskPriority | None = None
-    completed: bool | None = None
+    status: TaskStatus | None = Field(default=None, schema_extra=NOT_NULL)
+    priority: TaskPriority | None = Field(default=None, schema_extra=NOT_NULL)
+    completed: JsonBool | None = Field(default=None, schema_extra=NOT_NULL)
     due_date: UTCDatetime | None = None
-    project_id: int | None = Field(default=None, ge=1)
+    project_id: RowIdInt | None = None
 
     @field_validator("title", "status", "priority", "completed", mode="before")
     @classmethod
@@ -109,7 +110,7 @@ class TaskUpdate(SQLModel):
 class TaskComplete(SQLModel):
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
-    completed: bool = True
+    completed: JsonBool = True
 
 
 class TaskPublic(TaskBase):

@@ -9,7 +9,7 @@ from pydantic import AfterValidator, ConfigDict, EmailStr, StringConstraints
 from sqlalchemy import Index, func
 from sqlmodel import Field, SQLModel
 
-from backend.models.common import new_id, utcnow
+from backend.models.common import NO_NUL, new_id, utcnow
 
 
 def _check_password(value: str) -> str:
@@ -19,7 +19,7 @@ def _check_password(value: str) -> str:
 
 
 Password = Annotated[str, AfterValidator(_check_password)]
-FullName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=255)]
+FullName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=255, pattern=NO_NUL)]
 
 
 class UserBase(SQLModel):
@@ -43,14 +43,20 @@ class UserCreate(UserBase):
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     email: EmailStr = Field(max_length=320, schema_extra={"examples": ["ada@example.com"]})
-    password: Password = Field(schema_extra={"examples": ["correct-horse-battery-staple"]})
+    # The length rules are checked by the validator (with its own messages); documented here too.
+    password: Password = Field(
+        schema_extra={
+            "examples": ["correct-horse-battery-staple"],
+            "json_schema_extra": {"minLength": 8, "maxLength": 72},
+        }
+    )
     full_name: FullName | None = None
 
 
 class LoginRequest(SQLModel):
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
-    email: str = Field(max_length=320, schema_extra={"examples": ["ada@example.com"]})
+    email: str = Field(max_length=320, schema_extra={"pattern": NO_NUL, "examples": ["ada@example.com"]})
     password: str = Field(max_length=1024, schema_extra={"examples": ["correct-horse-battery-staple"]})
 
 

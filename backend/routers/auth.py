@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import APIRouter, Body, Depends, Form, Request
 from fastapi.security import OAuth2PasswordRequestForm
 
 from backend import openapi_examples as examples
@@ -13,12 +13,36 @@ from backend.deps import PrincipalDep, SessionDep, SettingsDep
 from backend.envelope import Envelope, ok
 from backend.errors import responses
 from backend.middleware import client_ip
+from backend.models.common import NO_NUL
 from backend.models.session import RefreshRequest, TokenPair
 from backend.models.user import LoginRequest, UserCreate, UserMe, UserPublic, user_me, user_public
 from backend.ratelimit import limit_login, rate_limit
 from backend.services import auth as auth_service
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
+
+
+class PasswordForm(OAuth2PasswordRequestForm):
+    """The OAuth2 password form, with `username` and `password` documented as required non-empty
+    (an empty form field counts as missing: 422)."""
+
+    def __init__(
+        self,
+        username: Annotated[str, Form(min_length=1, max_length=320, pattern=NO_NUL)],
+        password: Annotated[str, Form(min_length=1, max_length=1024, json_schema_extra={"format": "password"})],
+        grant_type: Annotated[str, Form(pattern="^password$")] = "password",
+        scope: Annotated[str, Form()] = "",
+        client_id: Annotated[str | None, Form()] = None,
+        client_secret: Annotated[str | None, Form(json_schema_extra={"format": "password"})] = None,
+    ) -> None:
+        super().__init__(
+            grant_type=grant_type,
+            username=username,
+            password=password,
+            scope=scope,
+            client_id=client_id,
+            client_secret=client_secret,
+        )
 
 
 def token_settings(settings: Settings) -> auth_service.TokenSettings:
@@ -79,7 +103,7 @@ async def login(
     responses=responses(401, 403, 413, 422, 429, 503),
 )
 async def oauth2_token(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request, session: SessionDep, settings: SettingsDep
+    form: Annotated[PasswordForm, Depends()], request: Request, session: SessionDep, settings: SettingsDep
 ) -> TokenPair:
     """Form fields `username` (the email) and `password`; answers the raw OAuth2 token body."""
     await limit_login(request, form.username)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import Response
 
 from backend import openapi_examples as examples
-from backend.deps import SessionDep, current_user_id, require_owner
+from backend.deps import RowIdPath, SessionDep, current_user_id, require_owner
 from backend.envelope import Envelope, ListEnvelope, ok, page
 from backend.errors import responses
 from backend.idempotency import idempotent
@@ -106,7 +106,7 @@ def build_router(owner: OwnerResolver, *, legacy: bool = False) -> APIRouter:
             operation_id="get_project",
             responses={**responses(*OWNED), **NOT_MODIFIED},
         )
-        async def get_project(owner_id: Owner, project_id: int, session: SessionDep, live: ReadDep) -> Any:
+        async def get_project(owner_id: Owner, project_id: RowIdPath, session: SessionDep, live: ReadDep) -> Any:
             """One of your projects, pinned or unpinned, with its `ETag`; someone else's id is 404."""
             return live.read(await project_service.get_project(session, owner_id, project_id))
 
@@ -123,7 +123,7 @@ def build_router(owner: OwnerResolver, *, legacy: bool = False) -> APIRouter:
             },
             response_class=Response,
         )
-        async def export_project(owner_id: Owner, project_id: int, session: SessionDep) -> Response:
+        async def export_project(owner_id: Owner, project_id: RowIdPath, session: SessionDep) -> Response:
             """A file download (`Content-Disposition: attachment`) with stable field order and ISO dates."""
             return _export_response(await project_service.export_project(session, owner_id, project_id))
 
@@ -136,7 +136,7 @@ def build_router(owner: OwnerResolver, *, legacy: bool = False) -> APIRouter:
         dependencies=Unchanged,
     )
     async def update_project(
-        owner_id: Owner, project_id: int, payload: ProjectUpdate, session: SessionDep, live: WriteDep
+        owner_id: Owner, project_id: RowIdPath, payload: ProjectUpdate, session: SessionDep, live: WriteDep
     ) -> dict[str, Any]:
         """Change `display_name`, `description` or `position`; bumps `last_updated`."""
         project = await project_service.update_project(session, owner_id, project_id, payload)
@@ -150,7 +150,9 @@ def build_router(owner: OwnerResolver, *, legacy: bool = False) -> APIRouter:
         responses=responses(*OWNED, 412),
         dependencies=Unchanged,
     )
-    async def unpin_project(owner_id: Owner, project_id: int, session: SessionDep, live: WriteDep) -> dict[str, Any]:
+    async def unpin_project(
+        owner_id: Owner, project_id: RowIdPath, session: SessionDep, live: WriteDep
+    ) -> dict[str, Any]:
         """The project leaves the dashboard; its tasks and history stay, and pinning it again brings it back."""
         await project_service.unpin_project(session, owner_id, project_id)
         await live.removed("project.unpinned", project_id)

@@ -4,7 +4,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from backend.deps import OwnerDep, SessionDep
+from backend.deps import OwnerDep, RowIdPath, SessionDep
 from backend.envelope import Envelope, ListEnvelope, ok, page
 from backend.errors import responses
 from backend.idempotency import idempotent
@@ -43,7 +43,7 @@ router = APIRouter(tags=["sync runs"])
 )
 @idempotent
 async def start_sync(
-    owner_id: OwnerDep, project_id: int, session: SessionDep, runner: Runner, response: Response
+    owner_id: OwnerDep, project_id: RowIdPath, session: SessionDep, runner: Runner, response: Response
 ) -> dict[str, Any]:
     """Queue a refresh of the project's repository data (`202`); poll `GET .../sync/{run_id}` for progress.
 
@@ -65,7 +65,9 @@ async def start_sync(
     operation_id="get_sync_run",
     responses=responses(*OWNED),
 )
-async def get_sync_run(owner_id: OwnerDep, project_id: int, run_id: int, session: SessionDep) -> dict[str, Any]:
+async def get_sync_run(
+    owner_id: OwnerDep, project_id: RowIdPath, run_id: RowIdPath, session: SessionDep
+) -> dict[str, Any]:
     """Status, current stage, progress (0-100), per-stage records and, for a failed run, the failing stage."""
     return ok(SyncRunPublic.model_validate(await sync_service.get_run(session, owner_id, project_id, run_id)))
 
@@ -78,7 +80,7 @@ async def get_sync_run(owner_id: OwnerDep, project_id: int, run_id: int, session
     responses=responses(*OWNED),
 )
 async def list_sync_runs(
-    owner_id: OwnerDep, project_id: int, session: SessionDep, limit: LimitQuery = 50, offset: OffsetQuery = 0
+    owner_id: OwnerDep, project_id: RowIdPath, session: SessionDep, limit: LimitQuery = 50, offset: OffsetQuery = 0
 ) -> dict[str, Any]:
     """The project's runs, newest first; `meta.total` counts them all."""
     runs, total = await sync_service.list_runs(session, owner_id, project_id, limit, offset)

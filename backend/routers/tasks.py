@@ -9,10 +9,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Query, Request
 
 from backend import openapi_examples as examples
-from backend.deps import SessionDep, current_user_id, require_owner
+from backend.deps import RowIdPath, SessionDep, current_user_id, require_owner
 from backend.envelope import Envelope, ListEnvelope, ok, page
 from backend.errors import responses
 from backend.idempotency import idempotent
+from backend.models.common import MAX_ROW_ID, NO_NUL, IsoDatetime
 from backend.models.task import TaskComplete, TaskCreate, TaskPriority, TaskPublic, TaskSort, TaskStatus, TaskUpdate
 from backend.resource import NOT_MODIFIED, IfMatch, ReadDep, WriteDep, check_if_match
 from backend.services import tasks as task_service
@@ -30,10 +31,14 @@ async def task_filters(
     status: Annotated[TaskStatus | None, Query(description="Only tasks in this status")] = None,
     priority: Annotated[TaskPriority | None, Query(description="Only tasks of this priority")] = None,
     completed: Annotated[bool | None, Query(description="Only completed (true) or open (false) tasks")] = None,
-    project_id: Annotated[int | None, Query(ge=1, description="Only tasks of this project")] = None,
-    due_before: Annotated[datetime | None, Query(description="Due before (ISO 8601; UTC if no offset)")] = None,
-    due_after: Annotated[datetime | None, Query(description="Due strictly after (ISO 8601; UTC if no offset)")] = None,
-    q: Annotated[str | None, Query(max_length=200, description="Text in title or description (literal)")] = None,
+    project_id: Annotated[int | None, Query(ge=1, le=MAX_ROW_ID, description="Only tasks of this project")] = None,
+    due_before: Annotated[IsoDatetime | None, Query(description="Due before (ISO 8601; UTC if no offset)")] = None,
+    due_after: Annotated[
+        IsoDatetime | None, Query(description="Due strictly after (ISO 8601; UTC if no offset)")
+    ] = None,
+    q: Annotated[
+        str | None, Query(max_length=200, pattern=NO_NUL, description="Text in title or description (literal)")
+    ] = None,
 ) -> TaskFilters:
     # async: a plain `def` dependency costs a thread-pool hop on every list request.
     return TaskFilters(
@@ -119,7 +124,9 @@ def build_router(prefix: str, owner: OwnerResolver, *, legacy: bool = False) -> 
     async def search_tasks(
         owner_id: Owner,
         session: SessionDep,
-        q: Annotated[str, Query(min_length=1, max_length=200, description="Text in title or description")],
+        q: Annotated[
+            str, Query(min_length=1, max_length=200, pattern=NO_NUL, description="Text in title or description")
+        ],
         filters: FiltersDep,
         sort: SortQuery = TaskSort.CREATED_AT_DESC,
         limit: LimitQuery = 50,
@@ -137,7 +144,7 @@ def build_router(prefix: str, owner: OwnerResolver, *, legacy: bool = False) -> 
         operation_id=f"{op}get_task",
         responses={**responses(*OWNED), **NOT_MODIFIED},
     )
-    async def get_task(owner_id: Owner, task_id: int, session: SessionDep, live: ReadDep) -> Any:
+    async def get_task(owner_id: Owner, task_id: RowIdPath, session: SessionDep, live: ReadDep) -> Any:
         """One of your tasks, with its `ETag`; someone else's id is 404."""
         return live.read(await task_service.get_task(session, owner_id, task_id))
 
@@ -159,7 +166,7 @@ def build_router(prefix: str, owner: OwnerResolver, *, legacy: bool = False) -> 
     )
     async def update_task(
         owner_id: Owner,
-        task_id: int,
+        task_id: RowIdPath,
         payload: Annotated[TaskUpdate, Body(openapi_examples=examples.TASK_UPDATE)],
         session: SessionDep,
         live: WriteDep,
@@ -179,7 +186,11 @@ def build_router(prefix: str, owner: OwnerResolver, *, legacy: bool = False) -> 
             dependencies=Unchanged,
         )
         async def complete_task(
-            owner_id: Owner, task_id: int, session: SessionDep, live: WriteDep, payload: TaskComplete | None = None
+            owner_id: Owner,
+            task_id: RowIdPath,
+            session: SessionDep,
+            live: WriteDep,
+            payload: TaskComplete | None = None,
         ) -> dict[str, Any]:
             """`{"completed": true}` completes (status `completed`); `false` reopens (status `pending`)."""
             completed = True if payload is None else payload.completed
@@ -194,7 +205,7 @@ def build_router(prefix: str, owner: OwnerResolver, *, legacy: bool = False) -> 
         responses=responses(*OWNED, 412),
         dependencies=Unchanged,
     )
-    async def delete_task(owner_id: Owner, task_id: int, session: SessionDep, live: WriteDep) -> dict[str, Any]:
+    async def delete_task(owner_id: Owner, task_id: RowIdPath, session: SessionDep, live: WriteDep) -> dict[str, Any]:
         """Deletes for good."""
         await task_service.delete_task(session, owner_id, task_id)
         await live.removed("task.deleted", task_id)

@@ -211,3 +211,12 @@ class TestAccess:
         names = {p["name"] for p in stream["parameters"]}
         assert {"ticket", "Last-Event-ID"} <= names
         assert "201" in paths["/api/{user_id}/events/ticket"]["post"]["responses"]
+
+
+async def test_a_stream_ends_after_its_maximum_duration(client, user):
+    """EVENTS_STREAM_MAX_SECONDS (0.3 s in tests): the server closes the stream, the client reconnects."""
+    response = await client.get(f"/api/{user.id}/events", headers=user.headers)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.text.startswith("retry: ")
+    assert ": connected" in response.text

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import secrets
 import socket
@@ -14,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import get_default_algorithms
 
@@ -144,3 +148,26 @@ class JwksServer:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def segment(obj: dict[str, Any]) -> str:
+    return b64(json.dumps(obj, separators=(",", ":")).encode())
+
+
+def hs256_token(secret: bytes, payload: dict[str, Any], kid: str) -> str:
+    """HS256 by hand: PyJWT refuses to use a PEM public key as an HMAC secret, an attacker does not."""
+    signing_input = f"{segment({'alg': 'HS256', 'kid': kid})}.{segment(payload)}"
+    signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(signature)}"
+
+
+def rsa_pem_as_hmac_secret(key: Key, issuer: str) -> str:
+    """The classic algorithm-confusion forgery: HS256 keyed with the published RSA public key."""
+    pem = key.private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hs256_token(pem, claims(issuer), key.kid)

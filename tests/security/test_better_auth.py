@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
-import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +10,6 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
 from fastapi import APIRouter, FastAPI
 from sqlmodel import select
 
@@ -30,7 +25,10 @@ from tests.security.better_auth_kit import (
     better_auth_id,
     claims,
     free_port,
+    hs256_token,
     make_key,
+    rsa_pem_as_hmac_secret,
+    segment,
     sign,
 )
 
@@ -115,29 +113,6 @@ def bearer(token: str) -> dict[str, str]:
 async def users_with_id(app: FastAPI, user_id: str) -> list[User]:
     async with app.state.sessionmaker() as session:
         return list((await session.exec(select(User).where(User.id == user_id))).all())
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _segment(obj: dict[str, Any]) -> str:
-    return _b64(json.dumps(obj, separators=(",", ":")).encode())
-
-
-def hs256_token(secret: bytes, payload: dict[str, Any], kid: str) -> str:
-    """HS256 by hand: PyJWT refuses to use a PEM public key as an HMAC secret, an attacker does not."""
-    signing_input = f"{_segment({'alg': 'HS256', 'kid': kid})}.{_segment(payload)}"
-    signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
-    return f"{signing_input}.{_b64(signature)}"
-
-
-def rsa_pem_as_hmac_secret(key: Key, issuer: str) -> str:
-    """The classic algorithm-confusion forgery: HS256 keyed with the published RSA public key."""
-    pem = key.private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return hs256_token(pem, claims(issuer), key.kid)
 
 
 class TestAcceptedTokens:
@@ -233,7 +208,7 @@ class TestRejectedTokens:
 
     async def test_tampered_payload(self, client: httpx.AsyncClient, token: TokenFactory, issuer: str) -> None:
         header, _, signature = token().split(".")
-        forged = f"{header}.{_segment(claims(issuer))}.{signature}"
+        forged = f"{header}.{segment(claims(issuer))}.{signature}"
         response = await client.get("/api/auth/me", headers=bearer(forged))
         assert_error(response, 401, "INVALID_TOKEN")
 

@@ -1,0 +1,177 @@
+"""Property-based fuzzing of every operation in the app's own OpenAPI document (Schemathesis, in process).
+
+Each operation gets generated requests (valid and invalid) with a registered user's bearer token and
+`{user_id}` pinned to that user, so most of them reach the handlers instead of stopping at 403.
+Schemathesis's default checks apply: no 5xx, documented status codes, bodies and headers matching the
+schema, content types, auth not ignored, 405 with `Allow`, schema-valid data accepted and invalid data
+refused. Deterministic (derandomized Hypothesis) and bounded (MAX_EXAMPLES per operation and phase).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from fastapi import FastAPI
+from hypothesis import HealthCheck, settings
+from schemathesis import Case, GenerationMode
+from schemathesis.core.parameters import ParameterLocation
+from schemathesis.openapi.checks import RejectedPositiveData
+from schemathesis.python import asgi
+from schemathesis.specs.openapi.checks import allow_header_conformance, unsupported_method
+from starlette.types import Receive, Scope, Send
+
+from backend.main import create_app
+from tests.conftest import PASSWORD, empty_tables, make_settings
+
+MAX_EXAMPLES = 25
+EMAIL = "fuzz@example.com"
+
+# Rules a JSON Schema cannot state: a schema-valid body may break them and get a 422 naming that field.
+# Each rule has its own tests; only a 422 whose every failing field is listed here is accepted.
+BUSINESS_RULES = {
+    "password": "at most 72 bytes of UTF-8 (the schema can only count characters), not a common password",
+    "email": "email-validator's rules beyond `format: email`, e.g. no special-use domains (RFC 6761: .test, …)",
+    "completed": "must agree with status (completed <=> status 'completed') when both are sent",
+    "project_id": "must be one of the caller's own projects",
+    "project_ids": "must list each of the caller's pinned projects exactly once",
+    "github_repo_name": "GitHub's length limits: owner at most 39 characters, repository at most 100",
+    "github_repo_url": "must point at the same repository as github_repo_name",
+}
+
+# A literal segment that is also a value of a sibling template's parameter: other methods there reach the
+# template's handler (`/tasks/search` is `/tasks/{task_id}` for PUT), which answers its own documented 400/422,
+# not 405, and `Allow` names the methods of both routes.
+AMBIGUOUS_PATH_CHECKS = (unsupported_method, allow_header_conformance)
+
+# Documented exclusions: (method, path) -> checks not run there, and why.
+EXCLUDED_CHECKS: dict[tuple[str, str], tuple[tuple[Any, ...], str]] = {
+    ("GET", "/api/{user_id}/tasks/search"): (
+        AMBIGUOUS_PATH_CHECKS,
+        "PUT/PATCH/DELETE /tasks/search are routed to /tasks/{task_id} (task_id='search')",
+    ),
+    ("GET", "/api/tasks/search"): (AMBIGUOUS_PATH_CHECKS, "as above, on the earlier-draft path"),
+    ("PUT", "/api/{user_id}/projects/order"): (
+        AMBIGUOUS_PATH_CHECKS,
+        "GET/DELETE /projects/order are routed to /projects/{project_id} (project_id='order'): 422, not 405",
+    ),
+    ("GET", "/api/tasks"): (
+        AMBIGUOUS_PATH_CHECKS,
+        "DELETE /api/tasks is routed to DELETE /api/{user_id} (user_id='tasks', a reserved word: 403), "
+        "so `Allow` names DELETE too",
+    ),
+    ("POST", "/api/tasks"): (AMBIGUOUS_PATH_CHECKS, "as above"),
+}
+
+# Headers that carry state from earlier responses (an ETag, a key already used with another body):
+# a stateless generator can only invent values the API rightly refuses (412, 422
+# IDEMPOTENCY_KEY_REUSED). Their behaviour is tested in tests/routers/test_etag.py and
+# tests/routers/test_idempotency.py; here each case gets a fresh key and no precondition.
+STATEFUL_HEADERS = ("If-Match", "If-None-Match")
+
+
+class CurrentApp:
+    """What Schemathesis calls: forwards each request to the app of the backend under test.
+
+    The document is loaded once at collection (so every route, today's and tomorrow's, becomes a test),
+    while each backend has its own app, whose lifespan the fixture runs.
+    """
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await self.app(scope, receive, send)
+
+
+current = CurrentApp(create_app(make_settings("sqlite://", Path(tempfile.gettempdir()))))
+schema = schemathesis.openapi.from_asgi("/openapi.json", current)
+
+
+@schema.hook
+def filter_failure(context: Any, failure: Any, case: Case, response: Any) -> bool:
+    """Drop only a 422 for schema-valid data whose failing fields all break a BUSINESS_RULES rule."""
+    if not isinstance(failure, RejectedPositiveData) or response.status_code != 422:
+        return True
+    error = json.loads(response.content)["error"]
+    fields = {item["field"] for item in error.get("details") or []} or {error["field"]}
+    return not fields <= BUSINESS_RULES.keys()
+
+
+def _call(method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = schema[path][method].Case(body=body).call()
+    assert response.status_code in (200, 201), response.text
+    data: dict[str, Any] = response.json()["data"]
+    return data
+
+
+def login() -> dict[str, Any]:
+    return _call("POST", "/api/auth/login", {"email": EMAIL, "password": PASSWORD})
+
+
+@pytest.fixture(scope="module")
+def fuzz_app(database_url: str, data_dir: Path) -> Iterator[FastAPI]:
+    # With a metrics token /metrics is protected as its schema says (open otherwise, by design).
+    app = create_app(make_settings(database_url, data_dir, METRICS_TOKEN=uuid.uuid4().hex))
+    with asgi.get_client(app):  # runs the app's lifespan on Schemathesis's event loop
+        current.app = app
+        _call("POST", "/api/auth/register", {"email": EMAIL, "password": PASSWORD})
+        yield app
+
+    async def clean() -> None:
+        # Another app on the same database: the fuzzed app's engine lives on Schemathesis's event loop.
+        other = create_app(make_settings(database_url, data_dir))
+        await empty_tables(other)
+        await other.state.engine.dispose()
+
+    asyncio.run(clean())
+
+
+@pytest.fixture(scope="module")
+def tokens(fuzz_app: FastAPI) -> dict[str, Any]:
+    return login()
+
+
+def is_generated_invalid(case: Case, location: ParameterLocation) -> bool:
+    info = case.meta.components.get(location) if case.meta else None
+    return info is not None and info.mode is GenerationMode.NEGATIVE
+
+
+def authorize(case: Case, tokens: dict[str, Any]) -> dict[str, str]:
+    """The caller's own id in the path and a valid token, except where the generated input is the invalid part."""
+    if "user_id" in (case.path_parameters or {}) and not is_generated_invalid(case, ParameterLocation.PATH):
+        case.path_parameters["user_id"] = tokens["user_id"]
+    if is_generated_invalid(case, ParameterLocation.HEADER):
+        return {}
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+@schema.parametrize()
+@settings(
+    max_examples=MAX_EXAMPLES,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+def test_api(case: Case, fuzz_app: FastAPI, tokens: dict[str, Any]) -> None:
+    # A logout gets a session of its own, so it cannot end the one every other case relies on.
+    headers = authorize(case, login() if case.operation.path == "/api/auth/logout" else tokens)
+    for name in STATEFUL_HEADERS:
+        (case.headers or {}).pop(name, None)
+    if case.headers and "Idempotency-Key" in case.headers:
+        case.headers["Idempotency-Key"] = uuid.uuid4().hex
+    excluded, _reason = EXCLUDED_CHECKS.get((case.operation.method.upper(), case.operation.path), ((), ""))
+    case.call_and_validate(headers=headers, excluded_checks=excluded)
