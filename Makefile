@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The suite runs in this many processes (each with its own PostgreSQL database and Redis prefix).
+PYTEST_WORKERS ?= 2
 
 .PHONY: run test lint hygiene migrate services bench clean
 
@@ -29,7 +31,7 @@ test: $(VENV)/.test
 	$(BIN)/ruff check backend tests
 	$(BIN)/ruff format --check backend tests
 	$(BIN)/mypy
-	$(BIN)/python -m pytest --cov=backend --cov-report=term --cov-fail-under=90 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --cov=backend --cov-report=term --cov-fail-under=90 $(PYTEST_ARGS)
 
 ## Benchmark on the machine's PostgreSQL and Redis (needs wrk; see the README's benchmark section).
 bench: $(VENV)/.test
