@@ -21,9 +21,9 @@ class TestAsyncUrl:
             ("postgresql+psycopg://u@h/app", "postgresql+psycopg://u@h/app"),
             ("postgresql+asyncpg://u@h/app", "postgresql+psycopg://u@h/app"),
             (
-                "postgresql://neondb_owner:pw@ep-x-123.eu-central-1.aws.neon.tech/neondb"
+                "postgresql://app_user:placeholder@ep-x-123.eu-central-1.aws.neon.tech/neondb"
                 "?sslmode=require&channel_binding=require",
-                "postgresql+psycopg://neondb_owner:pw@ep-x-123.eu-central-1.aws.neon.tech/neondb"
+                "postgresql+psycopg://app_user:placeholder@ep-x-123.eu-central-1.aws.neon.tech/neondb"
                 "?sslmode=require&channel_binding=require",
             ),
             ("sqlite:///data/taskdeck.db", "sqlite+aiosqlite:///data/taskdeck.db"),
