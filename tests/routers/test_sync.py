@@ -1,5 +1,6 @@
 """Sync runs through the API (contract §5), against a GitHub stand-in on 127.0.0.1, on SQLite and PostgreSQL."""
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -356,3 +357,41 @@ async def test_interrupted_runs_fail_at_start_up(app, client, user, database_url
     fresh = await start(client, user, project["id"])
     assert fresh["run_id"] != run_id
     await poll(client, user, project["id"], fresh["run_id"])
+
+
+class TestLiveSignals:
+    """A run is visible beyond its own routes: live events, the outcome metric, a new project ETag."""
+
+    async def test_success_publishes_counts_and_moves_the_etag(self, app, client, user, github):
+        project = await pin(client, user)
+        before = await client.get(f"/api/{user.id}/projects/{project['id']}", headers=user.headers)
+        run = await sync_once(client, user, project["id"])
+        assert run["status"] == "succeeded"
+
+        events = await app.state.events.log.after(user.id, "0-0")
+        sync_events = [(e.type, json.loads(e.data)) for e in events if e.type.startswith("sync.")]
+        assert [kind for kind, _ in sync_events] == ["sync.progress"] * len(STAGES) + ["sync.finished"]
+        assert [data["current_stage"] for _, data in sync_events[:-1]] == STAGES
+        assert sync_events[-1][1] == {
+            "run_id": run["run_id"],
+            "project_id": project["id"],
+            "status": "succeeded",
+            "error": None,
+        }
+
+        metrics = (await client.get("/metrics")).text
+        assert 'taskdeck_sync_runs_total{outcome="succeeded"} 1.0' in metrics
+
+        after = await client.get(f"/api/{user.id}/projects/{project['id']}", headers=user.headers)
+        assert after.headers["etag"] != before.headers["etag"]
+
+    async def test_failure_is_published_and_counted(self, app, client, user, github):
+        project = await pin(client, user, "octo/missing")
+        run = await sync_once(client, user, project["id"])
+        assert run["status"] == "failed"
+        events = await app.state.events.log.after(user.id, "0-0")
+        finished = [json.loads(e.data) for e in events if e.type == "sync.finished"]
+        assert finished == [
+            {"run_id": run["run_id"], "project_id": project["id"], "status": "failed", "error": run["error"]}
+        ]
+        assert 'taskdeck_sync_runs_total{outcome="failed"} 1.0' in (await client.get("/metrics")).text
