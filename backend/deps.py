@@ -13,7 +13,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.config import Settings
-from backend.errors import Forbidden, Unauthorized
+from backend.errors import AccountDisabled, Forbidden, InvalidToken, NotAuthenticated, Unauthorized
 from backend.logging_setup import security_event
 from backend.middleware import client_ip
 from backend.models.common import MAX_ROW_ID, USER_ID_PATTERN, utcnow
@@ -55,7 +55,7 @@ async def get_principal(
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         _unauthenticated(request, "missing_token")
-        raise Unauthorized("Not authenticated", code="NOT_AUTHENTICATED")
+        raise NotAuthenticated()
     token = credentials.credentials
     try:
         if is_own_token(token):
@@ -67,7 +67,7 @@ async def get_principal(
         raise
     if not principal.user.is_active:
         security_event("forbidden", user_id=principal.user.id, reason="account_disabled", route=_route(request))
-        raise Forbidden("This account is disabled", code="ACCOUNT_DISABLED")
+        raise AccountDisabled()
     request.state.user_id = principal.user.id
     return principal
 
@@ -83,16 +83,16 @@ async def _own_principal(session: AsyncSession, settings: Settings, token: str) 
         )
     ).first()
     if row is None:
-        raise Unauthorized("The access token is invalid", code="INVALID_TOKEN")
+        raise InvalidToken()
     user, revoked_at, expires_at = row
     expires = expires_at if expires_at.tzinfo else expires_at.replace(tzinfo=UTC)
     if revoked_at is not None or expires <= utcnow():
-        raise Unauthorized("This session has ended; sign in again", code="INVALID_TOKEN")
+        raise InvalidToken("This session has ended; sign in again")
     return Principal(user=user, session_id=claims["sid"])
 
 
 async def no_external_verifier(session: AsyncSession, token: str) -> Principal:
-    raise Unauthorized("The access token is invalid", code="INVALID_TOKEN")
+    raise InvalidToken()
 
 
 def _route(request: Request) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,9 +21,13 @@ log = logging.getLogger("taskdeck.errors")
 
 
 class AppError(Exception):
-    status_code = 400
-    code = "BAD_REQUEST"
+    """A failure the client can act on. Each subclass is one failure: its status, its `error.code`,
+    and a default message. Raise the class that names the failure; never pass a code as a string."""
+
+    status_code: ClassVar[int] = 400
+    code: ClassVar[str] = "BAD_REQUEST"
     message = "Bad request"
+    default_headers: ClassVar[dict[str, str]] = {}
 
     def __init__(
         self,
@@ -32,14 +36,11 @@ class AppError(Exception):
         field: str | None = None,
         details: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
-        code: str | None = None,
     ) -> None:
         self.message = message or self.message
         self.field = field
         self.details = details
-        self.headers = headers or {}
-        if code:
-            self.code = code
+        self.headers = {**self.default_headers, **(headers or {})}
         super().__init__(self.message)
 
 
@@ -47,23 +48,71 @@ class MalformedRequest(AppError):
     status_code, code, message = 400, "MALFORMED_REQUEST", "The request body is not valid JSON"
 
 
-class Unauthorized(AppError):
-    status_code, code, message = 401, "NOT_AUTHENTICATED", "Not authenticated"
+class CorsNotAllowed(AppError):
+    status_code, code, message = 400, "CORS_NOT_ALLOWED", "This origin, method or header is not allowed here"
 
-    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
-        super().__init__(message, code=code, headers={"WWW-Authenticate": "Bearer"})
+
+class Unauthorized(AppError):
+    """401: every subclass answers with `WWW-Authenticate: Bearer`."""
+
+    status_code, code, message = 401, "NOT_AUTHENTICATED", "Not authenticated"
+    default_headers = {"WWW-Authenticate": "Bearer"}
+
+
+class NotAuthenticated(Unauthorized):
+    """No bearer token (or not one at all)."""
+
+
+class InvalidToken(Unauthorized):
+    code, message = "INVALID_TOKEN", "The access token is invalid"
+
+
+class TokenExpired(Unauthorized):
+    code, message = "TOKEN_EXPIRED", "The access token has expired"
+
+
+class InvalidCredentials(Unauthorized):
+    code, message = "INVALID_CREDENTIALS", "Incorrect email or password"
+
+
+class RefreshTokenReused(Unauthorized):
+    code, message = "REFRESH_TOKEN_REUSED", "This refresh token was already used; the session is revoked"
+
+
+class ReauthenticationRequired(Unauthorized):
+    code, message = "REAUTHENTICATION_REQUIRED", "Sign in again to do this"
 
 
 class Forbidden(AppError):
     status_code, code, message = 403, "FORBIDDEN", "You may not access this resource"
 
 
+class AccountDisabled(Forbidden):
+    code, message = "ACCOUNT_DISABLED", "This account is disabled"
+
+
 class NotFound(AppError):
     status_code, code, message = 404, "NOT_FOUND", "Not found"
 
 
+class MethodNotAllowed(AppError):
+    status_code, code, message = 405, "METHOD_NOT_ALLOWED", "Method not allowed"
+
+
 class Conflict(AppError):
     status_code, code, message = 409, "CONFLICT", "Conflict"
+
+
+class EmailTaken(Conflict):
+    code, message = "EMAIL_TAKEN", "An account with this email already exists"
+
+
+class ProjectAlreadyPinned(Conflict):
+    code, message = "PROJECT_ALREADY_PINNED", "This repository is already pinned"
+
+
+class PinLimitReached(Conflict):
+    code, message = "PIN_LIMIT_REACHED", "The pinned-project limit is reached"
 
 
 class PreconditionFailed(AppError):
@@ -79,6 +128,11 @@ class ValidationFailed(AppError):
     status_code, code, message = 422, "VALIDATION_ERROR", "Validation failed"
 
 
+class IdempotencyKeyReused(AppError):
+    status_code, code = 422, "IDEMPOTENCY_KEY_REUSED"
+    message = "This Idempotency-Key was already used with a different request"
+
+
 class RateLimited(AppError):
     status_code, code, message = 429, "RATE_LIMITED", "Too many requests"
 
@@ -86,11 +140,24 @@ class RateLimited(AppError):
         super().__init__(message, headers={"Retry-After": str(max(1, retry_after))})
 
 
+class InternalError(AppError):
+    status_code, code, message = 500, "INTERNAL_ERROR", "An unexpected error occurred"
+
+
 class ServiceUnavailable(AppError):
     status_code, code, message = 503, "SERVICE_UNAVAILABLE", "A service this request needs is unavailable"
+    default_headers = {"Retry-After": "5"}
 
-    def __init__(self, message: str | None = None) -> None:
-        super().__init__(message, headers={"Retry-After": "5"})
+
+def error_classes() -> list[type[AppError]]:
+    """Every failure the API can answer, AppError's whole family (what OpenAPI documents)."""
+    found: list[type[AppError]] = []
+    pending: list[type[AppError]] = [AppError]
+    while pending:
+        cls = pending.pop(0)
+        found.extend(sub for sub in cls.__subclasses__() if sub not in found)
+        pending.extend(cls.__subclasses__())
+    return found
 
 
 def error_body(

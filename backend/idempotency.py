@@ -32,7 +32,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.db import end_read
 from backend.deps import CurrentUser, SessionDep
-from backend.errors import AppError, Conflict
+from backend.errors import Conflict, IdempotencyKeyReused
 from backend.models.idempotency import IdempotencyKey, KeyStatus
 from backend.services import idempotency as key_service
 
@@ -46,11 +46,6 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 KEPT_HEADERS = ("etag", "location")
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
-
-
-class KeyReused(AppError):
-    status_code, code = 422, "IDEMPOTENCY_KEY_REUSED"
-    message = "This Idempotency-Key was already used with a different request"
 
 
 IdempotencyKeyHeader = Annotated[
@@ -149,7 +144,7 @@ class Idempotency:
             row = await key_service.claim(session, self.user_id, key, digest)
             while row is not None:
                 if row.request_hash != digest:
-                    raise KeyReused(field="Idempotency-Key")
+                    raise IdempotencyKeyReused(field="Idempotency-Key")
                 if row.status == KeyStatus.DONE:
                     return replay(row)
                 if await key_service.take_over(session, self.user_id, key, digest):

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from backend.deps import OwnerDep, bearer_scheme, get_principal
 from backend.envelope import Envelope, ok
-from backend.errors import Forbidden, Unauthorized, responses
+from backend.errors import AccountDisabled, Forbidden, InvalidToken, responses
 from backend.events import TICKET_SECONDS, EventBus
 from backend.logging_setup import security_event
 from backend.models.common import USER_ID_PATTERN
@@ -56,9 +56,9 @@ async def _stream_owner(
             subject = await _bus(request).log.redeem_ticket(ticket)
             user = await session.get(User, subject) if subject else None
             if user is None:
-                raise Unauthorized("The stream ticket is invalid, used or expired", code="INVALID_TOKEN")
+                raise InvalidToken("The stream ticket is invalid, used or expired")
             if not user.is_active:
-                raise Forbidden("This account is disabled", code="ACCOUNT_DISABLED")
+                raise AccountDisabled()
             request.state.user_id = user.id
         else:
             principal = await get_principal(request, session, request.app.state.settings, credentials)

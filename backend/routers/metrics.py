@@ -11,7 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from backend.deps import SettingsDep
-from backend.errors import Unauthorized, responses
+from backend.errors import InvalidToken, NotAuthenticated, responses
 from backend.metrics import Metrics
 
 router = APIRouter(tags=["operations"])
@@ -27,7 +27,7 @@ async def require_metrics_token(
         return
     presented = credentials.credentials if credentials is not None else ""
     if not hmac.compare_digest(presented.encode(), expected.encode()):
-        raise Unauthorized("A valid metrics token is required", code="INVALID_TOKEN" if presented else None)
+        raise (InvalidToken if presented else NotAuthenticated)("A valid metrics token is required")
 
 
 @router.get(

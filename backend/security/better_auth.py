@@ -21,7 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.config import ConfigError, Settings
 from backend.deps import Principal
-from backend.errors import ServiceUnavailable, Unauthorized
+from backend.errors import InvalidToken, ServiceUnavailable, TokenExpired, Unauthorized
 from backend.models.common import USER_ID_PATTERN
 from backend.services.users import upsert_external_user
 
@@ -103,7 +103,7 @@ def _slash_variants(url: str) -> list[str]:
 
 
 def _invalid(message: str = "The access token is invalid") -> Unauthorized:
-    return Unauthorized(message, code="INVALID_TOKEN")
+    return InvalidToken(message)
 
 
 def identity_from_claims(claims: dict[str, Any]) -> ExternalIdentity:
@@ -192,7 +192,7 @@ class BetterAuthVerifier:
                 options={"require": REQUIRED_CLAIMS},
             )
         except jwt.ExpiredSignatureError:
-            raise Unauthorized("The access token has expired", code="TOKEN_EXPIRED") from None
+            raise TokenExpired() from None
         except (PyJWTError, ValueError):
             raise _invalid() from None
         return claims

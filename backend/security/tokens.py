@@ -10,7 +10,7 @@ from typing import Any
 
 import jwt
 
-from backend.errors import Unauthorized
+from backend.errors import InvalidToken, TokenExpired
 
 ISSUER = "taskdeck"
 ALGORITHM = "HS256"
@@ -51,11 +51,11 @@ def decode_access_token(token: str, *, secret: str, leeway: int) -> dict[str, An
             options={"require": REQUIRED_CLAIMS},
         )
     except jwt.ExpiredSignatureError:
-        raise Unauthorized("The access token has expired", code="TOKEN_EXPIRED") from None
+        raise TokenExpired() from None
     except jwt.PyJWTError:
-        raise Unauthorized("The access token is invalid", code="INVALID_TOKEN") from None
+        raise InvalidToken() from None
     if claims.get("type") != "access" or not isinstance(claims.get("sid"), str):
-        raise Unauthorized("The access token is invalid", code="INVALID_TOKEN")
+        raise InvalidToken()
     return claims
 
 

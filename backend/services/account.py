@@ -10,7 +10,7 @@ from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.db import end_read
-from backend.errors import Unauthorized, ValidationFailed
+from backend.errors import InvalidCredentials, ReauthenticationRequired, ValidationFailed
 from backend.logging_setup import security_event
 from backend.models.common import utcnow
 from backend.models.project import Project, ProjectPublic
@@ -18,7 +18,6 @@ from backend.models.task import Task, TaskPublic
 from backend.models.user import User
 from backend.security.passwords import verify_password
 from backend.services import projects as project_service
-from backend.services.auth import InvalidCredentials
 
 EXPORT_FORMAT = "taskdeck.account-export/1"
 # A user without a password (Better-Auth) proves presence with a token this recent instead.
@@ -70,10 +69,7 @@ async def confirm_erasure(
         return
     if token_issued_at is None or utcnow() - token_issued_at > timedelta(seconds=FRESH_TOKEN_SECONDS):
         security_event("erasure_refused", user_id=user.id, reason="stale_token")
-        raise Unauthorized(
-            "Sign in again: erasing an account needs a token issued in the last 5 minutes",
-            code="REAUTHENTICATION_REQUIRED",
-        )
+        raise ReauthenticationRequired("Sign in again: erasing an account needs a token issued in the last 5 minutes")
 
 
 async def erase_account(session: AsyncSession, user_id: str) -> None:

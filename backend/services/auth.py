@@ -12,7 +12,13 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.db import end_read, is_unique_violation
-from backend.errors import Conflict, Forbidden, Unauthorized
+from backend.errors import (
+    AccountDisabled,
+    EmailTaken,
+    InvalidCredentials,
+    InvalidToken,
+    RefreshTokenReused,
+)
 from backend.logging_setup import mask_email, security_event
 from backend.models.common import utcnow
 from backend.models.session import AuthSession, RefreshToken, TokenPair
@@ -40,16 +46,9 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-class InvalidCredentials(Unauthorized):
-    code, message = "INVALID_CREDENTIALS", "Incorrect email or password"
-
-    def __init__(self) -> None:
-        super().__init__(self.message, code=self.code)
-
-
 async def register_user(session: AsyncSession, payload: UserCreate, rounds: int) -> User:
     if await get_user_by_email(session, payload.email):
-        raise Conflict("An account with this email already exists", code="EMAIL_TAKEN", field="email")
+        raise EmailTaken(field="email")
     await end_read(session)
     hashed = await hash_password(payload.password, rounds)
     user = User.model_validate(payload, update={"hashed_password": hashed, "auth_provider": "local"})
@@ -59,7 +58,7 @@ async def register_user(session: AsyncSession, payload: UserCreate, rounds: int)
     except IntegrityError as exc:  # two registrations raced past the check above
         await session.rollback()
         if is_unique_violation(exc):
-            raise Conflict("An account with this email already exists", code="EMAIL_TAKEN", field="email") from None
+            raise EmailTaken(field="email") from None
         raise
     security_event("register", level=logging.INFO, user_id=user.id)
     return user
@@ -78,7 +77,7 @@ async def authenticate(session: AsyncSession, email: str, password: str, rounds:
         raise InvalidCredentials()
     if not user.is_active:
         security_event("login_failed", user_id=user.id, reason="account_disabled")
-        raise Forbidden("This account is disabled", code="ACCOUNT_DISABLED")
+        raise AccountDisabled()
     return user
 
 
@@ -116,10 +115,10 @@ async def rotate_refresh_token(session: AsyncSession, token: str, cfg: TokenSett
         )
     ).first()
     if row is None:
-        raise Unauthorized("The refresh token is invalid", code="INVALID_TOKEN")
+        raise InvalidToken("The refresh token is invalid")
     stored, auth_session, user = row
     if auth_session.revoked_at is not None or _aware(auth_session.expires_at) <= utcnow():
-        raise Unauthorized("The refresh token is no longer valid", code="INVALID_TOKEN")
+        raise InvalidToken("The refresh token is no longer valid")
     now = utcnow()
     already_used = stored.used_at is not None  # read before the UPDATE, which syncs `stored` in the session
     # Claim the token atomically: of two concurrent refreshes only one updates the row.
@@ -132,10 +131,10 @@ async def rotate_refresh_token(session: AsyncSession, token: str, cfg: TokenSett
         await _revoke(session, auth_session.id, "refresh_reuse")
         await session.commit()
         security_event("refresh_token_reused", user_id=user.id, session_id=auth_session.id)
-        raise Unauthorized("This refresh token was already used; the session is revoked", code="REFRESH_TOKEN_REUSED")
+        raise RefreshTokenReused()
     if not user.is_active:
         await session.rollback()
-        raise Forbidden("This account is disabled", code="ACCOUNT_DISABLED")
+        raise AccountDisabled()
     refresh, refresh_hash = new_refresh_token()
     session.add(RefreshToken(token_hash=refresh_hash, session_id=auth_session.id))
     await session.exec(update(AuthSession).where(col(AuthSession.id) == auth_session.id).values(rotated_at=now))

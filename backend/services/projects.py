@@ -10,14 +10,14 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.db import is_unique_violation, lock_user_row
-from backend.errors import Conflict, NotFound, ValidationFailed
+from backend.errors import NotFound, PinLimitReached, ProjectAlreadyPinned, ValidationFailed
 from backend.models.common import utcnow
 from backend.models.project import MAX_ACTIVE_PINS, Project, ProjectCreate, ProjectUpdate
 from backend.models.task import Task
 
 
-def _already_pinned() -> Conflict:
-    return Conflict("This repository is already pinned", code="PROJECT_ALREADY_PINNED", field="github_repo_name")
+def _already_pinned() -> ProjectAlreadyPinned:
+    return ProjectAlreadyPinned(field="github_repo_name")
 
 
 async def list_projects(session: AsyncSession, owner_id: str) -> list[Project]:
@@ -75,7 +75,7 @@ async def pin_project(session: AsyncSession, owner_id: str, payload: ProjectCrea
     ).one()
     count, last_position = int(active[0]), active[1]
     if count >= MAX_ACTIVE_PINS:
-        raise Conflict(f"At most {MAX_ACTIVE_PINS} projects can be pinned", code="PIN_LIMIT_REACHED")
+        raise PinLimitReached(f"At most {MAX_ACTIVE_PINS} projects can be pinned")
     position = payload.position if payload.position is not None else (last_position + 1 if count else 0)
     now = utcnow()
     fields = payload.model_dump(exclude_unset=True) | {

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from sqlmodel import select
 
-from backend.errors import Conflict, Forbidden, Unauthorized
+from backend.errors import Conflict, Forbidden, InvalidCredentials, Unauthorized
 from backend.models.session import AuthSession, RefreshToken
 from backend.models.user import UserCreate
 from backend.security.tokens import hash_refresh_token
@@ -57,7 +57,7 @@ class TestAuthenticate:
         user = await register(session)
         assert (await auth.authenticate(session, "ADA@example.com", PASSWORD, 4)).id == user.id
         for email, password in (("ada@example.com", "nope-nope-nope"), ("eve@example.com", PASSWORD)):
-            with pytest.raises(auth.InvalidCredentials):
+            with pytest.raises(InvalidCredentials):
                 await auth.authenticate(session, email, password, 4)
 
     async def test_external_user_without_password_cannot_log_in(self, session):
@@ -65,7 +65,7 @@ class TestAuthenticate:
 
         session.add(User(id="ba-user-1", email="ext@example.com", auth_provider="better-auth"))
         await session.commit()
-        with pytest.raises(auth.InvalidCredentials):
+        with pytest.raises(InvalidCredentials):
             await auth.authenticate(session, "ext@example.com", PASSWORD, 4)
 
     async def test_disabled(self, session):
