@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -99,10 +100,50 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False, autoflush=False)
 
 
+# The unit of work. Services add, change and flush; they never commit. A request's work is
+# committed once, by the session dependency, after the route returns and before the response is
+# sent (deps.get_session); work outside a request (sync runs, start-up) uses `unit_of_work`. What
+# must happen only once the work is durable (a live event) is registered with `after_commit`.
+AfterCommit = Callable[[], Awaitable[None]]
+
+
+def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
+    """Run `callback` once the session's work is committed (never if it is rolled back)."""
+    session.info.setdefault("after_commit", []).append(callback)
+
+
+async def commit(session: AsyncSession) -> None:
+    """The commit point of a unit of work, then what the work registered with `after_commit`."""
+    await session.commit()
+    callbacks: list[AfterCommit] = session.info.pop("after_commit", [])
+    for callback in callbacks:
+        await callback()
+
+
+@asynccontextmanager
+async def unit_of_work(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session whose work is committed when the block ends, or rolled back if it raises."""
+    async with factory() as session:
+        yield session
+        await commit(session)
+
+
+async def insert_unique(session: AsyncSession, row: Any, conflict: Callable[[], Exception]) -> None:
+    """Insert `row` in a savepoint. A unique violation raises `conflict()` and leaves the rest of the
+    transaction usable (e.g. to read the row that won); any other integrity error propagates."""
+    try:
+        async with session.begin_nested():
+            session.add(row)
+    except IntegrityError as exc:
+        if not is_unique_violation(exc):
+            raise
+        raise conflict() from None
+
+
 async def end_read(session: AsyncSession) -> None:
     """End a read-only transaction before slow work, so SQLite's write lock is not held during it."""
     if session.in_transaction() and session.get_bind().dialect.name == "sqlite":
-        await session.commit()
+        await commit(session)
 
 
 async def lock_user_row(session: AsyncSession, user_id: str) -> None:
