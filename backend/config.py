@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     GITHUB_TOKEN: str | None = None
     GITHUB_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0)
     # Sync-run stages in order, as `module:function` (or `module.function`); see specs/api/sync_runs.md.
+    # Only split here: the sync runner imports and checks them when the app is built (start-up).
     SYNC_STAGES: CommaList = list(DEFAULT_SYNC_STAGES)
     SYNC_STAGE_TIMEOUT_SECONDS: float = Field(default=60.0, gt=0)  # a stuck stage must not hold the project
 
@@ -103,14 +104,6 @@ class Settings(BaseSettings):
                 ipaddress.ip_network(item, strict=False)
             except ValueError:
                 raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
-        return value
-
-    @field_validator("SYNC_STAGES")
-    @classmethod
-    def _stages(cls, value: list[str]) -> list[str]:
-        from backend.sync.pipeline import load_stages  # imports the stage modules: a bad path fails at start-up
-
-        load_stages(value)
         return value
 
     @field_validator("LOG_LEVEL", "LOG_FORMAT", "ENVIRONMENT", mode="before")

@@ -30,6 +30,7 @@ from backend.ratelimit import RateLimiter, RateLimitMiddleware
 from backend.routers import account, auth, events, health, projects, sync, tasks
 from backend.routers import metrics as metrics_router
 from backend.security.better_auth import BetterAuthVerifier, better_auth_enabled
+from backend.sync import github
 from backend.sync.pipeline import SyncRunner
 
 DESCRIPTION = """
@@ -76,7 +77,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     limiter = RateLimiter(settings)
     verifier = BetterAuthVerifier(settings) if better_auth_enabled(settings) else None
     sessionmaker = session_factory(engine)
-    sync_runner = SyncRunner(sessionmaker, settings)
+    github_client = partial(
+        github.make_client,
+        api_url=settings.GITHUB_API_URL,
+        token=settings.GITHUB_TOKEN,
+        timeout=settings.GITHUB_TIMEOUT_SECONDS,
+        app_version=VERSION,
+    )
+    sync_runner = SyncRunner(sessionmaker, settings, github_client)  # loads SYNC_STAGES: a bad entry stops here
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,6 +75,17 @@ class TestValidation:
         assert parse_rate(" 5 / day ") == (5, 86400)
         with pytest.raises(ConfigError):
             parse_rate("5 per day")
+
+
+def test_loading_the_settings_loads_nothing_of_the_app():
+    """config.py is the bottom layer: SYNC_STAGES is only split here (the sync runner checks it at start-up)."""
+    code = (
+        "import sys, backend.config;"
+        "print(sorted(m for m in sys.modules if m.startswith('backend')), 'fastapi' in sys.modules)"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['backend', 'backend.config'] False"
 
 
 class TestDefaults:

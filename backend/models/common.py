@@ -29,6 +29,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def iso_z(moment: datetime) -> str:
+    """ISO 8601 with `Z` for UTC (`2026-11-03T12:00:00Z`): how exports and stage results write an instant."""
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 def new_id() -> str:
     """An opaque id for local users and sessions (32 hex chars, within the contract's user_id rules)."""
     return uuid.uuid4().hex

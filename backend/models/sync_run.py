@@ -93,8 +93,3 @@ class SyncRunPublic(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-
-
-class SyncRunStarted(SQLModel):
-    run_id: int
-    status: SyncStatus = Field(schema_extra={"examples": ["queued"]})

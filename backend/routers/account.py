@@ -17,6 +17,7 @@ from backend.envelope import Envelope, ok
 from backend.errors import responses
 from backend.ratelimit import by_user, rate_limit
 from backend.services import account as account_service
+from backend.services import export as export_service
 
 router = APIRouter(tags=["account"])
 
@@ -55,7 +56,7 @@ def _token_issued_at(request: Request) -> datetime | None:
 )
 async def export_account(owner_id: OwnerDep, user: CurrentUser, session: SessionDep) -> Response:
     """Data portability: everything the API stores about you, in one file (`Content-Disposition: attachment`)."""
-    export = await account_service.export_account(session, user)
+    export = await export_service.export_account(session, user)
     return Response(
         json.dumps(export, indent=2, ensure_ascii=False),
         media_type="application/json",

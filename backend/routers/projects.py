@@ -16,6 +16,7 @@ from backend.errors import responses
 from backend.idempotency import idempotent
 from backend.models.project import ProjectCreate, ProjectOrder, ProjectPublic, ProjectUpdate
 from backend.resource import NOT_MODIFIED, IfMatch, ReadDep, WriteDep, check_if_match
+from backend.services import export as export_service
 from backend.services import projects as project_service
 
 OwnerResolver = Callable[..., Coroutine[Any, Any, str]]
@@ -125,7 +126,7 @@ def build_router(owner: OwnerResolver, *, legacy: bool = False) -> APIRouter:
         )
         async def export_project(owner_id: Owner, project_id: RowIdPath, session: SessionDep) -> Response:
             """A file download (`Content-Disposition: attachment`) with stable field order and ISO dates."""
-            return _export_response(await project_service.export_project(session, owner_id, project_id))
+            return _export_response(await export_service.export_project(session, owner_id, project_id))
 
     @router.put(
         f"{base}/pinned/{{project_id}}" if legacy else f"{base}/{{project_id}}",

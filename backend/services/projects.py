@@ -1,8 +1,6 @@
-"""Every query and rule about pinned projects: the 50-pin limit, re-pinning, ordering, export."""
+"""Every query and rule about pinned projects: the 50-pin limit, re-pinning, ordering (exports: services/export.py)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
@@ -13,7 +11,6 @@ from backend.db import is_unique_violation, lock_user_row
 from backend.errors import NotFound, PinLimitReached, ProjectAlreadyPinned, ValidationFailed
 from backend.models.common import utcnow
 from backend.models.project import MAX_ACTIVE_PINS, Project, ProjectCreate, ProjectUpdate
-from backend.models.task import Task
 
 
 def _already_pinned() -> ProjectAlreadyPinned:
@@ -135,31 +132,3 @@ async def reorder_projects(session: AsyncSession, owner_id: str, project_ids: li
             session.add(project)
     await session.commit()
     return [by_id[project_id] for project_id in project_ids]
-
-
-async def export_project(session: AsyncSession, owner_id: str, project_id: int) -> dict[str, Any]:
-    """The project, its tasks and its sync history, in a stable shape for a JSON download."""
-    from backend.models.project import ProjectPublic
-    from backend.models.task import TaskPublic
-
-    project = await get_project(session, owner_id, project_id)
-    tasks = (
-        await session.exec(
-            select(Task).where(Task.user_id == owner_id, Task.project_id == project_id).order_by(col(Task.id))
-        )
-    ).all()
-    return {
-        "format": "taskdeck.project-export/1",
-        "exported_at": utcnow().isoformat().replace("+00:00", "Z"),
-        "project": ProjectPublic.model_validate(project).model_dump(mode="json"),
-        "tasks": [TaskPublic.model_validate(task).model_dump(mode="json") for task in tasks],
-        "sync_runs": await _sync_history(session, owner_id, project_id),
-    }
-
-
-async def _sync_history(session: AsyncSession, owner_id: str, project_id: int) -> list[dict[str, Any]]:
-    from backend.models.sync_run import SyncRunPublic
-    from backend.services.sync import sync_history
-
-    runs = await sync_history(session, owner_id, project_id)
-    return [SyncRunPublic.model_validate(run).model_dump(mode="json") for run in runs]

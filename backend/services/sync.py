@@ -2,11 +2,11 @@
 
 The runner's writes are conditional on the run still being `running`: a run that start-up
 recovery (or shutdown) has already failed is never brought back, and never writes the project.
+The exports' history query is in backend/services/export.py (in the same NEWEST_FIRST order).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import CursorResult, func, update
@@ -17,14 +17,13 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from backend.db import is_unique_violation
 from backend.errors import Conflict, NotFound
-from backend.models.common import utcnow
+from backend.models.common import iso_z, utcnow
 from backend.models.project import Project
 from backend.models.sync_run import ACTIVE_STATUSES, StageStatus, SyncRun, SyncStatus
 from backend.services.projects import get_project
 
-
-def iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
+# Newest first; the id breaks ties between runs created in the same instant.
+NEWEST_FIRST = (col(SyncRun.created_at).desc(), col(SyncRun.id).desc())
 
 
 def stage_record(name: str) -> dict[str, Any]:
@@ -87,9 +86,7 @@ def _of_project(owner_id: str, project_id: int) -> tuple[Any, ...]:
 
 
 def _history(owner_id: str, project_id: int) -> SelectOfScalar[SyncRun]:
-    """Newest first; the id breaks ties between runs created in the same instant."""
-    where = _of_project(owner_id, project_id)
-    return select(SyncRun).where(*where).order_by(col(SyncRun.created_at).desc(), col(SyncRun.id).desc())
+    return select(SyncRun).where(*_of_project(owner_id, project_id)).order_by(*NEWEST_FIRST)
 
 
 async def begin_run(session: AsyncSession, run_id: int) -> tuple[SyncRun, Project] | None:
@@ -145,7 +142,7 @@ async def complete_run(
 
 def interrupted_stages(stages: list[dict[str, Any]], reason: str) -> list[dict[str, Any]]:
     """The stage records of a run stopped from outside: the running stage failed, the rest skipped."""
-    now = iso(utcnow())
+    now = iso_z(utcnow())
     records = []
     for record in stages:
         if record.get("status") == StageStatus.RUNNING:
@@ -180,8 +177,3 @@ async def recover_interrupted(session: AsyncSession, reason: str) -> list[int]:
         session.add(run)
     await session.commit()
     return [run.id for run in runs if run.id is not None]
-
-
-async def sync_history(session: AsyncSession, owner_id: str, project_id: int) -> list[SyncRun]:
-    """Every run of the project, newest first (for the export)."""
-    return list((await session.exec(_history(owner_id, project_id))).all())

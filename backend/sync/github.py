@@ -1,7 +1,9 @@
 """The GitHub REST client and the default sync stages: repository, release, commit, summary.
 
 Every failure becomes a StageError with a message a dashboard can show. The token is only ever
-sent in the Authorization header: it is never logged and never part of a message.
+sent in the Authorization header: it is never logged and never part of a message. This module
+does not import the settings: backend/main.py builds the runner's client factory from
+`make_client`, and every stage gets its run's client as `ctx.http`.
 """
 
 from __future__ import annotations
@@ -13,27 +15,27 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from backend.config import VERSION, Settings
-from backend.sync.pipeline import StageError, SyncContext
+from backend.models.common import iso_z
+from backend.sync.stages import StageError, SyncContext
 
-USER_AGENT = f"taskdeck-api/{VERSION}"
 API_VERSION = "2022-11-28"
 DEFAULT_RATE_LIMIT_WAIT = 60  # GitHub's advice when it names no time
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-def make_client(settings: Settings) -> httpx.AsyncClient:
+def make_client(*, api_url: str, token: str | None, timeout: float, app_version: str) -> httpx.AsyncClient:
+    """A client for one sync run: GITHUB_API_URL, GITHUB_TOKEN (if any), GITHUB_TIMEOUT_SECONDS."""
     headers = {
-        "User-Agent": USER_AGENT,
+        "User-Agent": f"taskdeck-api/{app_version}",
         "Accept": "application/vnd.github+json",
         "X-GitHub-Api-Version": API_VERSION,
     }
-    if settings.GITHUB_TOKEN:
-        headers["Authorization"] = f"Bearer {settings.GITHUB_TOKEN}"
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     return httpx.AsyncClient(
-        base_url=settings.GITHUB_API_URL.rstrip("/"),
+        base_url=api_url.rstrip("/"),
         headers=headers,
-        timeout=httpx.Timeout(settings.GITHUB_TIMEOUT_SECONDS),
+        timeout=httpx.Timeout(timeout),
         # Renamed or transferred repositories answer 301; httpx drops Authorization on a cross-origin hop.
         follow_redirects=True,
     )
@@ -144,7 +146,7 @@ class _Commit(_Lenient):
 
 
 def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat().replace("+00:00", "Z") if moment else None
+    return iso_z(moment) if moment else None
 
 
 async def repository(ctx: SyncContext) -> dict[str, Any]:

@@ -1,10 +1,10 @@
 """The sync pipeline: ordered named stages, progress persisted per stage, results kept until all succeed.
 
-A stage is `async def stage(ctx: SyncContext) -> dict`: it reads the project snapshot and the
-results of the stages before it, and returns its own piece (a JSON object). A stage signals a
-failure meant for the client by raising StageError; anything else becomes a generic message
-(its type goes to the log). The project's `repo_metadata` is the merge of every stage's result,
-in stage order, written with the run's success in one transaction: a failed run leaves it alone.
+The stages are loaded from SYNC_STAGES when the runner is built (create_app, at start-up), so a bad
+entry stops the start with a ConfigError. A stage (see backend/sync/stages.py) signals a failure
+meant for the client by raising StageError; anything else becomes a generic message (its type
+goes to the log). The project's `repo_metadata` is the merge of every stage's result, in stage
+order, written with the run's success in one transaction: a failed run leaves it alone.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -25,9 +25,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.config import ConfigError, Settings
 from backend.logging_setup import describe_exception
-from backend.models.common import utcnow
+from backend.models.common import iso_z, utcnow
 from backend.models.sync_run import StageStatus
 from backend.services import sync as sync_service
+from backend.sync.stages import ProjectSnapshot, StageError, StageFunction, SyncContext
 
 log = logging.getLogger("taskdeck.sync")
 
@@ -35,39 +36,6 @@ RESTARTED = "interrupted: the server restarted"
 SHUT_DOWN = "interrupted: the server shut down"
 UNEXPECTED = "unexpected error in this stage; see the server log"
 STAGE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$")
-
-
-class StageError(Exception):
-    """A stage failed for a reason the client may read (no traceback, no secret)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ProjectSnapshot:
-    """The project as it was when the run started."""
-
-    id: int
-    user_id: str
-    github_repo_name: str
-    repo_metadata: dict[str, Any] | None
-
-    @property
-    def owner(self) -> str:
-        return self.github_repo_name.split("/", 1)[0]
-
-    @property
-    def repo(self) -> str:
-        return self.github_repo_name.split("/", 1)[1]
-
-
-@dataclass(slots=True)
-class SyncContext:
-    project: ProjectSnapshot
-    http: httpx.AsyncClient
-    settings: Settings
-    results: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-StageFunction = Callable[[SyncContext], Awaitable[dict[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +84,7 @@ def _log_error(message: str, event: str, exc: BaseException, **fields: Any) -> N
 
 
 def _now() -> str:
-    return sync_service.iso(utcnow())
+    return iso_z(utcnow())
 
 
 def progress_after(done: int, total: int) -> int:
@@ -148,13 +116,12 @@ class SyncRunner:
         self,
         sessions: async_sessionmaker[AsyncSession],
         settings: Settings,
+        client_factory: Callable[[], httpx.AsyncClient],
     ) -> None:
-        from backend.sync.github import make_client  # github's stages import this module
-
         self.sessions = sessions
         self.settings = settings
-        self.stages = load_stages(settings.SYNC_STAGES)
-        self.client_factory = make_client
+        self.stages = load_stages(settings.SYNC_STAGES)  # a bad SYNC_STAGES fails here, at start-up
+        self.client_factory = client_factory  # a new GitHub client for each run
         self._tasks: dict[int, asyncio.Task[None]] = {}
         # Set by the app: live events (`sync.progress`, `sync.finished`) and the outcome metric.
         self.notify: Callable[[str, str, dict[str, Any]], Awaitable[None]] | None = None
@@ -226,7 +193,7 @@ class SyncRunner:
         snapshot = ProjectSnapshot(project.id, project.user_id, project.github_repo_name, project.repo_metadata)
         records = [dict(record) for record in run.stages]
         total = len(records)
-        async with self.client_factory(self.settings) as http:
+        async with self.client_factory() as http:
             context = SyncContext(snapshot, http, self.settings)
             for index, stage in enumerate(self.stages):
                 records[index] |= {"status": StageStatus.RUNNING, "started_at": _now()}

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from backend.models.sync_run import SyncRun
 from tests.conftest import assert_error, make_user
@@ -263,6 +264,33 @@ class TestListAndExport:
         assert [run["run_id"] for run in export["sync_runs"]] == [third["run_id"], second["run_id"], first["run_id"]]
         assert export["sync_runs"][1]["error"]["stage"] == "release"
         assert export["sync_runs"][0]["stages"][0]["name"] == "repository"
+
+    async def test_account_export_lists_every_projects_runs_in_one_query(self, app, client, user, other_user, github):
+        first, second = await pin(client, user, "octo/one"), await pin(client, user, "octo/two")
+        runs = [await sync_once(client, user, project["id"]) for project in (second, first, second)]
+        others = await pin(client, other_user, "octo/three")
+        await sync_once(client, other_user, others["id"])
+        unpin = await client.delete(f"/api/{user.id}/projects/{second['id']}", headers=user.headers)
+        assert unpin.status_code == 200, unpin.text  # an unpinned project's history is exported too
+
+        statements: list[str] = []
+
+        def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            statements.append(statement)
+
+        engine = app.state.engine.sync_engine
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            export = (await client.get(f"/api/{user.id}/export", headers=user.headers)).json()
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+        assert len([sql for sql in statements if "FROM sync_runs" in sql]) == 1
+        assert [(run["project_id"], run["run_id"]) for run in export["sync_runs"]] == [
+            (first["id"], runs[1]["run_id"]),
+            (second["id"], runs[2]["run_id"]),
+            (second["id"], runs[0]["run_id"]),
+        ]
+        assert list(export["sync_runs"][0])[:2] == ["project_id", "run_id"]
 
     async def test_list_of_project_without_runs_is_empty(self, client, user):
         project = await pin(client, user)

@@ -4,7 +4,7 @@ import asyncio
 from typing import Any
 
 from backend.sync.github import get_json
-from backend.sync.pipeline import SyncContext
+from backend.sync.stages import SyncContext
 
 
 async def licence_audit(ctx: SyncContext) -> dict[str, Any]:

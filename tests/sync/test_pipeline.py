@@ -5,22 +5,14 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import pytest
 
-from backend.__main__ import main
-from backend.config import ConfigError, load_settings
+from backend.config import VERSION, ConfigError, Settings, load_settings
+from backend.main import create_app
 from backend.sync import github
-from backend.sync.pipeline import (
-    SHUT_DOWN,
-    UNEXPECTED,
-    ProjectSnapshot,
-    StageError,
-    SyncContext,
-    SyncRunner,
-    load_stages,
-    merged_metadata,
-    progress_after,
-)
+from backend.sync.pipeline import SHUT_DOWN, UNEXPECTED, SyncRunner, load_stages, merged_metadata, progress_after
+from backend.sync.stages import ProjectSnapshot, StageError, SyncContext
 from tests.support import captured_logs, events
 from tests.sync.sync_kit import GitHubStandIn, get_project, pin, poll, start, sync_once
 
@@ -70,19 +62,26 @@ class TestLoadStages:
         with pytest.raises(ConfigError, match=reason):
             load_stages(paths)
 
-    def test_settings_refuse_a_bad_path(self):
-        with pytest.raises(ConfigError, match=r"SYNC_STAGES.*'nope\.stages' cannot be imported"):
-            load_settings(ENVIRONMENT="test", SYNC_STAGES="backend.sync.github:repository, nope.stages:fetch")
+    def test_the_app_refuses_a_bad_path_at_start_up(self, tmp_path):
+        settings = load_settings(
+            ENVIRONMENT="test",
+            DATA_DIR=tmp_path,
+            SYNC_STAGES="backend.sync.github:repository, nope.stages:fetch",
+        )
+        assert settings.SYNC_STAGES == ["backend.sync.github:repository", "nope.stages:fetch"]  # only split
+        with pytest.raises(ConfigError, match=r"^SYNC_STAGES entry 'nope\.stages:fetch': .* cannot be imported$"):
+            create_app(settings)
 
     def test_settings_split_commas(self):
         settings = load_settings(ENVIRONMENT="test", SYNC_STAGES=f" {DEFAULTS} ,{CUSTOM}:licence_audit ")
         assert settings.SYNC_STAGES[-1] == f"{CUSTOM}:licence_audit"
         assert len(settings.SYNC_STAGES) == 4
 
-    def test_the_command_line_reports_it_at_start_up(self, monkeypatch, capsys):
+    def test_the_app_refuses_a_stage_that_is_not_async(self, monkeypatch, tmp_path):
         monkeypatch.setenv("SYNC_STAGES", f"{CUSTOM}:not_async")
-        assert main(["migrate"]) == 2
-        assert "is not an async function" in capsys.readouterr().err
+        settings = load_settings(ENVIRONMENT="test", DATA_DIR=tmp_path)
+        with pytest.raises(ConfigError, match="is not an async function"):
+            create_app(settings)
 
 
 def test_progress_and_merge_rules():
@@ -91,10 +90,20 @@ def test_progress_and_merge_rules():
     assert merged_metadata({"a": {"x": 1, "y": 1}, "b": {"y": 2}}) == {"x": 1, "y": 2}
 
 
+def client_for(settings: Settings) -> httpx.AsyncClient:
+    """The client create_app hands the runner."""
+    return github.make_client(
+        api_url=settings.GITHUB_API_URL,
+        token=settings.GITHUB_TOKEN,
+        timeout=settings.GITHUB_TIMEOUT_SECONDS,
+        app_version=VERSION,
+    )
+
+
 @asynccontextmanager
 async def stage_context(url: str, name: str = "octo/hello", **settings: Any) -> AsyncIterator[SyncContext]:
     values = load_settings(ENVIRONMENT="test", GITHUB_API_URL=url, **settings)
-    async with github.make_client(values) as http:
+    async with client_for(values) as http:
         yield SyncContext(ProjectSnapshot(1, "someone", name, None), http, values)
 
 
@@ -163,8 +172,6 @@ class TestGitHubStages:
     ],
 )
 def test_rate_limit_wait(headers, wait):
-    import httpx
-
     assert github._rate_limit_wait(httpx.Response(403, headers=headers)) == wait
 
 
@@ -242,7 +249,7 @@ async def test_recovery_survives_an_unusable_database(tmp_path):
 
     settings = load_settings(ENVIRONMENT="test", DATABASE_URL=f"sqlite:///{tmp_path}/empty.db")
     engine = create_engine(settings.database_url)
-    runner = SyncRunner(session_factory(engine), settings)
+    runner = SyncRunner(session_factory(engine), settings, lambda: client_for(settings))
     try:
         with captured_logs() as lines:
             await runner.recover()  # no tables here: logged, not raised
