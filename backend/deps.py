@@ -16,7 +16,7 @@ from backend.config import Settings
 from backend.errors import AccountDisabled, Forbidden, InvalidToken, NotAuthenticated, Unauthorized
 from backend.logging_setup import security_event
 from backend.middleware import client_ip
-from backend.models.common import MAX_ROW_ID, USER_ID_PATTERN, utcnow
+from backend.models.common import USER_ID_PATTERN, utcnow
 from backend.models.session import AuthSession
 from backend.models.user import User
 from backend.security.tokens import decode_access_token, is_own_token
@@ -136,4 +136,3 @@ async def require_owner(
 
 
 OwnerDep = Annotated[str, Depends(require_owner)]
-RowIdPath = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="A row id")]

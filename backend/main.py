@@ -27,7 +27,7 @@ from backend.middleware import (
     SecurityHeadersMiddleware,
 )
 from backend.ratelimit import RateLimiter, RateLimitMiddleware
-from backend.routers import account, auth, events, health, projects, sync, tasks
+from backend.routers import account, auth, events, health, legacy, projects, sync, tasks
 from backend.routers import metrics as metrics_router
 from backend.security.better_auth import BetterAuthVerifier, better_auth_enabled
 from backend.sync import github
@@ -125,9 +125,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(auth.router)
     app.include_router(tasks.router)
-    app.include_router(tasks.legacy_router)
+    app.include_router(legacy.tasks_router)
     app.include_router(projects.router)
-    app.include_router(projects.legacy_router)
+    app.include_router(legacy.projects_router)
     app.include_router(sync.router)
     app.include_router(health.router)
     app.include_router(metrics_router.router)

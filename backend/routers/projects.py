@@ -1,27 +1,27 @@
-"""Pinned-project routes: `/api/{user_id}/projects` and the earlier drafts' `/api/projects/...` paths."""
+"""Pinned-project routes: `/api/{user_id}/projects`. The earlier drafts' `/api/projects/...`: routers/legacy.py."""
 
-# No `from __future__ import annotations`: the routes close over `Owner`, which FastAPI must see evaluated.
+from __future__ import annotations
+
 import json
 import re
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import APIRouter, Body
 from fastapi.responses import Response
 
 from backend import openapi_examples as examples
-from backend.deps import RowIdPath, SessionDep, current_user_id, require_owner
-from backend.envelope import Envelope, ListEnvelope, ok, page
+from backend.deps import OwnerDep, SessionDep, require_owner
+from backend.envelope import Envelope, ListEnvelope, ok
 from backend.errors import responses
 from backend.idempotency import idempotent
 from backend.models.project import ProjectCreate, ProjectOrder, ProjectPublic, ProjectUpdate
-from backend.resource import NOT_MODIFIED, IfMatch, ReadDep, WriteDep, check_if_match
+from backend.resource import NOT_MODIFIED, ReadDep, WriteDep
+from backend.routers.common import OWNED, WITH_BODY, RowIdPath, project_unchanged, whole_list
 from backend.services import export as export_service
 from backend.services import projects as project_service
 
-OwnerResolver = Callable[..., Coroutine[Any, Any, str]]
-OWNED = (401, 403, 404, 422, 429, 503)
-WITH_BODY = (400, 413, *OWNED)
+router = APIRouter(prefix="/api/{user_id}/projects", tags=["projects"])
+Unchanged = project_unchanged(require_owner)
 
 
 def _export_response(export: dict[str, Any]) -> Response:
@@ -35,132 +35,113 @@ def _export_response(export: dict[str, Any]) -> Response:
     )
 
 
-def build_router(owner: OwnerResolver, *, legacy: bool = False) -> APIRouter:
-    """The project API. `owner` resolves whose projects these are: the path's user, or the token's."""
-    Owner = Annotated[str, Depends(owner)]
-    router = APIRouter(tags=["projects (earlier drafts)" if legacy else "projects"], deprecated=legacy)
-    base = "/api/projects" if legacy else "/api/{user_id}/projects"
-    op = "legacy_" if legacy else ""
-
-    async def unchanged(request: Request, owner_id: Owner, session: SessionDep, if_match: IfMatch = None) -> None:
-        await check_if_match(
-            if_match,
-            request.path_params["project_id"],
-            lambda pid: project_service.get_project(session, owner_id, pid, active=True, for_update=True),
-        )
-
-    Unchanged = [Depends(unchanged)]
-
-    @router.get(
-        f"{base}/pinned" if legacy else base,
-        response_model=ListEnvelope[ProjectPublic],
-        summary="List pinned projects",
-        operation_id=f"{op}list_projects",
-        responses={200: examples.PROJECTS, **responses(*OWNED)},
-    )
-    async def list_projects(owner_id: Owner, session: SessionDep) -> dict[str, Any]:
-        """Active pins in dashboard order (`position`, then `pinned_at`)."""
-        projects = await project_service.list_projects(session, owner_id)
-        return page(projects, len(projects), len(projects), 0)
-
-    @router.post(
-        f"{base}/pin" if legacy else base,
-        status_code=201,
-        response_model=Envelope[ProjectPublic],
-        summary="Pin a GitHub repository",
-        operation_id=f"{op}pin_project",
-        responses={201: examples.PROJECT, **responses(400, 401, 403, 409, 413, 422, 429, 503)},
-    )
-    @idempotent
-    async def pin_project(
-        owner_id: Owner,
-        payload: Annotated[ProjectCreate, Body(openapi_examples=examples.PROJECT_PIN)],
-        session: SessionDep,
-        live: WriteDep,
-    ) -> dict[str, Any]:
-        """`owner/repo` with GitHub's naming rules; 409 when already pinned or at the 50-pin limit."""
-        project = await project_service.pin_project(session, owner_id, payload)
-        return ok(await live.changed(project, "project.pinned"), "Project pinned")
-
-    if not legacy:
-
-        @router.put(
-            f"{base}/order",
-            response_model=ListEnvelope[ProjectPublic],
-            summary="Reorder the dashboard",
-            operation_id="reorder_projects",
-            responses=responses(400, 401, 403, 413, 422, 429, 503),
-        )
-        async def reorder_projects(
-            owner_id: Owner, payload: ProjectOrder, session: SessionDep, live: WriteDep
-        ) -> dict[str, Any]:
-            """`project_ids` lists every pinned project once, in the new order."""
-            projects = await project_service.reorder_projects(session, owner_id, payload.project_ids)
-            for project in projects:
-                await live.changed(project, "project.updated", tag=False)
-            return page(projects, len(projects), len(projects), 0)
-
-        @router.get(
-            f"{base}/{{project_id}}",
-            response_model=Envelope[ProjectPublic],
-            summary="Get a project",
-            operation_id="get_project",
-            responses={**responses(*OWNED), **NOT_MODIFIED},
-        )
-        async def get_project(owner_id: Owner, project_id: RowIdPath, session: SessionDep, live: ReadDep) -> Any:
-            """One of your projects, pinned or unpinned, with its `ETag`; someone else's id is 404."""
-            return live.read(await project_service.get_project(session, owner_id, project_id))
-
-        @router.get(
-            f"{base}/{{project_id}}/export",
-            summary="Download a project as JSON",
-            operation_id="export_project",
-            responses={
-                200: {
-                    "description": "The project, its tasks and its sync history, as a JSON attachment",
-                    "content": {"application/json": {"schema": {"type": "object"}}},
-                },
-                **responses(*OWNED),
-            },
-            response_class=Response,
-        )
-        async def export_project(owner_id: Owner, project_id: RowIdPath, session: SessionDep) -> Response:
-            """A file download (`Content-Disposition: attachment`) with stable field order and ISO dates."""
-            return _export_response(await export_service.export_project(session, owner_id, project_id))
-
-    @router.put(
-        f"{base}/pinned/{{project_id}}" if legacy else f"{base}/{{project_id}}",
-        response_model=Envelope[ProjectPublic],
-        summary="Update a pinned project",
-        operation_id=f"{op}update_project",
-        responses=responses(*WITH_BODY, 412),
-        dependencies=Unchanged,
-    )
-    async def update_project(
-        owner_id: Owner, project_id: RowIdPath, payload: ProjectUpdate, session: SessionDep, live: WriteDep
-    ) -> dict[str, Any]:
-        """Change `display_name`, `description` or `position`; bumps `last_updated`."""
-        project = await project_service.update_project(session, owner_id, project_id, payload)
-        return ok(await live.changed(project, "project.updated"), "Project updated")
-
-    @router.delete(
-        f"{base}/unpin/{{project_id}}" if legacy else f"{base}/{{project_id}}",
-        response_model=Envelope[None],
-        summary="Unpin a project",
-        operation_id=f"{op}unpin_project",
-        responses=responses(*OWNED, 412),
-        dependencies=Unchanged,
-    )
-    async def unpin_project(
-        owner_id: Owner, project_id: RowIdPath, session: SessionDep, live: WriteDep
-    ) -> dict[str, Any]:
-        """The project leaves the dashboard; its tasks and history stay, and pinning it again brings it back."""
-        await project_service.unpin_project(session, owner_id, project_id)
-        await live.removed("project.unpinned", project_id)
-        return ok(None, "Project unpinned")
-
-    return router
+@router.get(
+    "",
+    response_model=ListEnvelope[ProjectPublic],
+    summary="List pinned projects",
+    operation_id="list_projects",
+    responses={200: examples.PROJECTS, **responses(*OWNED)},
+)
+async def list_projects(owner_id: OwnerDep, session: SessionDep) -> dict[str, Any]:
+    """Active pins in dashboard order (`position`, then `pinned_at`)."""
+    return whole_list(await project_service.list_projects(session, owner_id))
 
 
-router = build_router(require_owner)
-legacy_router = build_router(current_user_id, legacy=True)
+@router.post(
+    "",
+    status_code=201,
+    response_model=Envelope[ProjectPublic],
+    summary="Pin a GitHub repository",
+    operation_id="pin_project",
+    responses={201: examples.PROJECT, **responses(400, 401, 403, 409, 413, 422, 429, 503)},
+)
+@idempotent
+async def pin_project(
+    owner_id: OwnerDep,
+    payload: Annotated[ProjectCreate, Body(openapi_examples=examples.PROJECT_PIN)],
+    session: SessionDep,
+    live: WriteDep,
+) -> dict[str, Any]:
+    """`owner/repo` with GitHub's naming rules; 409 when already pinned or at the 50-pin limit."""
+    project = await project_service.pin_project(session, owner_id, payload)
+    return ok(await live.changed(project, "project.pinned"), "Project pinned")
+
+
+@router.put(
+    "/order",
+    response_model=ListEnvelope[ProjectPublic],
+    summary="Reorder the dashboard",
+    operation_id="reorder_projects",
+    responses=responses(400, 401, 403, 413, 422, 429, 503),
+)
+async def reorder_projects(
+    owner_id: OwnerDep, payload: ProjectOrder, session: SessionDep, live: WriteDep
+) -> dict[str, Any]:
+    """`project_ids` lists every pinned project once, in the new order."""
+    projects = await project_service.reorder_projects(session, owner_id, payload.project_ids)
+    for project in projects:
+        await live.changed(project, "project.updated", tag=False)
+    return whole_list(projects)
+
+
+@router.get(
+    "/{project_id}",
+    response_model=Envelope[ProjectPublic],
+    summary="Get a project",
+    operation_id="get_project",
+    responses={**responses(*OWNED), **NOT_MODIFIED},
+)
+async def get_project(owner_id: OwnerDep, project_id: RowIdPath, session: SessionDep, live: ReadDep) -> Any:
+    """One of your projects, pinned or unpinned, with its `ETag`; someone else's id is 404."""
+    return live.read(await project_service.get_project(session, owner_id, project_id))
+
+
+@router.get(
+    "/{project_id}/export",
+    summary="Download a project as JSON",
+    operation_id="export_project",
+    responses={
+        200: {
+            "description": "The project, its tasks and its sync history, as a JSON attachment",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        },
+        **responses(*OWNED),
+    },
+    response_class=Response,
+)
+async def export_project(owner_id: OwnerDep, project_id: RowIdPath, session: SessionDep) -> Response:
+    """A file download (`Content-Disposition: attachment`) with stable field order and ISO dates."""
+    return _export_response(await export_service.export_project(session, owner_id, project_id))
+
+
+@router.put(
+    "/{project_id}",
+    response_model=Envelope[ProjectPublic],
+    summary="Update a pinned project",
+    operation_id="update_project",
+    responses=responses(*WITH_BODY, 412),
+    dependencies=Unchanged,
+)
+async def update_project(
+    owner_id: OwnerDep, project_id: RowIdPath, payload: ProjectUpdate, session: SessionDep, live: WriteDep
+) -> dict[str, Any]:
+    """Change `display_name`, `description` or `position`; bumps `last_updated`."""
+    project = await project_service.update_project(session, owner_id, project_id, payload)
+    return ok(await live.changed(project, "project.updated"), "Project updated")
+
+
+@router.delete(
+    "/{project_id}",
+    response_model=Envelope[None],
+    summary="Unpin a project",
+    operation_id="unpin_project",
+    responses=responses(*OWNED, 412),
+    dependencies=Unchanged,
+)
+async def unpin_project(
+    owner_id: OwnerDep, project_id: RowIdPath, session: SessionDep, live: WriteDep
+) -> dict[str, Any]:
+    """The project leaves the dashboard; its tasks and history stay, and pinning it again brings it back."""
+    await project_service.unpin_project(session, owner_id, project_id)
+    await live.removed("project.unpinned", project_id)
+    return ok(None, "Project unpinned")

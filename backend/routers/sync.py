@@ -4,17 +4,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from backend.deps import OwnerDep, RowIdPath, SessionDep
+from backend.deps import OwnerDep, SessionDep
 from backend.envelope import Envelope, ListEnvelope, ok, page
 from backend.errors import responses
 from backend.idempotency import idempotent
 from backend.models.sync_run import SyncRunPublic
 from backend.ratelimit import by_user, rate_limit
-from backend.routers.tasks import LimitQuery, OffsetQuery
+from backend.routers.common import OWNED, LimitQuery, OffsetQuery, RowIdPath
 from backend.services import sync as sync_service
 from backend.sync.pipeline import SyncRunner
 
-OWNED = (401, 403, 404, 422, 429, 503)
 BASE = "/api/{user_id}/projects/{project_id}/sync"
 
 

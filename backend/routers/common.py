@@ -1,0 +1,111 @@
+"""What the task and project routes share, current (`/api/{user_id}/...`) and earlier drafts' alike."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from functools import partial
+from typing import Annotated, Any
+
+from fastapi import Depends, Path, Query, Request
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from backend.deps import SessionDep
+from backend.envelope import page
+from backend.models.common import MAX_ROW_ID, NO_NUL, IsoDatetime
+from backend.models.task import TaskPriority, TaskSort, TaskStatus
+from backend.resource import IfMatch, Versioned, check_if_match
+from backend.services import projects as project_service
+from backend.services import tasks as task_service
+from backend.services.tasks import TaskFilters
+
+# Error responses a route documents: any route on an owner's rows, and one that also reads a body.
+OWNED = (401, 403, 404, 422, 429, 503)
+WITH_BODY = (400, 413, *OWNED)
+
+RowIdPath = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="A row id")]
+LimitQuery = Annotated[int, Query(ge=1, le=100, description="Page size, 1-100")]
+OffsetQuery = Annotated[int, Query(ge=0, le=10_000_000, description="Rows to skip")]
+TaskSortQuery = Annotated[TaskSort, Query(description="Sort key; a leading `-` sorts descending")]
+TaskSearchQuery = Annotated[
+    str, Query(min_length=1, max_length=200, pattern=NO_NUL, description="Text in title or description")
+]
+
+# Whose rows a route serves: `require_owner` (the path's user) or `current_user_id` (the token's).
+OwnerResolver = Callable[..., Awaitable[str]]
+RowLock = Callable[[AsyncSession, str, int], Awaitable[Versioned]]
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Query datetimes without an offset are taken as UTC."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+async def task_filters(
+    status: Annotated[TaskStatus | None, Query(description="Only tasks in this status")] = None,
+    priority: Annotated[TaskPriority | None, Query(description="Only tasks of this priority")] = None,
+    completed: Annotated[bool | None, Query(description="Only completed (true) or open (false) tasks")] = None,
+    project_id: Annotated[int | None, Query(ge=1, le=MAX_ROW_ID, description="Only tasks of this project")] = None,
+    due_before: Annotated[IsoDatetime | None, Query(description="Due before (ISO 8601; UTC if no offset)")] = None,
+    due_after: Annotated[
+        IsoDatetime | None, Query(description="Due strictly after (ISO 8601; UTC if no offset)")
+    ] = None,
+    q: Annotated[
+        str | None, Query(max_length=200, pattern=NO_NUL, description="Text in title or description (literal)")
+    ] = None,
+) -> TaskFilters:
+    # async: a plain `def` dependency costs a thread-pool hop on every list request.
+    return TaskFilters(
+        status=status,
+        priority=priority.value if priority else None,
+        completed=completed,
+        project_id=project_id,
+        due_before=_utc(due_before),
+        due_after=_utc(due_after),
+        q=q or None,
+    )
+
+
+TaskFiltersDep = Annotated[TaskFilters, Depends(task_filters)]
+
+
+def searching(filters: TaskFilters, q: str) -> TaskFilters:
+    """The search routes' required `q` replaces the filters' optional one."""
+    return replace(filters, q=q)
+
+
+async def task_page(
+    session: AsyncSession, owner_id: str, filters: TaskFilters, sort: TaskSort, limit: int, offset: int
+) -> dict[str, Any]:
+    """One page of the owner's matching tasks; `meta.total` counts every match."""
+    items, total = await task_service.list_tasks(session, owner_id, filters, sort, limit, offset)
+    return page(items, total, limit, offset)
+
+
+def whole_list(items: list[Any]) -> dict[str, Any]:
+    """A list envelope holding the complete list (the project routes do not paginate)."""
+    return page(items, len(items), len(items), 0)
+
+
+def unchanged(owner: OwnerResolver, param: str, lock: RowLock) -> list[Any]:
+    """Route dependencies: with `If-Match`, the row at path parameter `param` must still have that ETag.
+
+    `lock` loads the owner's row under the lock the write takes next (see check_if_match).
+    """
+
+    # `Depends(owner)` as a default, not in an annotation: a closure's name cannot be resolved from a string.
+    async def check(
+        request: Request, session: SessionDep, owner_id: str = Depends(owner), if_match: IfMatch = None
+    ) -> None:
+        await check_if_match(if_match, request.path_params[param], lambda row_id: lock(session, owner_id, row_id))
+
+    return [Depends(check)]
+
+
+def task_unchanged(owner: OwnerResolver) -> list[Any]:
+    return unchanged(owner, "task_id", partial(task_service.get_task, for_update=True))
+
+
+def project_unchanged(owner: OwnerResolver) -> list[Any]:
+    return unchanged(owner, "project_id", partial(project_service.get_project, active=True, for_update=True))
