@@ -20,6 +20,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = load_settings()
+        if args.command == "serve":
+            from backend.sync.pipeline import load_stages
+
+            load_stages(settings.SYNC_STAGES)  # a bad stage path is a configuration error, before anything runs
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

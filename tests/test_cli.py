@@ -68,6 +68,17 @@ class TestMigrate:
         assert "JWT_SECRET is required when ENVIRONMENT=production" in err
         assert "Traceback" not in err
 
+    def test_bad_sync_stage_stops_serve_before_anything_runs(self, tmp_path, monkeypatch, capsys):
+        monkeypatch.chdir(tmp_path)
+        for name, value in clean_env(tmp_path).items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("SYNC_STAGES", "nope.stages:fetch")
+        assert main(["serve"]) == 2
+        err = capsys.readouterr().err
+        assert "SYNC_STAGES" in err
+        assert "Traceback" not in err
+        assert not (tmp_path / "cli.db").exists()  # refused before the migrations
+
     def test_unknown_command(self):
         with pytest.raises(SystemExit):
             main(["frobnicate"])
