@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
@@ -14,6 +15,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
+from backend.config import Settings
 from backend.envelope import ErrorEnvelope
 from backend.logging_setup import describe_exception
 
@@ -123,6 +125,19 @@ class PreconditionFailed(AppError):
 class PayloadTooLarge(AppError):
     status_code, code, message = 413, "PAYLOAD_TOO_LARGE", "The request body is larger than allowed"
 
+    @classmethod
+    def over(cls, max_bytes: int) -> PayloadTooLarge:
+        """The refusal of a body over `max_bytes` (MAX_BODY_BYTES), naming the limit."""
+        return cls(f"The request body is larger than {_size(max_bytes)}")
+
+
+def _size(count: int) -> str:
+    """A byte count as people write it: `1 MiB`, `512 KiB`, else `1500 bytes`."""
+    for unit, factor in (("MiB", 1024 * 1024), ("KiB", 1024)):
+        if count >= factor and count % factor == 0:
+            return f"{count // factor} {unit}"
+    return f"{count} bytes"
+
 
 class ValidationFailed(AppError):
     status_code, code, message = 422, "VALIDATION_ERROR", "Validation failed"
@@ -160,26 +175,26 @@ def error_classes() -> list[type[AppError]]:
     return found
 
 
-def error_body(
-    status: int,
-    code: str,
-    message: str,
-    *,
-    field: str | None = None,
-    details: list[dict[str, Any]] | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    body = {"success": False, "error": {"code": code, "message": message, "field": field, "details": details}}
-    return JSONResponse(body, status_code=status, headers=headers)
+def _envelope(exc: AppError, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    error = {"code": exc.code, "message": exc.message, "field": exc.field, "details": exc.details}
+    return {"success": False, **(extra or {}), "error": error}
 
 
-_HTTP_CODES = {
-    400: ("MALFORMED_REQUEST", "Bad request"),
-    401: ("NOT_AUTHENTICATED", "Not authenticated"),
-    403: ("FORBIDDEN", "Forbidden"),
-    404: ("NOT_FOUND", "Not found"),
-    405: ("METHOD_NOT_ALLOWED", "Method not allowed"),
-    413: ("PAYLOAD_TOO_LARGE", "The request body is larger than allowed"),
+def render_error(exc: AppError, *, extra: Mapping[str, Any] | None = None) -> JSONResponse:
+    """The one place an error response is built: `exc`'s status, headers and envelope.
+
+    `extra` adds top-level members beside `error` (the health check's component states)."""
+    return JSONResponse(_envelope(exc, extra), status_code=exc.status_code, headers=exc.headers)
+
+
+# The HTTPExceptions the framework raises (routing, static files, body reading, security schemes).
+_HTTP_ERRORS: dict[int, type[AppError]] = {
+    400: MalformedRequest,
+    401: NotAuthenticated,
+    403: Forbidden,
+    404: NotFound,
+    405: MethodNotAllowed,
+    413: PayloadTooLarge,
 }
 
 
@@ -196,18 +211,18 @@ def _is_database_outage(exc: BaseException) -> bool:
 
 async def _app_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    return error_body(exc.status_code, exc.code, exc.message, field=exc.field, details=exc.details, headers=exc.headers)
+    return render_error(exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = list(exc.errors())
     if any(err.get("type") == "json_invalid" for err in errors):
-        return error_body(400, "MALFORMED_REQUEST", "The request body is not valid JSON")
+        return render_error(MalformedRequest())
     content_type = request.headers.get("content-type", "")
     whole_body = any(tuple(err.get("loc", ())) == ("body",) for err in errors)
     if whole_body and "json" not in content_type and request.method in ("POST", "PUT", "PATCH"):
-        return error_body(400, "MALFORMED_REQUEST", "Send the body as application/json")
+        return render_error(MalformedRequest("Send the body as application/json"))
     details = [
         {
             "field": _field_name(tuple(err.get("loc", ()))),
@@ -218,17 +233,21 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     ]
     first = details[0] if details else {"field": None, "message": "Validation failed"}
     message = f"{first['field']}: {first['message']}" if first["field"] else str(first["message"])
-    return error_body(422, "VALIDATION_ERROR", message, field=first["field"], details=details)
+    return render_error(ValidationFailed(message, field=first["field"], details=details))
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code, default_message = _HTTP_CODES.get(exc.status_code, ("ERROR", "Request failed"))
-    message = exc.detail if isinstance(exc.detail, str) and exc.status_code not in (404, 405) else default_message
-    headers = dict(exc.headers or {})
+    error_class = _HTTP_ERRORS.get(exc.status_code)
+    if error_class is None:  # nothing raises one today: every failure of ours is an AppError
+        log.error("unmapped HTTP error", extra={"event": "unmapped_http_error", "status": exc.status_code})
+        return render_error(InternalError())
+    message = exc.detail if isinstance(exc.detail, str) and exc.status_code not in (404, 405) else None
+    error = error_class(message)
+    error.headers = dict(exc.headers or {})  # what the framework sent, not the class's defaults
     if exc.status_code == 405:
-        headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
-    return error_body(exc.status_code, code, message, headers=headers)
+        error.headers["Allow"] = _allowed_methods(request) or error.headers.get("Allow", "")
+    return render_error(error)
 
 
 def _allowed_methods(request: Request) -> str:
@@ -244,11 +263,9 @@ def render_unexpected(exc: BaseException) -> JSONResponse:
     """503 for a database outage, else 500. Details go to the log only, never to the client."""
     if _is_database_outage(exc):
         log.error("database unavailable", extra={"event": "db_unavailable", **describe_exception(exc)})
-        return error_body(
-            503, "SERVICE_UNAVAILABLE", "The database is unavailable, try again shortly", headers={"Retry-After": "5"}
-        )
+        return render_error(ServiceUnavailable("The database is unavailable, try again shortly"))
     log.error("unhandled error", extra={"event": "unhandled_error", **describe_exception(exc)})
-    return error_body(500, "INTERNAL_ERROR", "An unexpected error occurred")
+    return render_error(InternalError())
 
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -265,46 +282,43 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(exc_class, _unexpected)
 
 
-# What each documented error status means, with a typical body (OpenAPI `responses=`).
-_ERROR_DOCS: dict[int, tuple[str, str, str]] = {
+# What each documented error status means, and the failure its OpenAPI example shows. The codes a
+# status can carry are not listed here: they come from error_classes(), so a new class documents itself.
+_ERROR_DOCS: dict[int, tuple[str, AppError]] = {
     400: (
-        "Malformed request body (not JSON, or not sent as application/json)",
-        "MALFORMED_REQUEST",
-        "The request body is not valid JSON",
+        "Bad request: a malformed body (not JSON, or not sent as application/json), or a refused CORS preflight",
+        MalformedRequest(),
     ),
-    401: (
-        "Missing, invalid or expired bearer token (`NOT_AUTHENTICATED`, `INVALID_TOKEN`, `TOKEN_EXPIRED`, "
-        "`INVALID_CREDENTIALS`, `REFRESH_TOKEN_REUSED`)",
-        "TOKEN_EXPIRED",
-        "The access token has expired",
-    ),
+    401: ("Missing, invalid or expired bearer token, or wrong credentials", TokenExpired()),
     403: (
-        "`FORBIDDEN`: the path `{user_id}` is not the token's subject; `ACCOUNT_DISABLED`: the account is inactive",
-        "FORBIDDEN",
-        "You may only access your own resources",
+        "Not allowed: the path `{user_id}` is not the token's subject, or the account is inactive",
+        Forbidden("You may only access your own resources"),
     ),
-    404: ("Not found, or owned by someone else", "NOT_FOUND", "Not found"),
-    409: (
-        "Conflict with the current state (`EMAIL_TAKEN`, `PROJECT_ALREADY_PINNED`, `PIN_LIMIT_REACHED`, `CONFLICT`)",
-        "CONFLICT",
-        "Conflict",
-    ),
+    404: ("Not found, or owned by someone else", NotFound()),
+    409: ("Conflict with the current state", Conflict()),
     412: (
         "`If-Match` does not match the current `ETag`: the resource changed since it was read",
-        "PRECONDITION_FAILED",
-        "The resource changed since you read it",
+        PreconditionFailed("The resource changed since you read it"),
     ),
-    413: ("Body over the size limit (1 MiB)", "PAYLOAD_TOO_LARGE", "The request body is larger than 1 MiB"),
+    413: (
+        "Body over the size limit (`MAX_BODY_BYTES`, 1 MiB by default); the message names the limit",
+        PayloadTooLarge.over(Settings.model_fields["MAX_BODY_BYTES"].default),
+    ),
     422: (
-        "Validation failed; `field` names the first failing field, `details` lists them all",
-        "VALIDATION_ERROR",
-        "title: String should have at least 1 character",
+        "The request cannot be processed as sent; on a validation failure `field` names the first failing field "
+        "and `details` lists them all",
+        ValidationFailed(
+            "title: String should have at least 1 character",
+            field="title",
+            details=[
+                {"field": "title", "message": "String should have at least 1 character", "type": "string_too_short"}
+            ],
+        ),
     ),
-    429: ("Rate limited; retry after `Retry-After` seconds", "RATE_LIMITED", "Too many requests"),
+    429: ("Rate limited; retry after `Retry-After` seconds", RateLimited(1)),
     503: (
-        "The database is unavailable; retry after `Retry-After` seconds",
-        "SERVICE_UNAVAILABLE",
-        "The database is unavailable, try again shortly",
+        "A service the request needs (usually the database) is unavailable; retry after `Retry-After` seconds",
+        ServiceUnavailable("The database is unavailable, try again shortly"),
     ),
 }
 _ERROR_HEADERS: dict[int, dict[str, Any]] = {
@@ -314,20 +328,27 @@ _ERROR_HEADERS: dict[int, dict[str, Any]] = {
 }
 
 
-def _error_example(status: int, code: str, message: str) -> dict[str, Any]:
-    field = "title" if status == 422 else None
-    details = [{"field": "title", "message": message.split(": ", 1)[1], "type": "string_too_short"}] if field else None
-    return {"success": False, "error": {"code": code, "message": message, "field": field, "details": details}}
+def codes_by_status() -> dict[int, dict[str, str]]:
+    """Each status's `error.code`s with their default messages, from the AppError family."""
+    codes: dict[int, dict[str, str]] = {}
+    for cls in error_classes():
+        codes.setdefault(cls.status_code, {}).setdefault(cls.code, cls.message)
+    return codes
+
+
+def _describe(status: int, meaning: str) -> str:
+    codes = codes_by_status().get(status, {})
+    return "\n".join([f"{meaning}. `error.code` is one of:", "", *(f"- `{c}`: {m}" for c, m in codes.items())])
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {
         "model": ErrorEnvelope,
-        "description": description,
-        "content": {"application/json": {"example": _error_example(status, code, message)}},
+        "description": _describe(status, meaning),
+        "content": {"application/json": {"example": _envelope(example)}},
         **({"headers": _ERROR_HEADERS[status]} if status in _ERROR_HEADERS else {}),
     }
-    for status, (description, code, message) in _ERROR_DOCS.items()
+    for status, (meaning, example) in _ERROR_DOCS.items()
 }
 
 

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.docs import DOCS_CSP as DOCS_CSP  # re-exported: the header the docs paths get
-from backend.errors import error_body, render_unexpected
+from backend.errors import CorsNotAllowed, PayloadTooLarge, render_error, render_unexpected
 from backend.logging_setup import request_id_var
 
 access_log = logging.getLogger("taskdeck.access")
@@ -133,7 +133,7 @@ class CORSMiddleware(StarletteCORSMiddleware):
         response = super().preflight_response(request_headers)
         if response.status_code != 400:
             return response
-        refused = error_body(400, "CORS_NOT_ALLOWED", "This origin, method or header is not allowed here")
+        refused = render_error(CorsNotAllowed())
         for name, value in response.headers.items():
             if name.startswith("access-control-") or name == "vary":
                 refused.headers[name] = value
@@ -184,7 +184,7 @@ class BodySizeLimitMiddleware:
             return
         length = _header(scope, b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            await _too_large(scope, receive, send)
+            await render_error(PayloadTooLarge.over(self.max_bytes))(scope, receive, send)
             return
         received = 0
 
@@ -195,15 +195,10 @@ class BodySizeLimitMiddleware:
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     # An HTTPException passes through FastAPI's body reader to the error handlers.
-                    raise HTTPException(413)
+                    raise HTTPException(413, PayloadTooLarge.over(self.max_bytes).message)
             return message
 
         await self.app(scope, limited_receive, send)
-
-
-async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
-    response = error_body(413, "PAYLOAD_TOO_LARGE", "The request body is larger than 1 MiB")
-    await response(scope, receive, send)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

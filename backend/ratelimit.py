@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.config import Settings
 from backend.deps import PrincipalDep
-from backend.errors import RateLimited, error_body
+from backend.errors import RateLimited, render_error
 from backend.logging_setup import mask_email, security_event
 from backend.metrics import record_rate_limited
 from backend.middleware import client_ip
@@ -270,8 +270,7 @@ class RateLimitMiddleware:
                 _record(scope, decision)
                 if not decision.allowed:
                     _refused(scope, decision, masked(key))
-                    refusal = RateLimited(decision.retry_after)
-                    response = error_body(429, refusal.code, refusal.message, headers=refusal.headers)
+                    response = render_error(RateLimited(decision.retry_after))
                     response.headers.update(decision.headers())
                     await response(scope, receive, send)
                     return

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from backend.errors import ERROR_RESPONSES, responses
+from backend.errors import (
+    ERROR_RESPONSES,
+    PayloadTooLarge,
+    RateLimited,
+    ServiceUnavailable,
+    ValidationFailed,
+    render_error,
+    responses,
+)
 from tests.conftest import PASSWORD, assert_error, mount_test_routes
 
 SECURITY_HEADERS = {
@@ -86,6 +96,75 @@ class TestPayloadTooLarge:
         body = b'{"email": "' + b"a" * (1024 * 1024 - 100) + b'"}'
         r = await client.post("/api/auth/login", content=body, headers={"Content-Type": "application/json"})
         assert_error(r, 422, "VALIDATION_ERROR")
+
+    async def test_message_names_the_default_limit(self, client):
+        r = await client.post("/api/auth/login", content=b"{" * 2_000_000, headers={"Content-Type": "application/json"})
+        assert assert_error(r, 413, "PAYLOAD_TOO_LARGE")["message"] == "The request body is larger than 1 MiB"
+
+
+class TestConfiguredBodyLimit:
+    """The 413 message names MAX_BODY_BYTES as configured, announced or streamed."""
+
+    @staticmethod
+    async def streamed(size: int):
+        yield b'{"email": "'
+        yield b"a" * size
+        yield b'"}'
+
+    @pytest.mark.parametrize(
+        ("settings_overrides", "stated"),
+        [({"MAX_BODY_BYTES": 4096}, "4 KiB"), ({"MAX_BODY_BYTES": 5000}, "5000 bytes")],
+    )
+    async def test_message_states_the_limit(self, client, stated):
+        body = b'{"email": "' + b"a" * 6000 + b'"}'
+        announced = await client.post("/api/auth/login", content=body, headers={"Content-Type": "application/json"})
+        streamed = await client.post(
+            "/api/auth/login", content=self.streamed(6000), headers={"Content-Type": "application/json"}
+        )
+        for r in (announced, streamed):
+            error = assert_error(r, 413, "PAYLOAD_TOO_LARGE")
+            assert error["message"] == f"The request body is larger than {stated}"
+            assert_envelope_headers(r)
+
+    @pytest.mark.parametrize("settings_overrides", [{"MAX_BODY_BYTES": 4096}])
+    async def test_under_the_configured_limit_is_read(self, client):
+        body = b'{"email": "' + b"a" * 3000 + b'"}'
+        r = await client.post("/api/auth/login", content=body, headers={"Content-Type": "application/json"})
+        assert_error(r, 422, "VALIDATION_ERROR")
+
+    @pytest.mark.parametrize(
+        ("limit", "stated"),
+        [(1024 * 1024, "1 MiB"), (3 * 1024 * 1024, "3 MiB"), (1536, "1536 bytes"), (512 * 1024, "512 KiB")],
+    )
+    def test_sizes_read_naturally(self, limit, stated):
+        assert PayloadTooLarge.over(limit).message == f"The request body is larger than {stated}"
+
+
+class TestRenderError:
+    """errors.render_error is the one renderer: status, headers and envelope all come from the AppError."""
+
+    def test_envelope_status_and_headers(self):
+        response = render_error(RateLimited(7))
+        assert response.status_code == 429
+        assert response.headers["retry-after"] == "7"
+        assert json.loads(response.body) == {
+            "success": False,
+            "error": {"code": "RATE_LIMITED", "message": "Too many requests", "field": None, "details": None},
+        }
+
+    def test_field_details_and_extra_members(self):
+        details = [{"field": "title", "message": "too short", "type": "string_too_short"}]
+        body = json.loads(render_error(ValidationFailed("title: too short", field="title", details=details)).body)
+        assert body["error"] == {
+            "code": "VALIDATION_ERROR",
+            "message": "title: too short",
+            "field": "title",
+            "details": details,
+        }
+        outage = render_error(ServiceUnavailable("database unreachable", field="database"), extra={"data": {"x": 1}})
+        assert outage.status_code == 503
+        assert outage.headers["retry-after"] == "5"
+        assert list(json.loads(outage.body)) == ["success", "data", "error"]
 
 
 class TestValidation:

@@ -14,6 +14,7 @@ import pytest
 from fastapi.routing import APIRoute
 
 from backend.docs import OAUTH2_SCHEME
+from backend.errors import error_classes
 
 ERROR_REF = "#/components/schemas/ErrorEnvelope"
 # Operations that touch no database (nor anything else that can be down).
@@ -102,6 +103,29 @@ def test_error_responses_use_the_error_envelope(schema):
             content = response["content"]["application/json"]
             assert content["schema"] == {"$ref": ERROR_REF}, f"{method} {path} {status}"
             assert content["example"]["success"] is False, f"{method} {path} {status}: no example"
+
+
+def test_every_error_code_of_a_documented_status_is_documented(schema):
+    """A new AppError class documents itself: its code is in the description of its status."""
+    documented: dict[int, str] = {}
+    for _, _, op in operations(schema):
+        for status, response in op["responses"].items():
+            if status.isdigit() and int(status) >= 400 and op["operationId"] != "health":
+                example = response["content"]["application/json"]["example"]["error"]["code"]
+                documented[int(status)] = documented.get(int(status), "") + response["description"] + example
+    checked = [cls for cls in error_classes() if cls.status_code in documented]
+    assert {cls.status_code for cls in checked} == set(documented), "a documented status without an AppError class"
+    missing = [
+        f"{cls.__name__} {cls.status_code} {cls.code}"
+        for cls in checked
+        if f"`{cls.code}`" not in documented[cls.status_code]
+    ]
+    assert not missing, f"error codes missing from their status's OpenAPI description: {missing}"
+
+
+def test_body_limit_is_documented_as_configurable(schema):
+    response = schema["paths"]["/api/auth/register"]["post"]["responses"]["413"]
+    assert "MAX_BODY_BYTES" in response["description"]
 
 
 def test_limits_and_auth_failures_document_their_headers(schema):

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from backend.config import VERSION
 from backend.db import ping
 from backend.envelope import Envelope, ErrorBody
+from backend.errors import ServiceUnavailable, render_error
 
 router = APIRouter(tags=["health"])
 
@@ -47,7 +48,7 @@ class HealthOutage(BaseModel):
                         "data": {"status": "unavailable", "database": "down", "redis": "ok", "version": VERSION},
                         "message": None,
                         "error": {
-                            "code": "SERVICE_UNAVAILABLE",
+                            "code": ServiceUnavailable.code,
                             "message": "database unreachable",
                             "field": "database",
                             "details": None,
@@ -68,24 +69,11 @@ async def health(request: Request) -> Any:
         database = "down"
     redis = await state.limiter.health() if getattr(state, "limiter", None) else "disabled"
     healthy = database == "ok"
-    body = {
-        "success": healthy,
-        "data": {
-            "status": "ok" if healthy else "unavailable",
-            "database": database,
-            "redis": redis,
-            "version": VERSION,
-        },
-        "message": None,
-    }
-    if not healthy:
-        body["error"] = {
-            "code": "SERVICE_UNAVAILABLE",
-            "message": "database unreachable",
-            "field": "database",
-            "details": None,
-        }
-    return JSONResponse(body, status_code=200 if healthy else 503, headers=None if healthy else {"Retry-After": "5"})
+    data = {"status": "ok" if healthy else "unavailable", "database": database, "redis": redis, "version": VERSION}
+    if not healthy:  # 503 with `Retry-After: 5`, the component states beside the error
+        outage = ServiceUnavailable("database unreachable", field="database")
+        return render_error(outage, extra={"data": data, "message": None})
+    return JSONResponse({"success": True, "data": data, "message": None})
 
 
 @router.get("/health/live", summary="Liveness", operation_id="health_live", response_model=Envelope[dict[str, str]])
