@@ -58,7 +58,8 @@ on lists: `total`, `limit`, `offset`). Every error, unknown routes included:
 
 **Limits.** `429 RATE_LIMITED` carries `Retry-After` (seconds); counted responses carry
 `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset`. `503 SERVICE_UNAVAILABLE` (database
-down) carries `Retry-After` too. Bodies are JSON (at most 1 MiB) and unknown fields are refused.
+down) carries `Retry-After` too. Bodies are JSON (at most `MAX_BODY_BYTES`, 1 MiB by default) and unknown
+fields are refused.
 """
 
 
