@@ -162,11 +162,6 @@ async def ping(engine: AsyncEngine) -> None:
         await conn.exec_driver_sql("SELECT 1")
 
 
-async def iter_session(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    async with factory() as session:
-        yield session
-
-
 def is_unique_violation(exc: IntegrityError) -> bool:
     """True for a unique-constraint violation, whichever driver raised it (see STACK.md)."""
     orig = exc.orig

@@ -10,7 +10,6 @@ from fastapi import FastAPI
 
 from backend.config import VERSION, Settings, load_settings
 from backend.db import create_engine, session_factory
-from backend.deps import no_external_verifier
 from backend.docs import OPENAPI_TAGS, install_docs
 from backend.errors import install_error_handlers
 from backend.events import EventBus, publish
@@ -29,7 +28,7 @@ from backend.middleware import (
 from backend.ratelimit import RateLimiter, RateLimitMiddleware
 from backend.routers import account, auth, events, health, legacy, projects, sync, tasks
 from backend.routers import metrics as metrics_router
-from backend.security.better_auth import BetterAuthVerifier, better_auth_enabled
+from backend.security.better_auth import BetterAuthVerifier, better_auth_enabled, no_external_verifier
 from backend.sync import github
 from backend.sync.pipeline import SyncRunner
 

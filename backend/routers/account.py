@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-import jwt
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ConfigDict
@@ -16,6 +15,7 @@ from backend.deps import CurrentUser, OwnerDep, SessionDep
 from backend.envelope import Envelope, ok
 from backend.errors import responses
 from backend.ratelimit import by_user, rate_limit
+from backend.security.tokens import issued_at
 from backend.services import account as account_service
 from backend.services import export as export_service
 
@@ -32,12 +32,7 @@ class AccountErase(SQLModel):
 
 def _token_issued_at(request: Request) -> datetime | None:
     """`iat` of the bearer token this request was authenticated with (its signature was checked already)."""
-    token = request.headers.get("authorization", "").partition(" ")[2]
-    try:
-        issued = jwt.decode(token, options={"verify_signature": False}).get("iat")
-    except jwt.PyJWTError:
-        return None
-    return datetime.fromtimestamp(issued, UTC) if isinstance(issued, int | float) else None
+    return issued_at(request.headers.get("authorization", "").partition(" ")[2])
 
 
 @router.get(

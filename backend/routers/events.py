@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
-from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
+from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.deps import OwnerDep, bearer_scheme, get_principal
+from backend.deps import BearerCredentials, OwnerDep, SettingsDep, ensure_owner, get_principal, get_session
 from backend.envelope import Envelope, ok
-from backend.errors import AccountDisabled, Forbidden, InvalidToken, responses
+from backend.errors import responses
 from backend.events import TICKET_SECONDS, EventBus
-from backend.logging_setup import security_event
 from backend.models.common import USER_ID_PATTERN
-from backend.models.user import User
+from backend.services import auth as auth_service
 
 router = APIRouter(tags=["events"])
 
-EVENT_TYPES = "`task.created`, `task.updated`, `task.deleted`, `project.pinned`, `project.updated`, `project.unpinned`"
+EVENT_TYPES = (
+    "`task.created`, `task.updated`, `task.deleted`, `project.pinned`, `project.updated`, `project.unpinned`, "
+    "`sync.progress`, `sync.finished`"
+)
 
 
 class StreamTicket(BaseModel):
@@ -47,26 +50,34 @@ async def create_ticket(owner_id: OwnerDep, request: Request) -> dict[str, Any]:
     return ok(StreamTicket(ticket=ticket, expires_in=TICKET_SECONDS), "Ticket issued")
 
 
-async def _stream_owner(
-    request: Request, user_id: str, ticket: str | None, credentials: HTTPAuthorizationCredentials | None
-) -> str:
-    """Who may open this stream: a redeemed ticket's user, else the bearer token's. 403 if not the path's user."""
-    async with request.app.state.sessionmaker() as session:  # closed before streaming: no connection held
-        if ticket is not None:
-            subject = await _bus(request).log.redeem_ticket(ticket)
-            user = await session.get(User, subject) if subject else None
-            if user is None:
-                raise InvalidToken("The stream ticket is invalid, used or expired")
-            if not user.is_active:
-                raise AccountDisabled()
-            request.state.user_id = user.id
-        else:
-            principal = await get_principal(request, session, request.app.state.settings, credentials)
-            user = principal.user
-    if user.id != user_id:
-        security_event("forbidden", user_id=user.id, path_user_id=user_id, route="/api/{user_id}/events")
-        raise Forbidden("You may only access your own resources")
-    return user.id
+@dataclass(frozen=True)
+class StreamRequest:
+    owner_id: str
+    last_event_id: str | None
+
+
+async def stream_request(
+    request: Request,
+    user_id: Annotated[str, Path(pattern=USER_ID_PATTERN, description="Your own user id")],
+    # Function scope: the session is closed before the stream starts, so no connection is held while it runs.
+    session: Annotated[AsyncSession, Depends(get_session, scope="function")],
+    settings: SettingsDep,
+    credentials: BearerCredentials,
+    ticket: Annotated[str | None, Query(max_length=128, description="From POST .../events/ticket")] = None,
+    last_event_id: Annotated[
+        str | None, Header(alias="Last-Event-ID", max_length=64, description="Resume after this event id")
+    ] = None,
+) -> StreamRequest:
+    """Whose stream, from which event: a redeemed ticket's user, else the bearer token's; 403 if not the path's.
+
+    Every parameter is checked before any credential is (a malformed request is 422 and spends no ticket).
+    """
+    if ticket is not None:
+        principal = await auth_service.resolve_stream_ticket(session, _bus(request).log, ticket)
+        request.state.user_id = principal.user.id
+    else:
+        principal = await get_principal(request, session, settings, credentials)
+    return StreamRequest(ensure_owner(request, principal.user, user_id), last_event_id)
 
 
 @router.get(
@@ -76,8 +87,9 @@ async def _stream_owner(
     response_class=StreamingResponse,
     responses={
         200: {
-            "description": f"`text/event-stream`. Events: {EVENT_TYPES} (and sync progress once sync runs publish); "
-            '`data` is the resource as JSON (`{"id"}` for deletions and unpins). Every event has an `id`; '
+            "description": f"`text/event-stream`. Events: {EVENT_TYPES}; `data` is the resource as JSON "
+            '(`{"id"}` for deletions and unpins; for `sync.*` the run and project ids with the current stage and '
+            "progress, or the outcome). Every event has an `id`; "
             "reconnect with `Last-Event-ID` to receive what you missed within the replay window. Comment lines "
             "(`: keep-alive`) arrive every `EVENTS_HEARTBEAT_SECONDS`.",
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
@@ -86,18 +98,11 @@ async def _stream_owner(
     },
 )
 async def stream_events(
-    request: Request,
-    user_id: Annotated[str, Path(pattern=USER_ID_PATTERN, description="Your own user id")],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
-    ticket: Annotated[str | None, Query(max_length=128, description="From POST .../events/ticket")] = None,
-    last_event_id: Annotated[
-        str | None, Header(alias="Last-Event-ID", max_length=64, description="Resume after this event id")
-    ] = None,
+    stream: Annotated[StreamRequest, Depends(stream_request)], request: Request
 ) -> StreamingResponse:
     """Authenticate with `Authorization: Bearer` or a single-use `?ticket=` (for `EventSource`)."""
-    owner_id = await _stream_owner(request, user_id, ticket, credentials)
     return StreamingResponse(
-        _bus(request).stream(owner_id, last_event_id),
+        _bus(request).stream(stream.owner_id, stream.last_event_id),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -20,9 +20,9 @@ from jwt import PyJWK, PyJWTError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.config import ConfigError, Settings
-from backend.deps import Principal
 from backend.errors import InvalidToken, ServiceUnavailable, TokenExpired, Unauthorized
 from backend.models.common import USER_ID_PATTERN
+from backend.security.principal import Principal
 from backend.services.users import upsert_external_user
 
 log = logging.getLogger("taskdeck.better_auth")
@@ -116,6 +116,11 @@ def identity_from_claims(claims: dict[str, Any]) -> ExternalIdentity:
     name = claims.get("name")
     full_name = (name.strip()[:MAX_NAME_LENGTH] or None) if isinstance(name, str) else None
     return ExternalIdentity(user_id=sub, email=email.strip(), full_name=full_name)
+
+
+async def no_external_verifier(session: AsyncSession, token: str) -> Principal:
+    """`app.state.external_verifier` when Better-Auth is not configured: a token that is not ours is invalid."""
+    raise InvalidToken()
 
 
 class BetterAuthVerifier:

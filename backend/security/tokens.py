@@ -59,6 +59,15 @@ def decode_access_token(token: str, *, secret: str, leeway: int) -> dict[str, An
     return claims
 
 
+def issued_at(token: str) -> datetime | None:
+    """The `iat` of a token whose signature was already checked (ours or Better-Auth's); None if it has none."""
+    try:
+        issued = jwt.decode(token, options={"verify_signature": False}).get("iat")
+    except jwt.PyJWTError:
+        return None
+    return datetime.fromtimestamp(issued, UTC) if isinstance(issued, int | float) else None
+
+
 def new_refresh_token() -> tuple[str, str]:
     """A fresh opaque token and the hash that is all the database ever sees."""
     token = secrets.token_urlsafe(48)

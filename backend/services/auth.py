@@ -1,10 +1,11 @@
-"""Registration, login, refresh-token rotation and logout."""
+"""Registration, login, who a token or stream ticket belongs to, refresh-token rotation and logout."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
@@ -12,20 +13,18 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.db import end_read, is_unique_violation
-from backend.errors import (
-    AccountDisabled,
-    EmailTaken,
-    InvalidCredentials,
-    InvalidToken,
-    RefreshTokenReused,
-)
+from backend.errors import AccountDisabled, EmailTaken, InvalidCredentials, InvalidToken, RefreshTokenReused
 from backend.logging_setup import mask_email, security_event
 from backend.models.common import utcnow
 from backend.models.session import AuthSession, RefreshToken, TokenPair
 from backend.models.user import User, UserCreate
 from backend.security.passwords import hash_password, verify_dummy, verify_password
-from backend.security.tokens import create_access_token, hash_refresh_token, new_refresh_token
-from backend.services.users import get_user_by_email
+from backend.security.principal import Principal
+from backend.security.tokens import create_access_token, decode_access_token, hash_refresh_token, new_refresh_token
+from backend.services.users import ensure_active, get_user, get_user_by_email
+
+if TYPE_CHECKING:
+    from backend.events import EventLog
 
 
 @dataclass(frozen=True)
@@ -75,10 +74,40 @@ async def authenticate(session: AsyncSession, email: str, password: str, rounds:
     if not await verify_password(password, user.hashed_password):
         security_event("login_failed", email=mask_email(email), user_id=user.id, reason="wrong_password")
         raise InvalidCredentials()
-    if not user.is_active:
-        security_event("login_failed", user_id=user.id, reason="account_disabled")
-        raise AccountDisabled()
+    ensure_active(user, event="login_failed")
     return user
+
+
+async def resolve_access_token(session: AsyncSession, token: str, *, secret: str, leeway: int) -> Principal:
+    """The user and login session behind one of our access tokens, if that login is still alive.
+
+    Whether the account is active is the caller's check (`ensure_active`), as for Better-Auth tokens.
+    """
+    claims = decode_access_token(token, secret=secret, leeway=leeway)
+    # One indexed query answers both "who" and "is this login still alive" (logout is immediate).
+    row = (
+        await session.exec(
+            select(User, AuthSession.revoked_at, AuthSession.expires_at)
+            .join(AuthSession, col(AuthSession.user_id) == User.id)
+            .where(AuthSession.id == claims["sid"], User.id == claims["sub"])
+        )
+    ).first()
+    if row is None:
+        raise InvalidToken()
+    user, revoked_at, expires_at = row
+    if revoked_at is not None or _aware(expires_at) <= utcnow():
+        raise InvalidToken("This session has ended; sign in again")
+    return Principal(user=user, session_id=claims["sid"])
+
+
+async def resolve_stream_ticket(session: AsyncSession, log: EventLog, ticket: str) -> Principal:
+    """The user behind a single-use event-stream ticket (redeemed here: it works once), if still active."""
+    subject = await log.redeem_ticket(ticket)
+    user = await get_user(session, subject) if subject else None
+    if user is None:
+        raise InvalidToken("The stream ticket is invalid, used or expired")
+    ensure_active(user)
+    return Principal(user=user, session_id=None)
 
 
 async def start_session(session: AsyncSession, user: User, cfg: TokenSettings, client: ClientInfo) -> TokenPair:
@@ -132,9 +161,11 @@ async def rotate_refresh_token(session: AsyncSession, token: str, cfg: TokenSett
         await session.commit()
         security_event("refresh_token_reused", user_id=user.id, session_id=auth_session.id)
         raise RefreshTokenReused()
-    if not user.is_active:
-        await session.rollback()
-        raise AccountDisabled()
+    try:
+        ensure_active(user)
+    except AccountDisabled:
+        await session.rollback()  # the token stays unused
+        raise
     refresh, refresh_hash = new_refresh_token()
     session.add(RefreshToken(token_hash=refresh_hash, session_id=auth_session.id))
     await session.exec(update(AuthSession).where(col(AuthSession.id) == auth_session.id).values(rotated_at=now))

@@ -11,13 +11,25 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.db import is_unique_violation
-from backend.errors import Conflict
+from backend.errors import AccountDisabled, Conflict
 from backend.logging_setup import security_event
 from backend.models.common import utcnow
 from backend.models.user import User
 
 BETTER_AUTH_PROVIDER = "better-auth"
 EMAIL_IN_USE = "This email address belongs to another account here; change it in the web app or contact support"
+
+
+def ensure_active(user: User, *, event: str | None = None, **fields: Any) -> None:
+    """ACCOUNT_DISABLED unless the account is active: the one place this rule is written.
+
+    `event` names the security event to log for a refusal (with `fields`); None logs nothing.
+    """
+    if user.is_active:
+        return
+    if event is not None:
+        security_event(event, user_id=user.id, reason="account_disabled", **fields)
+    raise AccountDisabled()
 
 
 async def get_user(session: AsyncSession, user_id: str) -> User | None:

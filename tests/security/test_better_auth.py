@@ -14,9 +14,9 @@ from fastapi import APIRouter, FastAPI
 from sqlmodel import select
 
 from backend.config import ConfigError
-from backend.deps import OwnerDep, no_external_verifier
+from backend.deps import OwnerDep
 from backend.models.user import User
-from backend.security.better_auth import BetterAuthVerifier
+from backend.security.better_auth import BetterAuthVerifier, no_external_verifier
 from tests.conftest import PASSWORD, assert_error, make_settings
 from tests.security.better_auth_kit import (
     ALGORITHMS,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import jwt
 import pytest
 
@@ -11,6 +13,7 @@ from backend.security.tokens import (
     decode_access_token,
     hash_refresh_token,
     is_own_token,
+    issued_at,
     new_refresh_token,
 )
 
@@ -48,3 +51,15 @@ def test_refresh_tokens_are_random_and_hashed():
     assert digest == hash_refresh_token(token)
     assert len(digest) == 64
     assert token not in digest
+
+
+def test_issued_at_reads_iat_of_any_token():
+    token, _ = create_access_token(secret=SECRET, user_id="u1", session_id="s1", minutes=15)
+    iat = jwt.decode(token, options={"verify_signature": False})["iat"]
+    assert issued_at(token) == datetime.fromtimestamp(iat, UTC)
+    foreign = jwt.encode({"iss": "https://web.example", "iat": 1_700_000_000}, "x" * 32, algorithm="HS256")
+    assert issued_at(foreign) == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+    assert issued_at(jwt.encode({"iat": "yesterday"}, SECRET, algorithm="HS256")) is None
+    assert issued_at(jwt.encode({"sub": "u1"}, SECRET, algorithm="HS256")) is None
+    assert issued_at("garbage") is None
+    assert issued_at("") is None

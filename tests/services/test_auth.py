@@ -7,12 +7,13 @@ import asyncio
 import pytest
 from sqlmodel import select
 
-from backend.errors import Conflict, Forbidden, InvalidCredentials, Unauthorized
+from backend.errors import AccountDisabled, Conflict, Forbidden, InvalidCredentials, InvalidToken, Unauthorized
+from backend.events import MemoryLog
 from backend.models.session import AuthSession, RefreshToken
 from backend.models.user import UserCreate
 from backend.security.tokens import hash_refresh_token
 from backend.services import auth
-from backend.services.users import get_user, get_user_by_email
+from backend.services.users import ensure_active, get_user, get_user_by_email
 from tests.conftest import PASSWORD, assert_error
 
 CFG = auth.TokenSettings(secret="k" * 48, access_minutes=15, refresh_days=14, bcrypt_rounds=4)
@@ -75,6 +76,40 @@ class TestAuthenticate:
         await session.commit()
         with pytest.raises(Forbidden):
             await auth.authenticate(session, user.email, PASSWORD, 4)
+
+
+class TestResolve:
+    async def test_access_token_until_logout(self, session):
+        user = await register(session)
+        pair = await auth.start_session(session, user, CFG, auth.ClientInfo())
+        principal = await auth.resolve_access_token(session, pair.access_token, secret=CFG.secret, leeway=0)
+        assert principal.user.id == user.id
+        assert principal.session_id is not None
+        with pytest.raises(InvalidToken):
+            await auth.resolve_access_token(session, pair.access_token, secret="w" * 48, leeway=0)
+        await auth.logout(session, user.id, principal.session_id)
+        with pytest.raises(InvalidToken) as caught:
+            await auth.resolve_access_token(session, pair.access_token, secret=CFG.secret, leeway=0)
+        assert caught.value.message == "This session has ended; sign in again"
+
+    async def test_stream_ticket_works_once_and_only_for_an_active_account(self, session):
+        user = await register(session)
+        log = MemoryLog(window=60)
+        ticket = await log.issue_ticket(user.id)
+        principal = await auth.resolve_stream_ticket(session, log, ticket)
+        assert (principal.user.id, principal.session_id) == (user.id, None)
+        with pytest.raises(InvalidToken):
+            await auth.resolve_stream_ticket(session, log, ticket)
+        for ticket in (await log.issue_ticket("no-such-user"), await log.issue_ticket(user.id) + "x", "forged"):
+            with pytest.raises(InvalidToken):
+                await auth.resolve_stream_ticket(session, log, ticket)
+        user.is_active = False
+        session.add(user)
+        await session.commit()
+        with pytest.raises(AccountDisabled):
+            await auth.resolve_stream_ticket(session, log, await log.issue_ticket(user.id))
+        with pytest.raises(AccountDisabled):
+            ensure_active(user)
 
 
 class TestSessions:
