@@ -31,6 +31,7 @@ test: $(VENV)/.test
 	$(BIN)/ruff check backend tests
 	$(BIN)/ruff format --check backend tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --cov=backend --cov-report=term --cov-fail-under=90 $(PYTEST_ARGS)
 
 ## Benchmark on the machine's PostgreSQL and Redis (needs wrk; see the README's benchmark section).

@@ -17,7 +17,7 @@ from backend.models.common import USER_ID_PATTERN
 from backend.models.user import User
 from backend.security.principal import Principal
 from backend.security.tokens import is_own_token
-from backend.services.auth import resolve_access_token
+from backend.services.auth import resolve_access_token, resolve_external_token
 from backend.services.users import ensure_active
 
 
@@ -57,7 +57,7 @@ async def get_principal(
                 session, token, secret=settings.jwt_secret, leeway=settings.JWT_LEEWAY_SECONDS
             )
         else:
-            principal = await request.app.state.external_verifier(session, token)
+            principal = await resolve_external_token(session, request.app.state.external_verifier, token)
     except Unauthorized as exc:
         _unauthenticated(request, exc.code)
         raise

@@ -10,15 +10,9 @@ from sqlalchemy import Index, func
 from sqlmodel import Field, SQLModel
 
 from backend.models.common import NO_NUL, new_id, utcnow
+from backend.models.passwords import validate_password_rules
 
-
-def _check_password(value: str) -> str:
-    from backend.security.passwords import validate_password_rules
-
-    return validate_password_rules(value)
-
-
-Password = Annotated[str, AfterValidator(_check_password)]
+Password = Annotated[str, AfterValidator(validate_password_rules)]
 FullName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=255, pattern=NO_NUL)]
 
 

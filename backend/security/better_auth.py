@@ -12,18 +12,15 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import jwt
 from jwt import PyJWK, PyJWTError
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.config import ConfigError, Settings
 from backend.errors import InvalidToken, ServiceUnavailable, TokenExpired, Unauthorized
 from backend.models.common import USER_ID_PATTERN
-from backend.security.principal import Principal
-from backend.services.users import upsert_external_user
 
 log = logging.getLogger("taskdeck.better_auth")
 
@@ -118,13 +115,23 @@ def identity_from_claims(claims: dict[str, Any]) -> ExternalIdentity:
     return ExternalIdentity(user_id=sub, email=email.strip(), full_name=full_name)
 
 
-async def no_external_verifier(session: AsyncSession, token: str) -> Principal:
-    """`app.state.external_verifier` when Better-Auth is not configured: a token that is not ours is invalid."""
-    raise InvalidToken()
+class ExternalVerifier(Protocol):
+    """Turns a token that is not ours into a verified identity (or raises Unauthorized / ServiceUnavailable)."""
+
+    async def verify(self, token: str) -> ExternalIdentity: ...
+
+
+class _NoExternalVerifier:
+    async def verify(self, token: str) -> ExternalIdentity:
+        raise InvalidToken()
+
+
+# `app.state.external_verifier` when Better-Auth is not configured: a token that is not ours is invalid.
+no_external_verifier: ExternalVerifier = _NoExternalVerifier()
 
 
 class BetterAuthVerifier:
-    """`app.state.external_verifier` when Better-Auth is configured: token -> verified claims -> Principal.
+    """`app.state.external_verifier` when Better-Auth is configured: token -> verified claims -> identity.
 
     The JWKS is fetched lazily and cached. An unknown `kid` triggers a refetch at most once per
     `refetch_interval` seconds (a failed fetch is retried after `retry_interval`), so a flood of
@@ -159,11 +166,6 @@ class BetterAuthVerifier:
         self._attempted_at: float | None = None
         self._last_failed = False
         self._lock = asyncio.Lock()
-
-    async def __call__(self, session: AsyncSession, token: str) -> Principal:
-        identity = await self.verify(token)
-        user = await upsert_external_user(session, identity.user_id, identity.email, identity.full_name)
-        return Principal(user=user, session_id=None)
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -18,10 +18,11 @@ from backend.logging_setup import mask_email, security_event
 from backend.models.common import utcnow
 from backend.models.session import AuthSession, RefreshToken, TokenPair
 from backend.models.user import User, UserCreate
+from backend.security.better_auth import ExternalVerifier
 from backend.security.passwords import hash_password, verify_dummy, verify_password
 from backend.security.principal import Principal
 from backend.security.tokens import create_access_token, decode_access_token, hash_refresh_token, new_refresh_token
-from backend.services.users import ensure_active, get_user, get_user_by_email
+from backend.services.users import ensure_active, get_user, get_user_by_email, upsert_external_user
 
 if TYPE_CHECKING:
     from backend.events import EventLog
@@ -76,6 +77,13 @@ async def authenticate(session: AsyncSession, email: str, password: str, rounds:
         raise InvalidCredentials()
     ensure_active(user, event="login_failed")
     return user
+
+
+async def resolve_external_token(session: AsyncSession, verifier: ExternalVerifier, token: str) -> Principal:
+    """A Better-Auth token: verified by `verifier`, its user created on first sight (just in time)."""
+    identity = await verifier.verify(token)
+    user = await upsert_external_user(session, identity.user_id, identity.email, identity.full_name)
+    return Principal(user=user, session_id=None)
 
 
 async def resolve_access_token(session: AsyncSession, token: str, *, secret: str, leeway: int) -> Principal:

@@ -9,15 +9,9 @@ import time
 import pytest
 from starlette.concurrency import run_in_threadpool
 
+from backend.models.passwords import common_passwords, validate_password_rules
 from backend.security import passwords
-from backend.security.passwords import (
-    common_passwords,
-    dummy_hash,
-    hash_password,
-    validate_password_rules,
-    verify_dummy,
-    verify_password,
-)
+from backend.security.passwords import dummy_hash, hash_password, verify_dummy, verify_password
 
 
 def test_common_list_is_real_and_large():
