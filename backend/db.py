@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -104,7 +105,7 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 # committed once, by the session dependency, after the route returns and before the response is
 # sent (deps.get_session); work outside a request (sync runs, start-up) uses `unit_of_work`. What
 # must happen only once the work is durable (a live event) is registered with `after_commit`.
-AfterCommit = Callable[[], Awaitable[None]]
+AfterCommit = Callable[[], Awaitable[None] | None]
 
 
 def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
@@ -117,7 +118,9 @@ async def commit(session: AsyncSession) -> None:
     await session.commit()
     callbacks: list[AfterCommit] = session.info.pop("after_commit", [])
     for callback in callbacks:
-        await callback()
+        result = callback()
+        if inspect.isawaitable(result):
+            await result
 
 
 @asynccontextmanager
@@ -128,8 +131,8 @@ async def unit_of_work(factory: async_sessionmaker[AsyncSession]) -> AsyncIterat
         await commit(session)
 
 
-async def insert_unique(session: AsyncSession, row: Any, conflict: Callable[[], Exception]) -> None:
-    """Insert `row` in a savepoint. A unique violation raises `conflict()` and leaves the rest of the
+async def flush_unique(session: AsyncSession, row: Any, conflict: Callable[[], Exception]) -> None:
+    """Write `row` (new or changed) in a savepoint. A unique violation raises `conflict()` and leaves the rest of the
     transaction usable (e.g. to read the row that won); any other integrity error propagates."""
     try:
         async with session.begin_nested():

@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.config import Settings
+from backend.db import commit
 from backend.errors import Forbidden, NotAuthenticated, Unauthorized
 from backend.logging_setup import security_event
 from backend.middleware import client_ip
@@ -28,12 +29,18 @@ async def get_settings(request: Request) -> Settings:
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request's unit of work: what the services flushed is committed once, after the route
+    returns and before the response is sent (so a failed commit is an error response, never a
+    success that did not happen); if the route raises, everything is rolled back."""
     async with request.app.state.sessionmaker() as session:
         yield session
+        await commit(session)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": the session ends when the route function does, before the response is sent
+# (and before a streamed body starts, so no connection is held by an event stream).
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 bearer_scheme = HTTPBearer(auto_error=False, description="An access token from /api/auth/login or Better-Auth")
 

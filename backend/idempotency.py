@@ -30,7 +30,7 @@ from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.db import end_read
+from backend.db import commit, end_read, unit_of_work
 from backend.deps import CurrentUser, SessionDep
 from backend.errors import Conflict, IdempotencyKeyReused
 from backend.models.idempotency import IdempotencyKey, KeyStatus
@@ -46,6 +46,7 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 KEPT_HEADERS = ("etag", "location")
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+T = TypeVar("T")
 
 
 IdempotencyKeyHeader = Annotated[
@@ -96,6 +97,15 @@ def render(request: Request, result: Any, sub_response: Response) -> Response:
     return JSONResponse(content, status_code=status, headers=headers)
 
 
+def _outcome(response: Response) -> dict[str, Any]:
+    headers = {k: v for k, v in response.headers.items() if k.lower() in KEPT_HEADERS}
+    return {
+        "status": response.status_code,
+        "body": bytes(response.body).decode("utf-8"),
+        "headers": json.dumps(headers),
+    }
+
+
 def replay(row: IdempotencyKey) -> Response:
     headers = json.loads(row.response_headers or "{}")
     headers[REPLAYED_HEADER] = "true"
@@ -130,57 +140,45 @@ class Idempotency:
             return replayed
         try:
             response = render(self.request, await call(), sub_response)
+            # The work and the record of its outcome are one transaction: both are kept, or neither.
+            await key_service.complete(self.session, self.user_id, self.key, **_outcome(response))
+            await commit(self.session)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._release(self.key)
             raise
-        with anyio.CancelScope(shield=True):
-            await self._store(self.key, response)
         return response
+
+    async def _own(self, operation: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """One key operation in a transaction of its own, committed at once: other requests must see it."""
+        async with unit_of_work(self._sessions) as session:
+            return await operation(session, self.user_id, *args)
 
     async def _claim(self, key: str, digest: str) -> Response | None:
         deadline = time.monotonic() + self.request.app.state.settings.IDEMPOTENCY_WAIT_SECONDS
-        async with self._sessions() as session:
-            row = await key_service.claim(session, self.user_id, key, digest)
-            while row is not None:
-                if row.request_hash != digest:
-                    raise IdempotencyKeyReused(field="Idempotency-Key")
-                if row.status == KeyStatus.DONE:
-                    return replay(row)
-                if await key_service.take_over(session, self.user_id, key, digest):
-                    return None
-                if time.monotonic() >= deadline:
-                    raise Conflict(
-                        "A request with this Idempotency-Key is still being processed; retry shortly",
-                        headers={"Retry-After": "1"},
-                    )
-                await asyncio.sleep(POLL_SECONDS)
-                row = await key_service.find(session, self.user_id, key)
-                if row is None:  # the first request failed and let go of the key: ours now, if we win it
-                    row = await key_service.claim(session, self.user_id, key, digest)
-        return None
-
-    async def _store(self, key: str, response: Response) -> None:
-        """Remember the outcome. If that fails the work is still done: answer it, and let the key go stale."""
-        headers = {k: v for k, v in response.headers.items() if k.lower() in KEPT_HEADERS}
-        body = bytes(response.body).decode("utf-8")
-        try:
-            await end_read(self.session)
-            async with self._sessions() as session:
-                await key_service.complete(
-                    session, self.user_id, key, status=response.status_code, body=body, headers=json.dumps(headers)
+        row = await self._own(key_service.claim, key, digest)
+        while row is not None:
+            if row.request_hash != digest:
+                raise IdempotencyKeyReused(field="Idempotency-Key")
+            if row.status == KeyStatus.DONE:
+                return replay(row)
+            if await self._own(key_service.take_over, key, digest):
+                return None
+            if time.monotonic() >= deadline:
+                raise Conflict(
+                    "A request with this Idempotency-Key is still being processed; retry shortly",
+                    headers={"Retry-After": "1"},
                 )
-        except Exception as exc:
-            log.warning(
-                "could not store an idempotent outcome",
-                extra={"event": "idempotency_store_failed", "error_type": type(exc).__name__},
-            )
+            await asyncio.sleep(POLL_SECONDS)
+            row = await self._own(key_service.find, key)
+            if row is None:  # the first request failed and let go of the key: ours now, if we win it
+                row = await self._own(key_service.claim, key, digest)
+        return None
 
     async def _release(self, key: str) -> None:
         try:
             await self.session.rollback()  # the failed work's transaction (SQLite: its write lock) ends first
-            async with self._sessions() as session:
-                await key_service.release(session, self.user_id, key)
+            await self._own(key_service.release, key)
         except Exception as exc:  # the original failure matters more; the key expires anyway
             log.warning(
                 "could not release an idempotency key",
@@ -193,7 +191,7 @@ class Idempotency:
         if time.monotonic() < getattr(state, "idempotency_purge_at", 0.0):
             return
         state.idempotency_purge_at = time.monotonic() + PURGE_EVERY_SECONDS
-        async with self._sessions() as session:
+        async with unit_of_work(self._sessions) as session:
             purged = await key_service.purge_expired(session)
         if purged:
             log.info("expired idempotency keys purged", extra={"event": "idempotency_purged", "count": purged})

@@ -13,7 +13,10 @@ from typing import Annotated, Any, ClassVar, Protocol, TypeVar, cast
 
 from fastapi import Depends, Header, Request, Response
 from sqlmodel import SQLModel
+from sqlmodel.ext.asyncio.session import AsyncSession
 
+from backend.db import after_commit
+from backend.deps import SessionDep
 from backend.envelope import ok
 from backend.errors import PreconditionFailed
 from backend.events import publish
@@ -90,6 +93,7 @@ async def check_if_match(if_match: str | None, raw_id: str, load: Callable[[int]
 class ResourceContext:
     request: Request
     response: Response
+    session: AsyncSession | None = None  # a write's: its events wait for the commit
 
     @property
     def owner_id(self) -> str:
@@ -105,20 +109,25 @@ class ResourceContext:
         return ok(row)
 
     async def changed(self, row: V, event_type: str, *, tag: bool = True) -> V:
-        """After a write: the row's new ETag on the response, and `event_type` to the owner's live streams."""
+        """After a write: the row's new ETag on the response; `event_type` to the owner's live streams
+        once the request's work is committed (an event never announces a write that did not happen)."""
         if tag:
             self.response.headers["ETag"] = etag_of(cast(Versioned, row))
         shape = PUBLIC_SHAPES[event_type.split(".", 1)[0]]
-        data = shape.model_validate(row).model_dump(mode="json")
-        await publish(self.request.app.state, self.owner_id, event_type, data)
+        self._publish(event_type, shape.model_validate(row).model_dump(mode="json"))
         return row
 
     async def removed(self, event_type: str, resource_id: int) -> None:
-        await publish(self.request.app.state, self.owner_id, event_type, {"id": resource_id})
+        self._publish(event_type, {"id": resource_id})
+
+    def _publish(self, event_type: str, data: dict[str, Any]) -> None:
+        assert self.session is not None, "a write route's context has the request's session"
+        state, owner_id = self.request.app.state, self.owner_id
+        after_commit(self.session, lambda: publish(state, owner_id, event_type, data))
 
 
-async def _writer(request: Request, response: Response) -> ResourceContext:
-    return ResourceContext(request, response)
+async def _writer(request: Request, response: Response, session: SessionDep) -> ResourceContext:
+    return ResourceContext(request, response, session)
 
 
 async def _reader(request: Request, response: Response, if_none_match: IfNoneMatch = None) -> ResourceContext:

@@ -8,9 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.deps import BearerCredentials, OwnerDep, SettingsDep, ensure_owner, get_principal, get_session
+from backend.deps import BearerCredentials, OwnerDep, SessionDep, SettingsDep, ensure_owner, get_principal
 from backend.envelope import Envelope, ok
 from backend.errors import responses
 from backend.events import TICKET_SECONDS, EventBus
@@ -60,7 +59,7 @@ async def stream_request(
     request: Request,
     user_id: Annotated[str, Path(pattern=USER_ID_PATTERN, description="Your own user id")],
     # Function scope: the session is closed before the stream starts, so no connection is held while it runs.
-    session: Annotated[AsyncSession, Depends(get_session, scope="function")],
+    session: SessionDep,
     settings: SettingsDep,
     credentials: BearerCredentials,
     ticket: Annotated[str | None, Query(max_length=128, description="From POST .../events/ticket")] = None,

@@ -1,9 +1,11 @@
 """Sync-run routes: `/api/{user_id}/projects/{project_id}/sync`."""
 
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
+from backend.db import after_commit
 from backend.deps import OwnerDep, SessionDep
 from backend.envelope import Envelope, ListEnvelope, ok, page
 from backend.errors import responses
@@ -53,7 +55,7 @@ async def start_sync(
     if not created:
         response.status_code = 200
         return ok(body, "A sync run of this project is already in progress")
-    runner.submit(body.run_id)
+    after_commit(session, partial(runner.submit, body.run_id))  # the runner must find the run committed
     return ok(body, "Sync run queued")
 
 

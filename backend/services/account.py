@@ -39,5 +39,4 @@ async def confirm_erasure(
 async def erase_account(session: AsyncSession, user_id: str) -> None:
     """One DELETE: foreign keys cascade to sessions (and so refresh tokens), tasks, projects, idempotency keys."""
     await session.exec(delete(User).where(col(User.id) == user_id))
-    await session.commit()
     security_event("account_erased", level=logging.WARNING, user_id=user_id)

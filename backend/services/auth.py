@@ -8,12 +8,11 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.db import end_read, is_unique_violation
-from backend.errors import AccountDisabled, EmailTaken, InvalidCredentials, InvalidToken, RefreshTokenReused
+from backend.db import commit, end_read, flush_unique
+from backend.errors import EmailTaken, InvalidCredentials, InvalidToken, RefreshTokenReused
 from backend.logging_setup import mask_email, security_event
 from backend.models.common import utcnow
 from backend.models.session import AuthSession, RefreshToken, TokenPair
@@ -52,14 +51,8 @@ async def register_user(session: AsyncSession, payload: UserCreate, rounds: int)
     await end_read(session)
     hashed = await hash_password(payload.password, rounds)
     user = User.model_validate(payload, update={"hashed_password": hashed, "auth_provider": "local"})
-    session.add(user)
-    try:
-        await session.commit()
-    except IntegrityError as exc:  # two registrations raced past the check above
-        await session.rollback()
-        if is_unique_violation(exc):
-            raise EmailTaken(field="email") from None
-        raise
+    # Two registrations may race past the check above: the unique index decides.
+    await flush_unique(session, user, lambda: EmailTaken(field="email"))
     security_event("register", level=logging.INFO, user_id=user.id)
     return user
 
@@ -128,7 +121,7 @@ async def start_session(session: AsyncSession, user: User, cfg: TokenSettings, c
     refresh, refresh_hash = new_refresh_token()
     session.add(auth_session)
     session.add(RefreshToken(token_hash=refresh_hash, session_id=auth_session.id))
-    await session.commit()
+    await session.flush()
     security_event("login_succeeded", level=logging.INFO, user_id=user.id, session_id=auth_session.id)
     return _pair(user.id, auth_session.id, refresh, cfg)
 
@@ -166,18 +159,16 @@ async def rotate_refresh_token(session: AsyncSession, token: str, cfg: TokenSett
     )
     if already_used or claimed.rowcount != 1:
         await _revoke(session, auth_session.id, "refresh_reuse")
-        await session.commit()
+        # The one refusal that must leave a trace: the revocation is committed before the error
+        # (which would otherwise roll the unit of work back).
+        await commit(session)
         security_event("refresh_token_reused", user_id=user.id, session_id=auth_session.id)
         raise RefreshTokenReused()
-    try:
-        ensure_active(user)
-    except AccountDisabled:
-        await session.rollback()  # the token stays unused
-        raise
+    ensure_active(user)  # refused: the unit of work rolls back, the token stays unused
     refresh, refresh_hash = new_refresh_token()
     session.add(RefreshToken(token_hash=refresh_hash, session_id=auth_session.id))
     await session.exec(update(AuthSession).where(col(AuthSession.id) == auth_session.id).values(rotated_at=now))
-    await session.commit()
+    await session.flush()
     return _pair(user.id, auth_session.id, refresh, cfg)
 
 
@@ -194,5 +185,4 @@ async def logout(session: AsyncSession, user_id: str, session_id: str | None) ->
     if session_id is None:
         return
     await _revoke(session, session_id, "logout")
-    await session.commit()
     security_event("logout", level=logging.INFO, user_id=user_id, session_id=session_id)

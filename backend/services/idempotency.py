@@ -1,16 +1,16 @@
-"""Idempotency keys in the database, so a key holds across instances. Each function ends its own transaction."""
+"""Idempotency keys in the database, so a key holds across instances. The claims run in transactions of their
+own (backend/idempotency.py commits each at once); `complete` joins the transaction of the work it records."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 from sqlalchemy import and_
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col, delete, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.db import is_unique_violation
+from backend.db import flush_unique
 from backend.errors import Conflict
 from backend.models.common import utcnow
 from backend.models.idempotency import IdempotencyKey, KeyStatus
@@ -27,9 +27,7 @@ def _this(user_id: str, key: str) -> ColumnElement[bool]:
 async def find(session: AsyncSession, user_id: str, key: str) -> IdempotencyKey | None:
     # populate_existing: a poller's session must see the row's new state, not its identity-map copy.
     query = select(IdempotencyKey).where(_this(user_id, key)).execution_options(populate_existing=True)
-    row = (await session.exec(query)).first()
-    await session.commit()  # end the read: SQLite holds its write lock until then
-    return row
+    return (await session.exec(query)).first()
 
 
 async def claim(session: AsyncSession, user_id: str, key: str, request_hash: str) -> IdempotencyKey | None:
@@ -39,19 +37,20 @@ async def claim(session: AsyncSession, user_id: str, key: str, request_hash: str
         # An expired key is free again; removing it here keeps the unique constraint the only arbiter.
         await session.exec(delete(IdempotencyKey).where(_this(user_id, key), col(IdempotencyKey.expires_at) <= now))
         fields = {"user_id": user_id, "key": key, "request_hash": request_hash, "created_at": now}
-        session.add(IdempotencyKey.model_validate(fields, update={"expires_at": now + TTL}))
+        row = IdempotencyKey.model_validate(fields, update={"expires_at": now + TTL})
         try:
-            await session.commit()
+            await flush_unique(session, row, _contended)
             return None
-        except IntegrityError as exc:
-            await session.rollback()
-            if not is_unique_violation(exc):
-                raise
-        existing = await find(session, user_id, key)
-        if existing is not None:
-            return existing
+        except Conflict:
+            existing = await find(session, user_id, key)
+            if existing is not None:
+                return existing
         # Released between our insert and our read: try again.
-    raise Conflict("This Idempotency-Key is contended; retry shortly", headers={"Retry-After": "1"})
+    raise _contended()
+
+
+def _contended() -> Conflict:
+    return Conflict("This Idempotency-Key is contended; retry shortly", headers={"Retry-After": "1"})
 
 
 async def take_over(session: AsyncSession, user_id: str, key: str, request_hash: str) -> bool:
@@ -67,7 +66,6 @@ async def take_over(session: AsyncSession, user_id: str, key: str, request_hash:
         )
         .values(created_at=now, expires_at=now + TTL)
     )
-    await session.commit()
     return bool(result.rowcount == 1)
 
 
@@ -77,7 +75,6 @@ async def complete(session: AsyncSession, user_id: str, key: str, *, status: int
         .where(_this(user_id, key))
         .values(status=KeyStatus.DONE, response_status=status, response_body=body, response_headers=headers)
     )
-    await session.commit()
 
 
 async def release(session: AsyncSession, user_id: str, key: str) -> None:
@@ -85,10 +82,8 @@ async def release(session: AsyncSession, user_id: str, key: str) -> None:
     await session.exec(
         delete(IdempotencyKey).where(_this(user_id, key), col(IdempotencyKey.status) == KeyStatus.IN_PROGRESS)
     )
-    await session.commit()
 
 
 async def purge_expired(session: AsyncSession) -> int:
     result = await session.exec(delete(IdempotencyKey).where(col(IdempotencyKey.expires_at) <= utcnow()))
-    await session.commit()
     return int(result.rowcount)

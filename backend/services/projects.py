@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from sqlalchemy import func
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.db import is_unique_violation, lock_user_row
+from backend.db import flush_unique, lock_user_row
 from backend.errors import NotFound, PinLimitReached, ProjectAlreadyPinned, ValidationFailed
 from backend.models.common import utcnow
 from backend.models.project import MAX_ACTIVE_PINS, Project, ProjectCreate, ProjectUpdate
@@ -87,14 +86,7 @@ async def pin_project(session: AsyncSession, owner_id: str, payload: ProjectCrea
         project = existing
     else:
         project = Project.model_validate(fields, update={"user_id": owner_id, "pinned_at": now, "last_updated": now})
-    session.add(project)
-    try:
-        await session.commit()
-    except IntegrityError as exc:
-        await session.rollback()
-        if is_unique_violation(exc):
-            raise _already_pinned() from None
-        raise
+    await flush_unique(session, project, _already_pinned)
     return project
 
 
@@ -104,7 +96,7 @@ async def update_project(session: AsyncSession, owner_id: str, project_id: int, 
         setattr(project, name, value)
     project.last_updated = utcnow()
     session.add(project)
-    await session.commit()
+    await session.flush()
     return project
 
 
@@ -114,7 +106,7 @@ async def unpin_project(session: AsyncSession, owner_id: str, project_id: int) -
     project.is_active = False
     project.last_updated = utcnow()
     session.add(project)
-    await session.commit()
+    await session.flush()
 
 
 async def reorder_projects(session: AsyncSession, owner_id: str, project_ids: list[int]) -> list[Project]:
@@ -130,5 +122,5 @@ async def reorder_projects(session: AsyncSession, owner_id: str, project_ids: li
         if project.position != position:
             project.position, project.last_updated = position, now
             session.add(project)
-    await session.commit()
+    await session.flush()
     return [by_id[project_id] for project_id in project_ids]

@@ -10,12 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import CursorResult, func, update
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
-from backend.db import is_unique_violation
+from backend.db import flush_unique
 from backend.errors import Conflict, NotFound
 from backend.models.common import iso_z, utcnow
 from backend.models.project import Project
@@ -47,17 +46,13 @@ async def start_sync(
         {"project_id": project_id, "stages": [stage_record(name) for name in stage_names]},
         update={"user_id": owner_id, "status": SyncStatus.QUEUED},
     )
-    session.add(run)
     try:
-        await session.commit()
-    except IntegrityError as exc:
+        await flush_unique(session, run, lambda: Conflict("A sync run for this project just finished; try again"))
+    except Conflict:
         # Another request queued one between our read and our insert (the partial unique index said no).
-        await session.rollback()
-        if not is_unique_violation(exc):
-            raise
         existing = await _active_run(session, project_id)
         if existing is None:
-            raise Conflict("A sync run for this project just finished; try again") from None
+            raise
         return existing, False
     return run, True
 
@@ -99,7 +94,7 @@ async def begin_run(session: AsyncSession, run_id: int) -> tuple[SyncRun, Projec
         return None
     run.status, run.started_at = SyncStatus.RUNNING, utcnow()
     session.add(run)
-    await session.commit()
+    await session.flush()
     return run, project
 
 
@@ -111,9 +106,7 @@ async def _update_running(session: AsyncSession, run_id: int, values: dict[str, 
 
 async def record_progress(session: AsyncSession, run_id: int, **values: Any) -> bool:
     """Persist the current stage, progress, stage records and results. False: the run is no longer ours."""
-    updated = await _update_running(session, run_id, values)
-    await session.commit()
-    return updated
+    return await _update_running(session, run_id, values)
 
 
 async def fail_run(session: AsyncSession, run_id: int, stage: str | None, message: str, **values: Any) -> bool:
@@ -128,15 +121,13 @@ async def complete_run(
     now = utcnow()
     values |= {"status": SyncStatus.SUCCEEDED, "progress": 100, "current_stage": None, "finished_at": now}
     if not await _update_running(session, run_id, values):
-        await session.rollback()
-        return False
+        return False  # nothing was written
     await session.exec(
         update(Project)
         .where(col(Project.id) == project_id)
         # The row version moves too, so ETags held by clients stop matching.
         .values(repo_metadata=repo_metadata, last_synced_at=now, last_updated=now, version=col(Project.version) + 1)
     )
-    await session.commit()
     return True
 
 
@@ -159,7 +150,7 @@ async def stop_run(session: AsyncSession, run_id: int, reason: str) -> bool:
     if run is None or run.status not in ACTIVE_STATUSES:
         return False
     _mark_interrupted(run, reason)
-    await session.commit()
+    await session.flush()
     return True
 
 
@@ -175,5 +166,5 @@ async def recover_interrupted(session: AsyncSession, reason: str) -> list[int]:
     for run in runs:
         _mark_interrupted(run, reason)
         session.add(run)
-    await session.commit()
+    await session.flush()
     return [run.id for run in runs if run.id is not None]

@@ -148,7 +148,7 @@ async def create_task(session: AsyncSession, owner_id: str, payload: TaskCreate)
     data.update(_completion(None, payload.status, payload.completed) or {"status": TaskStatus.PENDING})
     task = Task.model_validate(data, update={"user_id": owner_id})
     session.add(task)
-    await session.commit()
+    await session.flush()
     return task
 
 
@@ -171,7 +171,7 @@ async def _apply(session: AsyncSession, task: Task, changes: dict[str, Any]) -> 
         setattr(task, name, value)
     task.updated_at = utcnow()
     session.add(task)
-    await session.commit()
+    await session.flush()
     return task
 
 
@@ -179,4 +179,3 @@ async def delete_task(session: AsyncSession, owner_id: str, task_id: int) -> Non
     result = await session.exec(delete(Task).where(col(Task.id) == task_id, col(Task.user_id) == owner_id))
     if result.rowcount == 0:
         raise NotFound("Task not found")
-    await session.commit()

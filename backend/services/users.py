@@ -6,11 +6,10 @@ import logging
 from typing import Any
 
 from sqlalchemy import func
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.db import is_unique_violation
+from backend.db import flush_unique
 from backend.errors import AccountDisabled, Conflict
 from backend.logging_setup import security_event
 from backend.models.common import utcnow
@@ -61,17 +60,13 @@ async def _create_external_user(session: AsyncSession, user_id: str, email: str,
     user = User.model_validate(
         {"id": user_id, "email": email, "full_name": full_name, "auth_provider": BETTER_AUTH_PROVIDER}
     )
-    session.add(user)
     try:
-        await session.commit()
-    except IntegrityError as exc:
-        await session.rollback()
-        if not is_unique_violation(exc):
-            raise
+        await flush_unique(session, user, lambda: Conflict(EMAIL_IN_USE, field="email"))
+    except Conflict:
         # Either a concurrent first request created this user (fine: use it) or the email was taken meanwhile.
         existing = await session.get(User, user_id)
         if existing is None:
-            raise Conflict(EMAIL_IN_USE, field="email") from None
+            raise
         return existing
     security_event("external_user_created", level=logging.INFO, user_id=user_id, provider=BETTER_AUTH_PROVIDER)
     return user
@@ -92,12 +87,5 @@ async def _sync_external_user(session: AsyncSession, user: User, email: str, ful
         if owner is not None and owner.id != user.id:
             raise Conflict(EMAIL_IN_USE, field="email")
     user.sqlmodel_update({**changes, "updated_at": utcnow()})
-    session.add(user)
-    try:
-        await session.commit()
-    except IntegrityError as exc:
-        await session.rollback()
-        if is_unique_violation(exc):
-            raise Conflict(EMAIL_IN_USE, field="email") from None
-        raise
+    await flush_unique(session, user, lambda: Conflict(EMAIL_IN_USE, field="email"))
     return user

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.config import ConfigError, Settings
+from backend.db import unit_of_work
 from backend.logging_setup import describe_exception
 from backend.models.common import iso_z, utcnow
 from backend.models.sync_run import StageStatus
@@ -140,7 +141,7 @@ class SyncRunner:
     async def recover(self) -> None:
         """At start-up: runs a stopped process left queued or running can never finish, so they fail."""
         try:
-            async with self.sessions() as session:
+            async with unit_of_work(self.sessions) as session:
                 run_ids = await sync_service.recover_interrupted(session, RESTARTED)
         except Exception as exc:  # the database is down (or not migrated): start anyway, as for Redis
             _log_error("could not recover interrupted sync runs", "sync_recovery_failed", exc)
@@ -174,17 +175,17 @@ class SyncRunner:
 
     async def _stop(self, run_id: int, reason: str) -> None:
         try:
-            async with self.sessions() as session:
+            async with unit_of_work(self.sessions) as session:
                 await sync_service.stop_run(session, run_id, reason)
         except Exception as exc:  # the database is gone too: start-up recovery will fail the run
             _log_error("could not record a stopped sync run", "sync_run_error", exc, run_id=run_id)
 
     async def _save(self, run_id: int, **values: Any) -> bool:
-        async with self.sessions() as session:
+        async with unit_of_work(self.sessions) as session:
             return await sync_service.record_progress(session, run_id, **values)
 
     async def _execute(self, run_id: int) -> None:
-        async with self.sessions() as session:
+        async with unit_of_work(self.sessions) as session:
             begun = await sync_service.begin_run(session, run_id)
         if begun is None:
             return
@@ -213,7 +214,7 @@ class SyncRunner:
                 if message is not None:
                     records[index] |= {"status": StageStatus.FAILED, "error": message}
                     records[index + 1 :] = [record | {"status": StageStatus.SKIPPED} for record in records[index + 1 :]]
-                    async with self.sessions() as session:
+                    async with unit_of_work(self.sessions) as session:
                         await sync_service.fail_run(
                             session, run_id, stage.name, message, stages=records, results=context.results
                         )
@@ -230,7 +231,7 @@ class SyncRunner:
                 progress = progress_after(index + 1, total)
                 if not await self._save(run_id, progress=progress, stages=records, results=context.results):
                     return
-        async with self.sessions() as session:
+        async with unit_of_work(self.sessions) as session:
             done = await sync_service.complete_run(
                 session, run_id, snapshot.id, merged_metadata(context.results), stages=records, results=context.results
             )

@@ -15,7 +15,10 @@ from backend.main import create_app
 from tests.conftest import REDIS_URL, UserCtx, assert_error, make_settings, make_user
 from tests.support import delete_keys, free_port, unique_prefix
 
-FAST = {"EVENTS_HEARTBEAT_SECONDS": 0.2}
+# The suite's default stream lifetime (0.3 s) is for sweeps that read every stream to its end; a test
+# that does work while its stream is open gets a lifetime a loaded 2-core machine cannot outlast.
+LONG = {"EVENTS_STREAM_MAX_SECONDS": 60.0}
+FAST = {"EVENTS_HEARTBEAT_SECONDS": 0.2, **LONG}
 
 
 @asynccontextmanager
@@ -96,6 +99,7 @@ async def event_clients(http: httpx.AsyncClient) -> float:
 
 
 class TestInProcess:
+    @pytest.mark.parametrize("settings_overrides", [LONG])
     async def test_another_clients_writes_arrive_in_order(self, app):
         async with serve(app) as http:
             user, other = await make_user(http), await make_user(http)

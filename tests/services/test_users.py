@@ -10,6 +10,7 @@ import pytest
 from fastapi import FastAPI
 from sqlmodel import select
 
+from backend.db import unit_of_work
 from backend.errors import Conflict
 from backend.models.user import User
 from backend.services.users import upsert_external_user
@@ -21,7 +22,7 @@ def new_sub() -> str:
 
 
 async def upsert(app: FastAPI, sub: str, email: str, name: str | None = "Ada Lovelace") -> User:
-    async with app.state.sessionmaker() as session:
+    async with unit_of_work(app.state.sessionmaker) as session:
         return await upsert_external_user(session, sub, email, name)
 
 
