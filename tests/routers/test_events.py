@@ -15,6 +15,8 @@ from backend.main import create_app
 from tests.conftest import REDIS_URL, UserCtx, assert_error, make_settings, make_user
 from tests.support import delete_keys, free_port, unique_prefix
 
+pytestmark = pytest.mark.committing  # live servers, a second app on the same database, background sync runs
+
 FAST = {"EVENTS_HEARTBEAT_SECONDS": 0.2}
 
 
