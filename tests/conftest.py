@@ -1,9 +1,20 @@
 """Shared fixtures: every API test runs on SQLite and on the machine's real PostgreSQL.
 
 One PostgreSQL database and one Redis key prefix per test run, created here and removed at
-the end. Tests leave the schema in place and empty every table afterwards, so concurrency
-tests can commit for real. Set TEST_BACKENDS=sqlite to run without PostgreSQL on purpose;
-otherwise an unreachable PostgreSQL or Redis is an error, never a silent skip.
+the end. The schema stays in place for the whole run.
+
+Isolation. By default a test's app runs every session on one connection inside an outer
+transaction that is rolled back at the end of the test: a service's `commit()` only releases a
+savepoint, so nothing a test writes outlives it and there is nothing to clean up. A test that
+needs real commits (concurrent requests on one app, two apps or processes on one database, sync
+runs executing in the background, migrations) is marked `@pytest.mark.committing` (or its
+module sets `pytestmark`): its app commits for real and every table is emptied afterwards.
+A rolled-back test failing with a savepoint error ("no such savepoint", "IllegalStateChangeError",
+"another operation is in progress") uses the database concurrently: mark it committing.
+In a rolled-back test a started sync run is queued but never executed (see `rolled_back`).
+
+Set TEST_BACKENDS=sqlite to run without PostgreSQL on purpose; otherwise an unreachable
+PostgreSQL or Redis is an error, never a silent skip.
 """
 
 from __future__ import annotations
@@ -12,7 +23,7 @@ import os
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +32,18 @@ import psycopg
 import pytest
 from fastapi import APIRouter, FastAPI
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.config import Settings, load_settings
+from backend.db import create_engine
 from backend.deps import OwnerDep
 from backend.main import create_app
 from backend.migrations.runner import upgrade
 from backend.models.common import metadata
+from tests.factories import PASSWORD as PASSWORD
+from tests.factories import UserCtx as UserCtx
+from tests.factories import make_user
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -34,7 +51,14 @@ BACKENDS = [b.strip() for b in os.environ.get("TEST_BACKENDS", "sqlite,postgresq
 RUN_ID = uuid.uuid4().hex[:10]
 # PostgreSQL-only modules (the outage test runs a server of its own): part of the PostgreSQL opt-out.
 collect_ignore = [] if "postgresql" in BACKENDS else ["test_outage.py", "test_faults.py", "test_races.py"]
-PASSWORD = "Sturdy-Lantern-42"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "committing: the test's app commits for real (tables emptied afterwards) instead of running in a "
+        "transaction rolled back at its end; for concurrency, several apps or processes, background sync runs",
+    )
 
 
 def _pg_conninfo(url: str, dbname: str | None = None) -> str:
@@ -114,14 +138,114 @@ async def empty_tables(app: FastAPI) -> None:
             await conn.execute(text(f'DELETE FROM "{table.name}"'))
 
 
+def bound_sessions(conn: AsyncConnection) -> async_sessionmaker[AsyncSession]:
+    """Sessions joining `conn`'s transaction: their commit releases a savepoint, their rollback returns to it.
+
+    SQLAlchemy's "Joining a Session into an External Transaction" recipe; the options are backend.db's.
+    """
+    return async_sessionmaker(
+        bind=conn,
+        class_=AsyncSession,
+        expire_on_commit=False,
+        autoflush=False,
+        join_transaction_mode="create_savepoint",
+    )
+
+
+class ConnectionEngine:
+    """Stands in for `app.state.engine` in a rolled-back test: `connect()`/`begin()` hand out the test's connection.
+
+    A connection of the real pool would not see the test's rows (PostgreSQL) or would wait for its
+    write lock (SQLite, `BEGIN IMMEDIATE`). `connect()` rolls back to a savepoint at its end, `begin()`
+    releases it; anything else (the dialect, the pool) is the real engine's.
+    """
+
+    def __init__(self, engine: AsyncEngine, conn: AsyncConnection) -> None:
+        self._engine = engine
+        self._conn = conn
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        savepoint = await self._conn.begin_nested()
+        try:
+            yield self._conn
+        finally:
+            if savepoint.is_active:
+                await savepoint.rollback()
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        async with self._conn.begin_nested():
+            yield self._conn
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+
+@asynccontextmanager
+async def rolled_back(app: FastAPI) -> AsyncIterator[AsyncConnection]:
+    """Run `app`'s database work in one transaction, rolled back at the end.
+
+    Everything that opens sessions at request time reads `app.state.sessionmaker` (the request's
+    session, idempotency's key sessions, event tickets); the sync runner captured the sessionmaker
+    at create_app time, so it is rebound too. Its runs are not executed: a background task would
+    use the connection concurrently with the test's next request (mark such tests committing).
+    """
+    state = app.state
+    engine: AsyncEngine = state.engine
+    runner = state.sync_runner
+    originals = (state.sessionmaker, runner.sessions, runner.submit)
+    conn = await engine.connect()
+    await conn.begin()  # SQLite: BEGIN IMMEDIATE (backend.db), so the test holds the write lock throughout
+    state.sessionmaker = runner.sessions = bound_sessions(conn)
+    state.engine = ConnectionEngine(engine, conn)
+    state.unexecuted_sync_runs = []
+    runner.submit = state.unexecuted_sync_runs.append
+    try:
+        yield conn
+    finally:
+        state.sessionmaker, runner.sessions, runner.submit = originals
+        state.engine = engine
+        try:
+            await conn.rollback()
+        finally:
+            await conn.close()
+
+
 @pytest.fixture
-async def app(database_url: str, data_dir: Path, settings_overrides: dict[str, Any]) -> AsyncIterator[FastAPI]:
+async def app(
+    request: pytest.FixtureRequest, database_url: str, data_dir: Path, settings_overrides: dict[str, Any]
+) -> AsyncIterator[FastAPI]:
+    """The app on this backend: in a transaction rolled back at the end, or committing (see the module docstring)."""
     application = create_app(make_settings(database_url, data_dir, **settings_overrides))
     async with application.router.lifespan_context(application):
-        try:
-            yield application
-        finally:
-            await empty_tables(application)
+        if request.node.get_closest_marker("committing"):
+            try:
+                yield application
+            finally:
+                await empty_tables(application)
+        else:
+            async with rolled_back(application):
+                yield application
+
+
+@pytest.fixture
+async def db_session(database_url: str) -> AsyncIterator[AsyncSession]:
+    """A session for calling services directly, in a transaction rolled back at the end of the test.
+
+    The session's own commits release savepoints (as the app's sessions do in a rolled-back test).
+    """
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            await conn.begin()
+            try:
+                async with bound_sessions(conn)() as session:
+                    yield session
+            finally:
+                await conn.rollback()
+    finally:
+        await engine.dispose()
 
 
 @pytest.fixture
@@ -129,31 +253,6 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield http
-
-
-@dataclass
-class UserCtx:
-    """A registered, logged-in user: what most tests start from."""
-
-    id: str
-    email: str
-    password: str
-    access_token: str
-    refresh_token: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.access_token}"}
-
-
-async def make_user(client: httpx.AsyncClient, email: str | None = None, password: str = PASSWORD) -> UserCtx:
-    email = email or f"user-{uuid.uuid4().hex[:8]}@example.com"
-    registered = await client.post("/api/auth/register", json={"email": email, "password": password})
-    assert registered.status_code == 201, registered.text
-    login = await client.post("/api/auth/login", json={"email": email, "password": password})
-    assert login.status_code == 200, login.text
-    tokens = login.json()["data"]
-    return UserCtx(tokens["user_id"], email, password, tokens["access_token"], tokens["refresh_token"])
 
 
 @pytest.fixture

@@ -28,6 +28,8 @@ from tests.conftest import PASSWORD
 from tests.support import empty_database, free_port, wait_for_lock_waiter, wait_until
 from tests.support import postgresql_only as postgresql_only  # the module's database_url fixture
 
+pytestmark = pytest.mark.committing  # a server process and cancelled requests on the same database
+
 ROOT = Path(__file__).resolve().parents[1]
 ROUNDS = 5
 IN_TRANSACTION = (

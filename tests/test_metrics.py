@@ -31,6 +31,7 @@ async def scrape(client: httpx.AsyncClient, **kwargs) -> dict:
     return samples(response.text)
 
 
+@pytest.mark.committing  # reads the pool gauge: a rolled-back test holds a connection of the pool
 async def test_counts_requests_by_route_template_after_traffic(client, app):
     user = await make_user(client)
     for title in ("one", "two", "three"):

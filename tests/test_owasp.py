@@ -406,6 +406,7 @@ class TestAPI4UnrestrictedResourceConsumption:
         assert mismatch(SECURED[0], refused[0], 429, "RATE_LIMITED") is None
         assert int(refused[0].headers["Retry-After"]) >= 1
 
+    @pytest.mark.committing  # concurrent requests: one connection cannot serve them
     async def test_the_pin_limit_holds_on_every_pin_route(self, client, user):
         await asyncio.gather(
             *(

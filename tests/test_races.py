@@ -18,6 +18,8 @@ import pytest
 from tests.conftest import UserCtx, assert_error, make_user
 from tests.support import postgresql_only as postgresql_only  # the module's database_url fixture
 
+pytestmark = pytest.mark.committing  # races between concurrent requests, read back over connections of their own
+
 ROUNDS = 10
 
 

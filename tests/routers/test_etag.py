@@ -5,18 +5,8 @@ import asyncio
 import pytest
 
 from tests.conftest import assert_error
-
-
-async def make_task(client, user, **fields):
-    response = await client.post(f"/api/{user.id}/tasks", json={"title": "A task", **fields}, headers=user.headers)
-    assert response.status_code == 201, response.text
-    return response
-
-
-async def make_project(client, user, name="octo/repo"):
-    response = await client.post(f"/api/{user.id}/projects", json={"github_repo_name": name}, headers=user.headers)
-    assert response.status_code == 201, response.text
-    return response
+from tests.factories import post_project as make_project
+from tests.factories import post_task as make_task
 
 
 def with_header(user, name, value):
@@ -110,6 +100,7 @@ class TestTaskETag:
         )
         assert_error(refused, 412, "PRECONDITION_FAILED")
 
+    @pytest.mark.committing  # concurrent requests: one connection cannot serve them
     async def test_two_clients_racing_an_update_one_wins_one_gets_412(self, client, user):
         created = await make_task(client, user)
         url = f"/api/{user.id}/tasks/{created.json()['data']['id']}"

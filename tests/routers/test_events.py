@@ -15,6 +15,8 @@ from backend.main import create_app
 from tests.conftest import REDIS_URL, UserCtx, assert_error, make_settings, make_user
 from tests.support import delete_keys, free_port, unique_prefix
 
+pytestmark = pytest.mark.committing  # live servers, a second app on the same database, background sync runs
+
 # The suite's default stream lifetime (0.3 s) is for sweeps that read every stream to its end; a test
 # that does work while its stream is open gets a lifetime a loaded 2-core machine cannot outlast.
 LONG = {"EVENTS_STREAM_MAX_SECONDS": 60.0}

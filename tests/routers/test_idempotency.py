@@ -119,6 +119,7 @@ class TestFailures:
 
 
 class TestConcurrency:
+    @pytest.mark.committing  # concurrent requests: one connection cannot serve them
     async def test_concurrent_requests_with_one_key_execute_once(self, client, user):
         url = f"/api/{user.id}/tasks"
         responses = await asyncio.gather(

@@ -6,14 +6,7 @@ import json
 import pytest
 
 from tests.conftest import UserCtx, assert_error, make_user
-
-
-async def pin(client, user: UserCtx, name: str = "octo/hello", **fields):
-    response = await client.post(
-        f"/api/{user.id}/projects", json={"github_repo_name": name, **fields}, headers=user.headers
-    )
-    assert response.status_code == 201, response.text
-    return response.json()["data"]
+from tests.factories import pin_project as pin
 
 
 async def listing(client, user: UserCtx):
@@ -178,6 +171,7 @@ class TestPinProject:
         tasks = await client.get(f"/api/{user.id}/tasks?project_id={project['id']}", headers=user.headers)
         assert tasks.json()["meta"]["total"] == 1
 
+    @pytest.mark.committing  # concurrent requests: one connection cannot serve them
     async def test_limit_of_50_and_unpin_frees_a_slot(self, client, user):
         pins = await asyncio.gather(*(pin(client, user, f"octo/r{i}") for i in range(50)))
         response = await client.post(
@@ -188,6 +182,7 @@ class TestPinProject:
         await pin(client, user, "octo/r50")
         assert (await listing(client, user))["meta"]["total"] == 50
 
+    @pytest.mark.committing  # concurrent requests: one connection cannot serve them
     async def test_concurrent_pins_never_exceed_the_limit(self, client):
         """45 pinned, 20 concurrent pins from separate connections: exactly 5 win, round after round."""
         rounds = 10
@@ -207,6 +202,7 @@ class TestPinProject:
             assert {r.json()["error"]["code"] for r in responses if r.status_code == 409} == {"PIN_LIMIT_REACHED"}
             assert (await listing(client, user))["meta"]["total"] == 50
 
+    @pytest.mark.committing  # concurrent requests: one connection cannot serve them
     async def test_concurrent_pins_of_one_repo_make_one_row(self, client, user):
         responses = await asyncio.gather(
             *(

@@ -11,6 +11,8 @@ from backend.models.sync_run import SyncRun
 from tests.conftest import assert_error, make_user
 from tests.sync.sync_kit import GitHubStandIn, get_project, get_run, pin, poll, start, sync_once
 
+pytestmark = pytest.mark.committing  # sync runs execute in background tasks beside the requests; a restarted app
+
 STAGES = ["repository", "release", "commit", "summary"]
 TOKEN = "ghp_" + "S3cretT0ken" * 3
 

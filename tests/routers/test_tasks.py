@@ -5,15 +5,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.conftest import UserCtx, assert_error, make_user
-
-
-async def make_task(client, user: UserCtx, **fields):
-    body = {"title": "A task", **fields}
-    response = await client.post(f"/api/{user.id}/tasks", json=body, headers=user.headers)
-    assert response.status_code == 201, response.text
-    return response.json()["data"]
-
+from tests.conftest import assert_error, make_user
+from tests.factories import make_task
 
 # Every owned operation: (method, path template, body). `{uid}` and `{tid}` are filled in per case.
 OPERATIONS = [
@@ -152,6 +145,7 @@ class TestCreateTask:
         assert (task["status"], task["completed"]) == (status, completed)
         assert (task["completed_at"] is not None) == completed
 
+    @pytest.mark.committing  # concurrent requests: one connection cannot serve them
     async def test_concurrent_creates_all_land_with_distinct_ids(self, client, user):
         responses = await asyncio.gather(
             *(client.post(f"/api/{user.id}/tasks", json={"title": f"t{i}"}, headers=user.headers) for i in range(100))
@@ -271,6 +265,7 @@ class TestCompleteTask:
                 "VALIDATION_ERROR",
             )
 
+    @pytest.mark.committing  # concurrent requests: one connection cannot serve them
     async def test_concurrent_completes_and_updates_stay_consistent(self, client, user):
         task = await make_task(client, user)
         url = f"/api/{user.id}/tasks/{task['id']}"

@@ -267,6 +267,7 @@ class TestRejectedTokens:
 
 
 class TestJwksFetching:
+    @pytest.mark.committing  # concurrent requests: one connection cannot serve them
     async def test_concurrent_first_requests_fetch_the_jwks_once(
         self, client: httpx.AsyncClient, jwks: JwksServer, token: TokenFactory
     ) -> None:
@@ -295,6 +296,7 @@ class TestJwksFetching:
             assert response.status_code == 200, response.text
         assert jwks.hits == 2
 
+    @pytest.mark.committing  # concurrent requests: one connection cannot serve them
     async def test_a_flood_of_random_kids_does_not_hammer_the_jwks(
         self, client: httpx.AsyncClient, jwks: JwksServer, issuer: str, token: TokenFactory
     ) -> None:
@@ -502,6 +504,7 @@ class TestJustInTimeUsers:
         assert response.json()["data"]["email"] == "countess@example.com"
         assert len(await users_with_id(app, sub)) == 1
 
+    @pytest.mark.committing  # concurrent requests: one connection cannot serve them
     async def test_concurrent_first_requests_create_one_user(
         self, app: FastAPI, client: httpx.AsyncClient, token: TokenFactory
     ) -> None:

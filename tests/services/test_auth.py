@@ -43,6 +43,7 @@ class TestRegisterUser:
             await register(session, "Ada@Example.com")
         assert caught.value.code == "EMAIL_TAKEN"
 
+    @pytest.mark.committing  # concurrent requests: one connection cannot serve them
     async def test_concurrent_duplicates_make_one_account(self, client):
         """Both requests pass the "is it taken?" read while bcrypt runs; the unique index decides."""
         body = {"email": "race@example.com", "password": PASSWORD}
@@ -129,6 +130,7 @@ class TestSessions:
         assert tokens[hash_refresh_token(pair.refresh_token)].used_at is not None
         assert tokens[hash_refresh_token(new.refresh_token)].used_at is None
 
+    @pytest.mark.committing  # concurrent requests: one connection cannot serve them
     async def test_concurrent_refresh_counts_as_reuse(self, client, user):
         """Two refreshes racing with one token: one wins, the other is reuse and revokes the session."""
         body = {"refresh_token": user.refresh_token}

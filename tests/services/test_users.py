@@ -84,6 +84,7 @@ class TestUpsertExternalUser:
         assert row.auth_provider == "local"
         assert row.hashed_password is not None
 
+    @pytest.mark.committing  # concurrent requests: one connection cannot serve them
     async def test_concurrent_first_sight_creates_one_row(self, app: FastAPI) -> None:
         sub = new_sub()
         users = await asyncio.gather(*(upsert(app, sub, f"{sub}@example.com") for _ in range(10)))

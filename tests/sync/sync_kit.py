@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 from tests.conftest import UserCtx
+from tests.factories import pin_project
 
 GATE_TIMEOUT = 20.0  # a forgotten gate never hangs the suite
 
@@ -222,11 +223,7 @@ def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> t
 FINISHED = ("succeeded", "failed")
 
 
-async def pin(client: httpx.AsyncClient, user: UserCtx, name: str = "octo/hello") -> dict[str, Any]:
-    response = await client.post(f"/api/{user.id}/projects", json={"github_repo_name": name}, headers=user.headers)
-    assert response.status_code == 201, response.text
-    project: dict[str, Any] = response.json()["data"]
-    return project
+pin = pin_project  # the sync tests' name for it
 
 
 async def start(client: httpx.AsyncClient, user: UserCtx, project_id: int, status: int = 202) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from backend.sync.stages import ProjectSnapshot, StageError, SyncContext
 from tests.support import captured_logs, events
 from tests.sync.sync_kit import GitHubStandIn, get_project, pin, poll, start, sync_once
 
+pytestmark = pytest.mark.committing  # sync runs execute in background tasks, beside the test's requests
+
 CUSTOM = "tests.sync.custom_stages"
 DEFAULTS = "backend.sync.github:repository,backend.sync.github:release,backend.sync.github:commit"
 
