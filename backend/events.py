@@ -181,9 +181,7 @@ class EventBus:
 
     async def close(self) -> None:
         if self._listener is not None:
-            self._listener.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._listener
+            await _cancel(self._listener)
         if self._redis is not None:
             await self._redis.aclose()
 
@@ -270,6 +268,19 @@ class EventBus:
                 # End the stream; the browser reconnects with Last-Event-ID and catches up.
                 extra = {"event": "event_stream_failed", "error_type": type(exc).__name__}
                 log.warning("event stream ended", extra=extra)
+
+
+async def _cancel(task: asyncio.Task[None], *, attempts: int = 10, wait: float = 0.5) -> None:
+    """Cancel `task` and wait for its end, cancelling again if the cancellation was swallowed: redis-py's
+    pub/sub read can swallow one, and a shutdown must never wait for ever on Redis."""
+    for _ in range(attempts):
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=wait)
+        if done:
+            with suppress(asyncio.CancelledError):
+                task.result()
+            return
+    log.warning("event doorbell did not stop", extra={"event": "event_doorbell_stuck"})
 
 
 async def publish(state: Any, user_id: str, event_type: str, data: Any) -> None:
