@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -9,6 +10,7 @@ from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -87,6 +89,15 @@ async def task_page(
 def whole_list(items: list[Any]) -> dict[str, Any]:
     """A list envelope holding the complete list (the project routes do not paginate)."""
     return page(items, len(items), len(items), 0)
+
+
+def json_attachment(data: dict[str, Any], filename: str) -> Response:
+    """An export as a JSON file download, saved under `filename`."""
+    return Response(
+        json.dumps(data, default=str, indent=2, ensure_ascii=False),
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
 
 
 def unchanged(param: str, lock: RowLock) -> list[Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Annotated, Any
 
@@ -16,7 +15,7 @@ from backend.errors import responses
 from backend.idempotency import idempotent
 from backend.models.project import ProjectCreate, ProjectOrder, ProjectPublic, ProjectUpdate
 from backend.resource import NOT_MODIFIED, ReadDep, WriteDep
-from backend.routers.common import OWNED, WITH_BODY, ProjectUnchanged, RowIdPath, whole_list
+from backend.routers.common import OWNED, WITH_BODY, ProjectUnchanged, RowIdPath, json_attachment, whole_list
 from backend.services import export as export_service
 from backend.services import projects as project_service
 
@@ -26,13 +25,7 @@ router = APIRouter(prefix="/api/{user_id}/projects", tags=["projects"], dependen
 
 def _export_response(export: dict[str, Any]) -> Response:
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", export["project"]["github_repo_name"])
-    filename = f"taskdeck-project-{export['project']['id']}-{slug}.json"
-    body = json.dumps(export, default=str, indent=2, ensure_ascii=False)
-    return Response(
-        body,
-        media_type="application/json",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
+    return json_attachment(export, f"taskdeck-project-{export['project']['id']}-{slug}.json")
 
 
 @router.get(
