@@ -5,14 +5,14 @@ from __future__ import annotations
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlmodel import col, select
+from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.models.common import metadata as metadata  # re-exported: naming convention set before any table
@@ -141,6 +141,17 @@ async def flush_unique(session: AsyncSession, row: Any, conflict: Callable[[], E
         if not is_unique_violation(exc):
             raise
         raise conflict() from None
+
+
+Row = TypeVar("Row", bound=SQLModel)
+
+
+async def save(session: AsyncSession, row: Row, changes: dict[str, Any]) -> Row:
+    """Set `changes` on `row` (a loaded row) and flush the UPDATE; the request's unit of work commits it."""
+    row.sqlmodel_update(changes)
+    session.add(row)
+    await session.flush()
+    return row
 
 
 async def end_read(session: AsyncSession) -> None:

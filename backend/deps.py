@@ -119,3 +119,6 @@ def ensure_owner(request: Request, user: User, path_user_id: str) -> str:
 
 
 OwnerDep = Annotated[str, Depends(require_owner)]
+# The caller's own id. On a `/api/{user_id}/...` router whose dependencies include `require_owner`,
+# it is the path's user too (routers/tasks.py, projects.py: their routes are also served without it).
+CallerId = Annotated[str, Depends(current_user_id)]

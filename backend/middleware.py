@@ -29,8 +29,8 @@ API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-act
 DOCS_PATHS = ("/docs", "/redoc", "/static/")
 
 
-class RequestContextMiddleware:
-    """Gives every request an id, writes the access log line, renders escaped errors (inside the security headers)."""
+class HttpMiddleware:
+    """Base of the middleware here: lifespan and websocket scopes pass straight through, `handle` serves HTTP."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -39,6 +39,16 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class RequestContextMiddleware(HttpMiddleware):
+    """Gives every request an id, writes the access log line, renders escaped errors (inside the security headers)."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         incoming = _header(scope, b"x-request-id")
         request_id = incoming if incoming and REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
@@ -91,16 +101,10 @@ async def call_rendering_errors(app: ASGIApp, scope: Scope, receive: Receive, se
         await render_unexpected(exc)(scope, receive, send)
 
 
-class ErrorRenderingMiddleware:
+class ErrorRenderingMiddleware(HttpMiddleware):
     """Innermost: a 500 rendered here still passes through CORS, security headers and rate-limit headers."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         await call_rendering_errors(self.app, scope, receive, send)
 
 
@@ -140,15 +144,12 @@ class CORSMiddleware(StarletteCORSMiddleware):
         return refused
 
 
-class SecurityHeadersMiddleware:
+class SecurityHeadersMiddleware(HttpMiddleware):
     def __init__(self, app: ASGIApp, *, hsts: bool = False) -> None:
-        self.app = app
+        super().__init__(app)
         self.hsts = hsts
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         docs = path.startswith(DOCS_PATHS)
         no_store = path.startswith("/api/auth")
@@ -171,17 +172,14 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_wrapper)
 
 
-class BodySizeLimitMiddleware:
+class BodySizeLimitMiddleware(HttpMiddleware):
     """413 for bodies over the limit, whether announced by Content-Length or streamed."""
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         length = _header(scope, b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
             await render_error(PayloadTooLarge.over(self.max_bytes))(scope, receive, send)

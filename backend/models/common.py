@@ -88,3 +88,10 @@ def omit_null(schema: dict[str, Any]) -> None:
 
 
 NOT_NULL: dict[str, Any] = {"json_schema_extra": omit_null}
+
+
+def refuse_null(value: object) -> object:
+    """A `mode="before"` field validator for the NOT_NULL fields: null is refused, leaving the field out is not."""
+    if value is None:
+        raise ValueError("may be left out, but not null")
+    return value

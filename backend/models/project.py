@@ -12,7 +12,7 @@ from sqlalchemy import JSON, Column, Index, Text, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-from backend.models.common import JSON_INTEGER, NO_NUL, NOT_NULL, RowIdInt, utcnow
+from backend.models.common import JSON_INTEGER, NO_NUL, NOT_NULL, RowIdInt, refuse_null, utcnow
 
 MAX_ACTIVE_PINS = 50
 
@@ -120,12 +120,7 @@ class ProjectUpdate(SQLModel):
     description: Description | None = None
     position: Position | None = Field(default=None, schema_extra=NOT_NULL)  # may be left out, but not null
 
-    @field_validator("position", mode="before")
-    @classmethod
-    def _not_null(cls, value: object) -> object:
-        if value is None:
-            raise ValueError("may be left out, but not null")
-        return value
+    _not_null = field_validator("position", mode="before")(refuse_null)
 
 
 class ProjectOrder(SQLModel):

@@ -10,7 +10,7 @@ from pydantic import ConfigDict, StringConstraints, field_validator
 from sqlalchemy import CheckConstraint, Index, String
 from sqlmodel import Field, SQLModel
 
-from backend.models.common import NO_NUL, NOT_NULL, JsonBool, RowIdInt, UTCDatetime, utcnow
+from backend.models.common import NO_NUL, NOT_NULL, JsonBool, RowIdInt, UTCDatetime, refuse_null, utcnow
 
 
 class TaskStatus(StrEnum):
@@ -99,12 +99,7 @@ class TaskUpdate(SQLModel):
     due_date: UTCDatetime | None = None
     project_id: RowIdInt | None = None
 
-    @field_validator("title", "status", "priority", "completed", mode="before")
-    @classmethod
-    def _not_null(cls, value: object) -> object:
-        if value is None:
-            raise ValueError("may be left out, but not null")
-        return value
+    _not_null = field_validator("title", "status", "priority", "completed", mode="before")(refuse_null)
 
 
 class TaskComplete(SQLModel):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +14,7 @@ from backend.deps import CurrentUser, OwnerDep, SessionDep
 from backend.envelope import Envelope, ok
 from backend.errors import responses
 from backend.ratelimit import by_user, rate_limit
+from backend.routers.common import json_attachment
 from backend.security.tokens import issued_at
 from backend.services import account as account_service
 from backend.services import export as export_service
@@ -52,11 +52,7 @@ def _token_issued_at(request: Request) -> datetime | None:
 async def export_account(owner_id: OwnerDep, user: CurrentUser, session: SessionDep) -> Response:
     """Data portability: everything the API stores about you, in one file (`Content-Disposition: attachment`)."""
     export = await export_service.export_account(session, user)
-    return Response(
-        json.dumps(export, indent=2, ensure_ascii=False),
-        media_type="application/json",
-        headers={"Content-Disposition": f'attachment; filename="taskdeck-account-{owner_id}.json"'},
-    )
+    return json_attachment(export, f"taskdeck-account-{owner_id}.json")
 
 
 @router.delete(

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.deps import SessionDep
+from backend.deps import CallerId, SessionDep
 from backend.envelope import page
 from backend.models.common import MAX_ROW_ID, NO_NUL, IsoDatetime
 from backend.models.task import TaskPriority, TaskSort, TaskStatus
@@ -88,24 +91,53 @@ def whole_list(items: list[Any]) -> dict[str, Any]:
     return page(items, len(items), len(items), 0)
 
 
-def unchanged(owner: OwnerResolver, param: str, lock: RowLock) -> list[Any]:
+def json_attachment(data: dict[str, Any], filename: str) -> Response:
+    """An export as a JSON file download, saved under `filename`."""
+    return Response(
+        json.dumps(data, default=str, indent=2, ensure_ascii=False),
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+def unchanged(param: str, lock: RowLock) -> list[Any]:
     """Route dependencies: with `If-Match`, the row at path parameter `param` must still have that ETag.
 
     `lock` loads the owner's row under the lock the write takes next (see check_if_match).
     """
 
-    # `Depends(owner)` as a default, not in an annotation: a closure's name cannot be resolved from a string.
-    async def check(
-        request: Request, session: SessionDep, owner_id: str = Depends(owner), if_match: IfMatch = None
-    ) -> None:
+    async def check(request: Request, session: SessionDep, owner_id: CallerId, if_match: IfMatch = None) -> None:
         await check_if_match(if_match, request.path_params[param], lambda row_id: lock(session, owner_id, row_id))
 
     return [Depends(check)]
 
 
-def task_unchanged(owner: OwnerResolver) -> list[Any]:
-    return unchanged(owner, "task_id", partial(task_service.get_task, for_update=True))
+TaskUnchanged = unchanged("task_id", partial(task_service.get_task, for_update=True))
+ProjectUnchanged = unchanged("project_id", partial(project_service.get_project, active=True, for_update=True))
 
 
-def project_unchanged(owner: OwnerResolver) -> list[Any]:
-    return unchanged(owner, "project_id", partial(project_service.get_project, active=True, for_update=True))
+def mirror(source: APIRouter, target: APIRouter, paths: dict[str, str]) -> None:
+    """Serve some of `source`'s operations again on `target`, at the paths `paths` maps them to
+    (`"METHOD /path"` under source's prefix -> path under target's): the same endpoint functions and
+    documentation, `legacy_` operation ids, and target's own tags and router dependencies instead of
+    source's. Used for the earlier drafts' routes (routers/legacy.py); routes keep source's order.
+    """
+    for route in source.routes:
+        assert isinstance(route, APIRoute)
+        for method in sorted(route.methods or ()):
+            key = f"{method} {route.path.removeprefix(source.prefix)}"
+            if key not in paths:
+                continue
+            target.add_api_route(
+                paths[key],
+                route.endpoint,
+                methods=[method],
+                response_model=route.response_model,
+                status_code=route.status_code,
+                summary=route.summary,
+                description=route.description,
+                operation_id=f"legacy_{route.operation_id}",
+                responses=route.responses,
+                dependencies=[d for d in route.dependencies if d not in source.dependencies],
+                openapi_extra=route.openapi_extra,
+            )

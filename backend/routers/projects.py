@@ -2,37 +2,30 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Depends
 from fastapi.responses import Response
 
 from backend import openapi_examples as examples
-from backend.deps import OwnerDep, SessionDep, require_owner
+from backend.deps import CallerId, SessionDep, require_owner
 from backend.envelope import Envelope, ListEnvelope, ok
 from backend.errors import responses
 from backend.idempotency import idempotent
 from backend.models.project import ProjectCreate, ProjectOrder, ProjectPublic, ProjectUpdate
 from backend.resource import NOT_MODIFIED, ReadDep, WriteDep
-from backend.routers.common import OWNED, WITH_BODY, RowIdPath, project_unchanged, whole_list
+from backend.routers.common import OWNED, WITH_BODY, ProjectUnchanged, RowIdPath, json_attachment, whole_list
 from backend.services import export as export_service
 from backend.services import projects as project_service
 
-router = APIRouter(prefix="/api/{user_id}/projects", tags=["projects"])
-Unchanged = project_unchanged(require_owner)
+# Every route here is the path user's, who must be the caller: 403 before anything is read.
+router = APIRouter(prefix="/api/{user_id}/projects", tags=["projects"], dependencies=[Depends(require_owner)])
 
 
 def _export_response(export: dict[str, Any]) -> Response:
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", export["project"]["github_repo_name"])
-    filename = f"taskdeck-project-{export['project']['id']}-{slug}.json"
-    body = json.dumps(export, default=str, indent=2, ensure_ascii=False)
-    return Response(
-        body,
-        media_type="application/json",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
+    return json_attachment(export, f"taskdeck-project-{export['project']['id']}-{slug}.json")
 
 
 @router.get(
@@ -42,7 +35,7 @@ def _export_response(export: dict[str, Any]) -> Response:
     operation_id="list_projects",
     responses={200: examples.PROJECTS, **responses(*OWNED)},
 )
-async def list_projects(owner_id: OwnerDep, session: SessionDep) -> dict[str, Any]:
+async def list_projects(owner_id: CallerId, session: SessionDep) -> dict[str, Any]:
     """Active pins in dashboard order (`position`, then `pinned_at`)."""
     return whole_list(await project_service.list_projects(session, owner_id))
 
@@ -57,7 +50,7 @@ async def list_projects(owner_id: OwnerDep, session: SessionDep) -> dict[str, An
 )
 @idempotent
 async def pin_project(
-    owner_id: OwnerDep,
+    owner_id: CallerId,
     payload: Annotated[ProjectCreate, Body(openapi_examples=examples.PROJECT_PIN)],
     session: SessionDep,
     live: WriteDep,
@@ -75,7 +68,7 @@ async def pin_project(
     responses=responses(400, 401, 403, 413, 422, 429, 503),
 )
 async def reorder_projects(
-    owner_id: OwnerDep, payload: ProjectOrder, session: SessionDep, live: WriteDep
+    owner_id: CallerId, payload: ProjectOrder, session: SessionDep, live: WriteDep
 ) -> dict[str, Any]:
     """`project_ids` lists every pinned project once, in the new order."""
     projects = await project_service.reorder_projects(session, owner_id, payload.project_ids)
@@ -91,7 +84,7 @@ async def reorder_projects(
     operation_id="get_project",
     responses={**responses(*OWNED), **NOT_MODIFIED},
 )
-async def get_project(owner_id: OwnerDep, project_id: RowIdPath, session: SessionDep, live: ReadDep) -> Any:
+async def get_project(owner_id: CallerId, project_id: RowIdPath, session: SessionDep, live: ReadDep) -> Any:
     """One of your projects, pinned or unpinned, with its `ETag`; someone else's id is 404."""
     return live.read(await project_service.get_project(session, owner_id, project_id))
 
@@ -109,7 +102,7 @@ async def get_project(owner_id: OwnerDep, project_id: RowIdPath, session: Sessio
     },
     response_class=Response,
 )
-async def export_project(owner_id: OwnerDep, project_id: RowIdPath, session: SessionDep) -> Response:
+async def export_project(owner_id: CallerId, project_id: RowIdPath, session: SessionDep) -> Response:
     """A file download (`Content-Disposition: attachment`) with stable field order and ISO dates."""
     return _export_response(await export_service.export_project(session, owner_id, project_id))
 
@@ -120,10 +113,10 @@ async def export_project(owner_id: OwnerDep, project_id: RowIdPath, session: Ses
     summary="Update a pinned project",
     operation_id="update_project",
     responses=responses(*WITH_BODY, 412),
-    dependencies=Unchanged,
+    dependencies=ProjectUnchanged,
 )
 async def update_project(
-    owner_id: OwnerDep, project_id: RowIdPath, payload: ProjectUpdate, session: SessionDep, live: WriteDep
+    owner_id: CallerId, project_id: RowIdPath, payload: ProjectUpdate, session: SessionDep, live: WriteDep
 ) -> dict[str, Any]:
     """Change `display_name`, `description` or `position`; bumps `last_updated`."""
     project = await project_service.update_project(session, owner_id, project_id, payload)
@@ -136,10 +129,10 @@ async def update_project(
     summary="Unpin a project",
     operation_id="unpin_project",
     responses=responses(*OWNED, 412),
-    dependencies=Unchanged,
+    dependencies=ProjectUnchanged,
 )
 async def unpin_project(
-    owner_id: OwnerDep, project_id: RowIdPath, session: SessionDep, live: WriteDep
+    owner_id: CallerId, project_id: RowIdPath, session: SessionDep, live: WriteDep
 ) -> dict[str, Any]:
     """The project leaves the dashboard; its tasks and history stay, and pinning it again brings it back."""
     await project_service.unpin_project(session, owner_id, project_id)

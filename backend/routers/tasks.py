@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Depends
 
 from backend import openapi_examples as examples
-from backend.deps import OwnerDep, SessionDep, require_owner
+from backend.deps import CallerId, SessionDep, require_owner
 from backend.envelope import Envelope, ListEnvelope, ok
 from backend.errors import responses
 from backend.idempotency import idempotent
@@ -22,14 +22,14 @@ from backend.routers.common import (
     TaskFiltersDep,
     TaskSearchQuery,
     TaskSortQuery,
+    TaskUnchanged,
     searching,
     task_page,
-    task_unchanged,
 )
 from backend.services import tasks as task_service
 
-router = APIRouter(prefix="/api/{user_id}/tasks", tags=["tasks"])
-Unchanged = task_unchanged(require_owner)
+# Every route here is the path user's, who must be the caller: 403 before anything is read.
+router = APIRouter(prefix="/api/{user_id}/tasks", tags=["tasks"], dependencies=[Depends(require_owner)])
 
 
 @router.get(
@@ -40,7 +40,7 @@ Unchanged = task_unchanged(require_owner)
     responses={200: examples.TASKS, **responses(*OWNED)},
 )
 async def list_tasks(
-    owner_id: OwnerDep,
+    owner_id: CallerId,
     session: SessionDep,
     filters: TaskFiltersDep,
     sort: TaskSortQuery = TaskSort.CREATED_AT_DESC,
@@ -61,7 +61,7 @@ async def list_tasks(
 )
 @idempotent
 async def create_task(
-    owner_id: OwnerDep,
+    owner_id: CallerId,
     payload: Annotated[TaskCreate, Body(openapi_examples=examples.TASK_CREATE)],
     session: SessionDep,
     live: WriteDep,
@@ -79,7 +79,7 @@ async def create_task(
     responses=responses(*OWNED),
 )
 async def search_tasks(
-    owner_id: OwnerDep,
+    owner_id: CallerId,
     session: SessionDep,
     q: TaskSearchQuery,
     filters: TaskFiltersDep,
@@ -98,7 +98,7 @@ async def search_tasks(
     operation_id="get_task",
     responses={**responses(*OWNED), **NOT_MODIFIED},
 )
-async def get_task(owner_id: OwnerDep, task_id: RowIdPath, session: SessionDep, live: ReadDep) -> Any:
+async def get_task(owner_id: CallerId, task_id: RowIdPath, session: SessionDep, live: ReadDep) -> Any:
     """One of your tasks, with its `ETag`; someone else's id is 404."""
     return live.read(await task_service.get_task(session, owner_id, task_id))
 
@@ -109,7 +109,7 @@ async def get_task(owner_id: OwnerDep, task_id: RowIdPath, session: SessionDep, 
     summary="Update a task (partial body accepted)",
     operation_id="replace_task",
     responses=responses(*WITH_BODY, 412),
-    dependencies=Unchanged,
+    dependencies=TaskUnchanged,
 )
 @router.patch(
     "/{task_id}",
@@ -117,10 +117,10 @@ async def get_task(owner_id: OwnerDep, task_id: RowIdPath, session: SessionDep, 
     summary="Update some fields of a task",
     operation_id="update_task",
     responses=responses(*WITH_BODY, 412),
-    dependencies=Unchanged,
+    dependencies=TaskUnchanged,
 )
 async def update_task(
-    owner_id: OwnerDep,
+    owner_id: CallerId,
     task_id: RowIdPath,
     payload: Annotated[TaskUpdate, Body(openapi_examples=examples.TASK_UPDATE)],
     session: SessionDep,
@@ -137,10 +137,10 @@ async def update_task(
     summary="Complete or reopen a task",
     operation_id="complete_task",
     responses=responses(*WITH_BODY, 412),
-    dependencies=Unchanged,
+    dependencies=TaskUnchanged,
 )
 async def complete_task(
-    owner_id: OwnerDep,
+    owner_id: CallerId,
     task_id: RowIdPath,
     session: SessionDep,
     live: WriteDep,
@@ -158,9 +158,9 @@ async def complete_task(
     summary="Delete a task",
     operation_id="delete_task",
     responses=responses(*OWNED, 412),
-    dependencies=Unchanged,
+    dependencies=TaskUnchanged,
 )
-async def delete_task(owner_id: OwnerDep, task_id: RowIdPath, session: SessionDep, live: WriteDep) -> dict[str, Any]:
+async def delete_task(owner_id: CallerId, task_id: RowIdPath, session: SessionDep, live: WriteDep) -> dict[str, Any]:
     """Deletes for good."""
     await task_service.delete_task(session, owner_id, task_id)
     await live.removed("task.deleted", task_id)

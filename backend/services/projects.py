@@ -6,7 +6,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.db import flush_unique, lock_user_row
+from backend.db import flush_unique, lock_user_row, save
 from backend.errors import NotFound, PinLimitReached, ProjectAlreadyPinned, ValidationFailed
 from backend.models.common import utcnow
 from backend.models.project import MAX_ACTIVE_PINS, Project, ProjectCreate, ProjectUpdate
@@ -92,21 +92,13 @@ async def pin_project(session: AsyncSession, owner_id: str, payload: ProjectCrea
 
 async def update_project(session: AsyncSession, owner_id: str, project_id: int, payload: ProjectUpdate) -> Project:
     project = await get_project(session, owner_id, project_id, active=True, for_update=True)
-    for name, value in payload.model_dump(exclude_unset=True).items():
-        setattr(project, name, value)
-    project.last_updated = utcnow()
-    session.add(project)
-    await session.flush()
-    return project
+    return await save(session, project, payload.model_dump(exclude_unset=True) | {"last_updated": utcnow()})
 
 
 async def unpin_project(session: AsyncSession, owner_id: str, project_id: int) -> None:
     """Unpin keeps the row, so its tasks and sync history survive and a re-pin brings it back."""
     project = await get_project(session, owner_id, project_id, active=True, for_update=True)
-    project.is_active = False
-    project.last_updated = utcnow()
-    session.add(project)
-    await session.flush()
+    await save(session, project, {"is_active": False, "last_updated": utcnow()})
 
 
 async def reorder_projects(session: AsyncSession, owner_id: str, project_ids: list[int]) -> list[Project]:

@@ -11,6 +11,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col, delete, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from backend.db import save
 from backend.errors import NotFound, ValidationFailed
 from backend.models.common import utcnow
 from backend.models.task import Task, TaskCreate, TaskSort, TaskStatus, TaskUpdate
@@ -158,21 +159,12 @@ async def update_task(session: AsyncSession, owner_id: str, task_id: int, payloa
     if changes.get("project_id") is not None:
         await ensure_project(session, owner_id, changes["project_id"])
     changes.update(_completion(task, changes.pop("status", None), changes.pop("completed", None)))
-    return await _apply(session, task, changes)
+    return await save(session, task, changes | {"updated_at": utcnow()})
 
 
 async def set_completed(session: AsyncSession, owner_id: str, task_id: int, completed: bool) -> Task:
     task = await get_task(session, owner_id, task_id, for_update=True)
-    return await _apply(session, task, _completion(task, None, completed))
-
-
-async def _apply(session: AsyncSession, task: Task, changes: dict[str, Any]) -> Task:
-    for name, value in changes.items():
-        setattr(task, name, value)
-    task.updated_at = utcnow()
-    session.add(task)
-    await session.flush()
-    return task
+    return await save(session, task, _completion(task, None, completed) | {"updated_at": utcnow()})
 
 
 async def delete_task(session: AsyncSession, owner_id: str, task_id: int) -> None:
