@@ -182,3 +182,18 @@ def is_unique_violation(exc: IntegrityError) -> bool:
     if getattr(orig, "sqlstate", None) == "23505":
         return True
     return getattr(orig, "sqlite_errorname", "") in {"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"}
+
+
+def is_foreign_key_violation(exc: IntegrityError) -> bool:
+    """True when a write refers to a row that is not there (PostgreSQL 23503, SQLite's FOREIGNKEY constraint)."""
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) == "23503":
+        return True
+    return getattr(orig, "sqlite_errorname", "") == "SQLITE_CONSTRAINT_FOREIGNKEY"
+
+
+def violated_constraint(exc: IntegrityError) -> str | None:
+    """The constraint's name where the driver reports it (psycopg does; SQLite does not)."""
+    diag = getattr(exc.orig, "diag", None)
+    name = getattr(diag, "constraint_name", None)
+    return str(name) if name else None

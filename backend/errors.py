@@ -10,12 +10,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
 from backend.config import Settings
+from backend.db import is_foreign_key_violation, violated_constraint
 from backend.envelope import ErrorEnvelope
 from backend.logging_setup import describe_exception
 
@@ -272,6 +273,24 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     return render_unexpected(exc)
 
 
+async def _integrity_error(request: Request, exc: Exception) -> JSONResponse:
+    """A write that refers to a row deleted meanwhile (a foreign-key violation, at flush or commit) raced the
+    erasure of its account: nothing else deletes a row that others refer to (users; their sessions and projects
+    go by cascade). Answer what the next request would get, a 401: the token's session is gone (`INVALID_TOKEN`),
+    or, for a login, the account is (`INVALID_CREDENTIALS`). Any other integrity error is unexpected (500)."""
+    assert isinstance(exc, IntegrityError)
+    if not is_foreign_key_violation(exc):
+        return render_unexpected(exc)
+    user_id = getattr(request.state, "user_id", None)
+    log.warning(
+        "a write raced the erasure of its account",
+        extra={"event": "write_raced_erasure", "user_id": user_id, "constraint": violated_constraint(exc)},
+    )
+    if user_id is None:
+        return render_error(InvalidCredentials())
+    return render_error(InvalidToken("This account no longer exists"))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -280,6 +299,7 @@ def install_error_handlers(app: FastAPI) -> None:
     # Anything else that escapes is rendered by RequestContextMiddleware.
     for exc_class in (DBAPIError, PoolTimeoutError, OSError, TimeoutError):
         app.add_exception_handler(exc_class, _unexpected)
+    app.add_exception_handler(IntegrityError, _integrity_error)
 
 
 # What each documented error status means, and the failure its OpenAPI example shows. The codes a

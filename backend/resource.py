@@ -20,6 +20,7 @@ from backend.deps import SessionDep
 from backend.envelope import ok
 from backend.errors import PreconditionFailed
 from backend.events import publish
+from backend.models.common import path_row_id
 from backend.models.project import ProjectPublic
 from backend.models.task import TaskPublic
 
@@ -80,11 +81,13 @@ async def check_if_match(if_match: str | None, raw_id: str, load: Callable[[int]
 
     Called from a route dependency on the request's session, so the comparison and the write run
     in one transaction: PostgreSQL holds the row lock, SQLite the database write lock, until commit.
-    `raw_id` is the unvalidated path parameter: a malformed one is left to the route's own 422.
+    `raw_id` is the unvalidated path parameter, read as the route reads it: one the route refuses
+    ("abc", "²", beyond 32 bits) is left to the route's own 422; one it accepts ("+5") is checked.
     """
-    if if_match is None or not raw_id.isdigit():
+    row_id = path_row_id(raw_id)
+    if if_match is None or row_id is None:
         return
-    row = await load(int(raw_id))
+    row = await load(row_id)
     if not match_hits(if_match, etag_of(row)):
         raise PreconditionFailed(headers={"ETag": etag_of(row)})
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from annotated_types import Interval
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Strict
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Strict, TypeAdapter, ValidationError
 from sqlalchemy import MetaData
 from sqlmodel import SQLModel
 
@@ -46,8 +46,24 @@ NO_NUL = r"^[^\x00]*$"
 MAX_ROW_ID = 2_147_483_647
 
 
+# The instants a datetime input may name. Python's datetime holds years 1-9999, and PostgreSQL hands a
+# timestamp back in its session's time zone (up to 14 hours off UTC): a day's margin at each end keeps every
+# stored instant readable whatever the server's TimeZone.
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC)
+_OUT_OF_RANGE = "out of range: must lie between 0001-01-02T00:00:00Z and 9999-12-30T23:59:59Z"
+
+
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    """The same instant in UTC (a naive value, allowed in query parameters only, is taken as UTC), within
+    EARLIEST-LATEST: `0001-01-01T00:00:00+14:00` is before year 1 in UTC, a 422 (the conversion would raise)."""
+    try:
+        moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(_OUT_OF_RANGE) from None
+    if not EARLIEST <= moment <= LATEST:
+        raise ValueError(_OUT_OF_RANGE)
+    return moment
 
 
 _NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
@@ -60,9 +76,10 @@ def _iso_only(value: object) -> object:
     return value
 
 
-IsoDatetime = Annotated[datetime, BeforeValidator(_iso_only)]
-# Input datetimes must carry an offset; they are kept (and answered) as the same instant in UTC.
+# Body datetimes must carry an offset; they are kept (and answered) as the same instant in UTC.
 UTCDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_only), AfterValidator(_to_utc)]
+# Query datetimes (`due_before`): an offset is optional (none means UTC); compared as the instant in UTC.
+UTCQueryDatetime = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_to_utc)]
 
 
 def _json_integer(value: object) -> object:
@@ -75,6 +92,19 @@ def _json_integer(value: object) -> object:
 # Constraints go before the validator: after it, Pydantic still enforces them but the schema loses them.
 JSON_INTEGER = BeforeValidator(_json_integer)
 RowIdInt = Annotated[int, Interval(ge=1, le=MAX_ROW_ID), JSON_INTEGER]
+# A row id in a path segment, read as the routes read it (`RowIdPath`: lax, so "+5" and "5.0" are 5).
+_PATH_ROW_ID: TypeAdapter[int] = TypeAdapter(Annotated[int, Interval(ge=1, le=MAX_ROW_ID)])
+
+
+def path_row_id(raw: str) -> int | None:
+    """The row id a route will read from path segment `raw`, or None where the route answers 422 instead
+    (not a number, "²", beyond 32 bits): a dependency that runs before the route's own validation uses it."""
+    try:
+        return _PATH_ROW_ID.validate_python(raw)
+    except ValidationError:
+        return None
+
+
 JsonBool = Annotated[bool, Strict()]  # `true`/`false` only, not "yes" or 1
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from datetime import UTC, datetime
 from functools import partial
 from typing import Annotated, Any
 
@@ -16,7 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.deps import CallerId, SessionDep
 from backend.envelope import page
-from backend.models.common import MAX_ROW_ID, NO_NUL, IsoDatetime
+from backend.models.common import MAX_ROW_ID, NO_NUL, UTCQueryDatetime
 from backend.models.task import TaskPriority, TaskSort, TaskStatus
 from backend.resource import IfMatch, Versioned, check_if_match
 from backend.services import projects as project_service
@@ -40,19 +39,14 @@ OwnerResolver = Callable[..., Awaitable[str]]
 RowLock = Callable[[AsyncSession, str, int], Awaitable[Versioned]]
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    """Query datetimes without an offset are taken as UTC."""
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
-
-
 async def task_filters(
     status: Annotated[TaskStatus | None, Query(description="Only tasks in this status")] = None,
     priority: Annotated[TaskPriority | None, Query(description="Only tasks of this priority")] = None,
     completed: Annotated[bool | None, Query(description="Only completed (true) or open (false) tasks")] = None,
     project_id: Annotated[int | None, Query(ge=1, le=MAX_ROW_ID, description="Only tasks of this project")] = None,
-    due_before: Annotated[IsoDatetime | None, Query(description="Due before (ISO 8601; UTC if no offset)")] = None,
+    due_before: Annotated[UTCQueryDatetime | None, Query(description="Due before (ISO 8601; UTC if no offset)")] = None,
     due_after: Annotated[
-        IsoDatetime | None, Query(description="Due strictly after (ISO 8601; UTC if no offset)")
+        UTCQueryDatetime | None, Query(description="Due strictly after (ISO 8601; UTC if no offset)")
     ] = None,
     q: Annotated[
         str | None, Query(max_length=200, pattern=NO_NUL, description="Text in title or description (literal)")
@@ -64,8 +58,8 @@ async def task_filters(
         priority=priority.value if priority else None,
         completed=completed,
         project_id=project_id,
-        due_before=_utc(due_before),
-        due_after=_utc(due_after),
+        due_before=due_before,
+        due_after=due_after,
         q=q or None,
     )
 

@@ -1,7 +1,9 @@
 """Account export and erasure: the download's content, and no row of an erased user left in any table."""
 
+import asyncio
 import json
 import time
+from collections import Counter
 
 import jwt
 import pytest
@@ -9,6 +11,7 @@ from sqlalchemy import func, select
 
 from backend.models.common import metadata
 from tests.conftest import PASSWORD, assert_error
+from tests.factories import make_user
 from tests.security.better_auth_kit import claims
 
 SECRET = "a-shared-better-auth-secret-of-at-least-32-bytes"
@@ -127,6 +130,64 @@ class TestErase:
         assert_error(denied, 403, "FORBIDDEN")
         assert_error(await client.request("DELETE", f"/api/{user.id}", json=body), 401, "NOT_AUTHENTICATED")
         assert (await client.get("/api/auth/me", headers=other_user.headers)).status_code == 200
+
+
+RACE_ROUNDS = 8
+MAX_WRITES = 40  # per writer and round: under the 50-pin limit; the erasure ends every writer long before
+
+
+@pytest.mark.committing  # concurrent requests on the app's pool, racing a committed erasure
+class TestWritesRacingTheErasure:
+    async def test_every_write_gets_201_or_401_and_nothing_survives(self, app, client):
+        """Writers keep creating tasks (with and without Idempotency-Key), pinning projects and logging in while
+        the account is erased. A write that read the account before the erasure and inserts after it breaks a
+        foreign key (PostgreSQL: any write; SQLite: a keyed create or a login, whose transactions the erasure
+        can fall between): it gets what the next request would, a 401, never a 500."""
+        seen: Counter[tuple[str, int, str]] = Counter()
+        for round_number in range(RACE_ROUNDS):
+            user = await make_user(client)
+            first_landed = asyncio.Event()
+
+            async def write(kind: str, n: int, i: int, user=user, round_number=round_number):
+                name = f"{round_number}-{n}-{i}"
+                if kind == "pin":
+                    return await client.post(
+                        f"/api/{user.id}/projects", json={"github_repo_name": f"octo/r{name}"}, headers=user.headers
+                    )
+                if kind == "login":
+                    return await client.post("/api/auth/login", json={"email": user.email, "password": user.password})
+                headers = {**user.headers, "Idempotency-Key": f"key-{name}"} if kind == "keyed" else user.headers
+                return await client.post(f"/api/{user.id}/tasks", json={"title": name}, headers=headers)
+
+            async def writer(kind: str, n: int, first_landed=first_landed):
+                answers = []
+                for i in range(MAX_WRITES):
+                    response = await write(kind, n, i)
+                    answers.append((kind, response))
+                    if response.status_code >= 300:
+                        break
+                    first_landed.set()
+                return answers
+
+            async def erase(user=user, first_landed=first_landed):
+                await first_landed.wait()
+                return await client.request(
+                    "DELETE", f"/api/{user.id}", json={"password": PASSWORD}, headers=user.headers
+                )
+
+            kinds = ["task", "task", "keyed", "keyed", "pin", "pin", "login"]
+            erased, *writers = await asyncio.gather(erase(), *(writer(kind, n) for n, kind in enumerate(kinds)))
+            assert erased.status_code == 200, erased.text
+            for kind, response in (answer for answers in writers for answer in answers):
+                assert response.status_code in {200 if kind == "login" else 201, 401, 404}, (kind, response.text)
+                if response.status_code == 401:
+                    code = "INVALID_CREDENTIALS" if kind == "login" else "INVALID_TOKEN"
+                    message = assert_error(response, 401, code)["message"]
+                    seen[(kind, 401, message)] += 1
+                else:
+                    seen[(kind, response.status_code, "")] += 1
+            assert set((await rows_of(app, user.id)).values()) == {0}, round_number
+        print(sorted(seen.items()))  # how often each outcome came up (-s): the raced ones say the account is gone
 
 
 class TestEraseBetterAuthUser:

@@ -151,6 +151,53 @@ class TestProjectETag:
         assert after != before
 
 
+# Ids the routes refuse (422): a digit that is no ASCII digit ("²".isdigit() is true), and ids beyond 32 bits.
+BAD_IDS = ["²", "٣", "2147483648", "9" * 30, "0"]
+CONDITIONAL_WRITES = [
+    ("PUT", "/api/{uid}/tasks/{id}", {"title": "x"}, "task_id"),
+    ("PATCH", "/api/{uid}/tasks/{id}", {"title": "x"}, "task_id"),
+    ("PATCH", "/api/{uid}/tasks/{id}/complete", {"completed": True}, "task_id"),
+    ("DELETE", "/api/{uid}/tasks/{id}", None, "task_id"),
+    ("PUT", "/api/tasks/{id}", {"title": "x"}, "task_id"),
+    ("PATCH", "/api/tasks/{id}", {"title": "x"}, "task_id"),
+    ("DELETE", "/api/tasks/{id}", None, "task_id"),
+    ("PUT", "/api/{uid}/projects/{id}", {"display_name": "x"}, "project_id"),
+    ("DELETE", "/api/{uid}/projects/{id}", None, "project_id"),
+    ("PUT", "/api/projects/pinned/{id}", {"display_name": "x"}, "project_id"),
+    ("DELETE", "/api/projects/unpin/{id}", None, "project_id"),
+]
+
+
+class TestIfMatchOnAnyPathId:
+    @pytest.mark.parametrize(("method", "path", "body", "field"), CONDITIONAL_WRITES)
+    async def test_an_id_the_route_refuses_is_422_with_if_match_too(self, client, user, method, path, body, field):
+        for bad in BAD_IDS:
+            for if_match in ('"tasks.1.1"', "*"):
+                response = await client.request(
+                    method,
+                    path.format(uid=user.id, id=bad),
+                    json=body,
+                    headers=with_header(user, "If-Match", if_match),
+                )
+                error = assert_error(response, 422, "VALIDATION_ERROR")
+                assert error["field"] == field, (bad, error)
+
+    @pytest.mark.parametrize(("method", "path", "body", "field"), CONDITIONAL_WRITES)
+    async def test_an_id_the_route_reads_leniently_is_still_checked(self, client, user, method, path, body, field):
+        """The route reads "+7" or "7.0" as 7: a stale If-Match must stop that write too, not be skipped."""
+        created = await (make_task(client, user) if field == "task_id" else make_project(client, user))
+        row_id = created.json()["data"]["id"]
+        for spelled in (f"+{row_id}", f"{row_id}.0", f"0{row_id}"):
+            response = await client.request(
+                method,
+                path.format(uid=user.id, id=spelled),
+                json=body,
+                headers=with_header(user, "If-Match", '"stale.0.0"'),
+            )
+            assert_error(response, 412, "PRECONDITION_FAILED")
+            assert response.headers["etag"] == created.headers["etag"]
+
+
 async def test_openapi_documents_conditional_requests(client):
     paths = (await client.get("/openapi.json")).json()["paths"]
     item = paths["/api/{user_id}/tasks/{task_id}"]

@@ -450,3 +450,56 @@ class TestLegacyRoutes:
         first, second = await make_user(client), await make_user(client)
         await client.post("/api/tasks", json={"title": "first's"}, headers=first.headers)
         assert (await client.get("/api/tasks", headers=second.headers)).json()["meta"]["total"] == 0
+
+
+# Instants a due date cannot name: outside years 1-9999 once in UTC (Python's datetime cannot hold them), or
+# within a day of those ends (PostgreSQL would hand them back in its session's time zone, up to 14 hours off).
+OUT_OF_RANGE = [
+    "0001-01-01T00:00:00+14:00",
+    "9999-12-31T23:59:59-14:00",
+    "0001-01-01T00:00:00+00:01",
+    "0001-01-01T00:00:00Z",
+    "9999-12-31T00:00:00Z",
+]
+# The farthest instants that can be named, however they are written: kept, and answered in UTC.
+EDGES = [
+    ("0001-01-02T14:00:00+14:00", "0001-01-02T00:00:00Z"),
+    ("0001-01-02T00:00:00Z", "0001-01-02T00:00:00Z"),
+    ("9999-12-30T09:59:59-14:00", "9999-12-30T23:59:59Z"),
+]
+
+
+class TestDueDateRange:
+    @pytest.mark.parametrize("value", OUT_OF_RANGE)
+    async def test_out_of_range_is_422_on_every_route(self, client, user, value):
+        task = await make_task(client, user, title="Kept")
+        writes = [
+            ("POST", f"/api/{user.id}/tasks"),
+            ("POST", "/api/tasks"),
+            ("PUT", f"/api/{user.id}/tasks/{task['id']}"),
+            ("PATCH", f"/api/{user.id}/tasks/{task['id']}"),
+            ("PUT", f"/api/tasks/{task['id']}"),
+            ("PATCH", f"/api/tasks/{task['id']}"),
+        ]
+        for method, path in writes:
+            response = await client.request(method, path, json={"title": "x", "due_date": value}, headers=user.headers)
+            assert assert_error(response, 422, "VALIDATION_ERROR")["field"] == "due_date", (method, path)
+        lists = [f"/api/{user.id}/tasks", f"/api/{user.id}/tasks/search", "/api/tasks", "/api/tasks/search"]
+        for path in lists:
+            for name in ("due_before", "due_after"):
+                response = await client.get(path, params={name: value, "q": "x"}, headers=user.headers)
+                assert assert_error(response, 422, "VALIDATION_ERROR")["field"] == name, (path, name)
+        listing = await client.get(f"/api/{user.id}/tasks", headers=user.headers)
+        assert listing.json()["data"] == [task]
+
+    @pytest.mark.parametrize(("value", "stored"), EDGES)
+    async def test_the_farthest_instants_are_kept_and_filter(self, client, user, value, stored):
+        task = await make_task(client, user, due_date=value)
+        assert task["due_date"] == stored
+        url = f"/api/{user.id}/tasks"
+        patched = await client.patch(f"{url}/{task['id']}", json={"due_date": value}, headers=user.headers)
+        assert patched.json()["data"]["due_date"] == stored
+        for name in ("due_before", "due_after"):  # both strict: the task's own instant matches neither
+            response = await client.get(url, params={name: value}, headers=user.headers)
+            assert response.status_code == 200, response.text
+            assert response.json()["meta"]["total"] == 0
