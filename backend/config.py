@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     EVENTS_HEARTBEAT_SECONDS: float = Field(default=15.0, gt=0, le=300)
     EVENTS_REPLAY_SECONDS: int = Field(default=300, ge=1, le=86_400)
     EVENTS_STREAM_MAX_SECONDS: float = Field(default=3600.0, gt=0, le=86_400)
+    EVENTS_MAX_STREAMS_PER_USER: int = Field(default=5, ge=1, le=1000)
+    EVENTS_MAX_STREAMS_PER_IP: int = Field(default=20, ge=1, le=100_000)
 
     LOG_LEVEL: Literal["debug", "info", "warning", "error"] = "info"
     LOG_FORMAT: Literal["json", "console"] = "json"

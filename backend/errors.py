@@ -156,6 +156,15 @@ class RateLimited(AppError):
         super().__init__(message, headers={"Retry-After": str(max(1, retry_after))})
 
 
+class TooManyStreams(AppError):
+    """Over EVENTS_MAX_STREAMS_PER_USER or EVENTS_MAX_STREAMS_PER_IP open event streams."""
+
+    status_code, code, message = 429, "TOO_MANY_STREAMS", "Too many open event streams; close one first"
+
+    def __init__(self, retry_after: int, message: str | None = None) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, retry_after))})
+
+
 class InternalError(AppError):
     status_code, code, message = 500, "INTERNAL_ERROR", "An unexpected error occurred"
 
@@ -335,7 +344,7 @@ _ERROR_DOCS: dict[int, tuple[str, AppError]] = {
             ],
         ),
     ),
-    429: ("Rate limited; retry after `Retry-After` seconds", RateLimited(1)),
+    429: ("Rate limited (or too many open event streams); retry after `Retry-After` seconds", RateLimited(1)),
     503: (
         "A service the request needs (usually the database) is unavailable; retry after `Retry-After` seconds",
         ServiceUnavailable("The database is unavailable, try again shortly"),

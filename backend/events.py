@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import re
 import secrets
 import time
@@ -25,15 +26,18 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from backend.config import Settings
+from backend.errors import TooManyStreams
 from backend.metrics import Metrics
 
 log = logging.getLogger("taskdeck.events")
 
 EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+MAX_ID_PART = 2**64 - 1  # Redis stream ids are two unsigned 64-bit numbers
 TICKET_SECONDS = 60
 MAX_BUFFERED = 1000  # per user, in process
 RETRY_MILLISECONDS = 3000  # what EventSource waits before reconnecting
 REDIS_TIMEOUT_SECONDS = 2.0
+SLOT_TTL_MARGIN_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,13 @@ class Event:
 def id_order(event_id: str) -> tuple[int, int]:
     ms, _, seq = event_id.partition("-")
     return int(ms), int(seq)
+
+
+def valid_event_id(event_id: str | None) -> str | None:
+    """`event_id` if it can be an id of ours (`<ms>-<seq>`, each part fitting in 64 bits), else None."""
+    if not event_id or not EVENT_ID.match(event_id):
+        return None
+    return event_id if max(id_order(event_id)) <= MAX_ID_PART else None
 
 
 class EventLog(Protocol):
@@ -157,23 +168,129 @@ class RedisLog:
         return _text(user_id) if user_id is not None else None
 
 
+@dataclass(frozen=True)
+class StreamSlot:
+    """One open stream's place in its user's and its client address's counts."""
+
+    id: str
+    user_key: str
+    ip_key: str
+
+
+def _keys(slot: StreamSlot, prefix: str = "") -> tuple[str, str]:
+    return f"{prefix}user:{slot.user_key}", f"{prefix}ip:{slot.ip_key}"
+
+
+@dataclass
+class MemorySlots:
+    """One process: each open stream is a member of its user's and its address's set, with an expiry."""
+
+    _sets: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def _count(self, key: str, now: float) -> int:
+        members = self._sets.get(key, {})
+        for member in [m for m, expires in members.items() if expires <= now]:
+            del members[member]
+        if not members:
+            self._sets.pop(key, None)
+        return len(members)
+
+    async def acquire(self, slot: StreamSlot, limits: tuple[int, int], ttl: float) -> int:
+        """0 if `slot` took its place, else which count (1: the user's, 2: the address's) is full."""
+        now = time.monotonic()
+        for index, (key, limit) in enumerate(zip(_keys(slot), limits, strict=True), start=1):
+            if self._count(key, now) >= limit:
+                return index
+        await self.refresh(slot, ttl)
+        return 0
+
+    async def refresh(self, slot: StreamSlot, ttl: float) -> None:
+        for key in _keys(slot):
+            self._sets.setdefault(key, {})[slot.id] = time.monotonic() + ttl
+
+    async def release(self, slot: StreamSlot) -> None:
+        for key in _keys(slot):
+            members = self._sets.get(key, {})
+            members.pop(slot.id, None)
+            if not members:
+                self._sets.pop(key, None)
+
+
+# Count, refuse or take a place in both sets in one step (Redis's clock): members are open streams,
+# scored by when they expire, so the streams of a crashed instance age out.
+_ACQUIRE = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+for i = 1, 2 do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now_ms)
+  if redis.call('ZCARD', KEYS[i]) >= tonumber(ARGV[2 + i]) then return i end
+end
+for i = 1, 2 do
+  redis.call('ZADD', KEYS[i], now_ms + tonumber(ARGV[2]), ARGV[1])
+  redis.call('PEXPIRE', KEYS[i], ARGV[2])
+end
+return 0
+"""
+_REFRESH = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+for i = 1, 2 do
+  redis.call('ZADD', KEYS[i], now_ms + tonumber(ARGV[2]), ARGV[1])
+  redis.call('PEXPIRE', KEYS[i], ARGV[2])
+end
+return 0
+"""
+
+
+class RedisSlots:
+    """Many instances: a sorted set per user and per client address, shared by every instance."""
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = f"{prefix}:streams:"
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._refresh = redis.register_script(_REFRESH)
+
+    def _keys(self, slot: StreamSlot) -> list[str]:
+        return list(_keys(slot, self.prefix))
+
+    async def acquire(self, slot: StreamSlot, limits: tuple[int, int], ttl: float) -> int:
+        refused = await self._acquire(keys=self._keys(slot), args=[slot.id, int(ttl * 1000), *limits])
+        return int(refused)
+
+    async def refresh(self, slot: StreamSlot, ttl: float) -> None:
+        await self._refresh(keys=self._keys(slot), args=[slot.id, int(ttl * 1000)])
+
+    async def release(self, slot: StreamSlot) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in self._keys(slot):
+                pipe.zrem(key, slot.id)
+            await pipe.execute()
+
+
 class EventBus:
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.metrics = metrics
         self.heartbeat = settings.EVENTS_HEARTBEAT_SECONDS
         self.max_seconds = settings.EVENTS_STREAM_MAX_SECONDS
+        self.stream_limits = (settings.EVENTS_MAX_STREAMS_PER_USER, settings.EVENTS_MAX_STREAMS_PER_IP)
+        # A stream refreshes its place every heartbeat; one not refreshed for this long (its instance died) is gone.
+        self.slot_ttl = 3 * self.heartbeat + SLOT_TTL_MARGIN_SECONDS
         self._bells: dict[str, set[asyncio.Event]] = {}
         self._listener: asyncio.Task[None] | None = None
         self._redis_url = settings.REDIS_URL
         self.log: EventLog
+        self.slots: MemorySlots | RedisSlots
         if settings.REDIS_URL:
             self._redis: Redis | None = Redis.from_url(
                 settings.REDIS_URL, socket_connect_timeout=REDIS_TIMEOUT_SECONDS, socket_timeout=REDIS_TIMEOUT_SECONDS
             )
             self.log = RedisLog(self._redis, settings.REDIS_KEY_PREFIX, settings.EVENTS_REPLAY_SECONDS)
+            self.slots = RedisSlots(self._redis, settings.REDIS_KEY_PREFIX)
         else:
             self._redis = None
             self.log = MemoryLog(settings.EVENTS_REPLAY_SECONDS)
+            self.slots = MemorySlots()
 
     async def start(self) -> None:
         if self._redis_url is not None:
@@ -229,6 +346,32 @@ class EventBus:
         finally:
             await redis.aclose()
 
+    async def open_slot(self, user_id: str, ip: str) -> StreamSlot | None:
+        """Take a place for a new stream of `user_id` from `ip`; TooManyStreams (429) when either count is full.
+
+        With Redis unreachable the stream is not counted (None), as rate limits fail open: it ends at its
+        first read of the log anyway."""
+        slot = StreamSlot(secrets.token_hex(16), user_id, ip)
+        try:
+            refused = await self.slots.acquire(slot, self.stream_limits, self.slot_ttl)
+        except (RedisError, OSError) as exc:
+            log.warning("stream not counted", extra={"event": "event_slot_failed", "error_type": type(exc).__name__})
+            return None
+        if refused:
+            which = "you have" if refused == 1 else "your address has"
+            limit = self.stream_limits[refused - 1]
+            raise TooManyStreams(math.ceil(self.heartbeat), f"Too many open event streams: {which} {limit} already")
+        return slot
+
+    async def close_slot(self, slot: StreamSlot | None) -> None:
+        """Give the place back (never fails: a place not given back expires)."""
+        if slot is None:
+            return
+        try:
+            await self.slots.release(slot)
+        except (RedisError, OSError) as exc:
+            log.warning("stream slot kept", extra={"event": "event_slot_failed", "error_type": type(exc).__name__})
+
     @asynccontextmanager
     async def _bell(self, user_id: str) -> AsyncIterator[asyncio.Event]:
         bell = asyncio.Event()
@@ -244,18 +387,28 @@ class EventBus:
                 if not bells:
                     del self._bells[user_id]
 
-    async def stream(self, user_id: str, last_event_id: str | None) -> AsyncIterator[bytes]:
-        """The SSE body: missed events after `last_event_id` (if still kept), then live ones and heartbeats."""
+    async def stream(
+        self, user_id: str, last_event_id: str | None, slot: StreamSlot | None = None
+    ) -> AsyncIterator[bytes]:
+        """The SSE body: missed events after `last_event_id` (if still kept), then live ones and heartbeats.
+
+        `slot` (from `open_slot`) is refreshed every heartbeat; whoever serves the stream closes it."""
         async with self._bell(user_id) as bell:
             try:
-                cursor = last_event_id if last_event_id and EVENT_ID.match(last_event_id) else None
-                cursor = cursor or await self.log.tail(user_id)
+                tail = await self.log.tail(user_id)
+                # A malformed id, or one ahead of the log's newest (not ours, or beyond 64 bits): from now.
+                requested = valid_event_id(last_event_id)
+                cursor = requested if requested and id_order(requested) <= id_order(tail) else tail
                 yield f"retry: {RETRY_MILLISECONDS}\n: connected\n\n".encode()
                 loop = asyncio.get_running_loop()
                 # Streams end after a while; EventSource reconnects with Last-Event-ID and loses nothing,
                 # and the credentials are checked again (a revoked session does not stream for ever).
                 ends_at = loop.time() + self.max_seconds
+                refresh_at = loop.time() + self.heartbeat
                 while (left := ends_at - loop.time()) > 0:
+                    if slot is not None and loop.time() >= refresh_at:
+                        await self.slots.refresh(slot, self.slot_ttl)
+                        refresh_at = loop.time() + self.heartbeat
                     bell.clear()
                     for event in await self.log.after(user_id, cursor):
                         cursor = event.id

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.types import Receive, Scope, Send
 
 from backend.deps import BearerCredentials, OwnerDep, SessionDep, SettingsDep, ensure_owner, get_principal
 from backend.envelope import Envelope, ok
 from backend.errors import responses
-from backend.events import TICKET_SECONDS, EventBus
+from backend.events import TICKET_SECONDS, EventBus, StreamSlot
+from backend.middleware import client_ip
 from backend.models.common import USER_ID_PATTERN
+from backend.ratelimit import ip_key
 from backend.services import auth as auth_service
 
 router = APIRouter(tags=["events"])
@@ -79,6 +83,23 @@ async def stream_request(
     return StreamRequest(ensure_owner(request, principal.user, user_id), last_event_id)
 
 
+class EventStreamResponse(StreamingResponse):
+    """The SSE response: gives the stream's place back however the response ends (its end, the client gone,
+    an error), even if the body never started."""
+
+    def __init__(self, bus: EventBus, slot: StreamSlot | None, body: AsyncIterator[bytes]) -> None:
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        super().__init__(body, media_type="text/event-stream", headers=headers)
+        self.bus = bus
+        self.slot = slot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.bus.close_slot(self.slot)
+
+
 @router.get(
     "/api/{user_id}/events",
     summary="Live changes (Server-Sent Events)",
@@ -90,7 +111,9 @@ async def stream_request(
             '(`{"id"}` for deletions and unpins; for `sync.*` the run and project ids with the current stage and '
             "progress, or the outcome). Every event has an `id`; "
             "reconnect with `Last-Event-ID` to receive what you missed within the replay window. Comment lines "
-            "(`: keep-alive`) arrive every `EVENTS_HEARTBEAT_SECONDS`.",
+            "(`: keep-alive`) arrive every `EVENTS_HEARTBEAT_SECONDS`. At most `EVENTS_MAX_STREAMS_PER_USER` "
+            "streams per user and `EVENTS_MAX_STREAMS_PER_IP` per client address are open at once: the next is "
+            "`429 TOO_MANY_STREAMS`.",
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },
         **responses(401, 403, 422, 429, 503),
@@ -100,8 +123,6 @@ async def stream_events(
     stream: Annotated[StreamRequest, Depends(stream_request)], request: Request
 ) -> StreamingResponse:
     """Authenticate with `Authorization: Bearer` or a single-use `?ticket=` (for `EventSource`)."""
-    return StreamingResponse(
-        _bus(request).stream(stream.owner_id, stream.last_event_id),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    bus = _bus(request)
+    slot = await bus.open_slot(stream.owner_id, ip_key(client_ip(request.scope)))
+    return EventStreamResponse(bus, slot, bus.stream(stream.owner_id, stream.last_event_id, slot))
