@@ -28,17 +28,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    from backend.migrations.runner import upgrade
+    from backend.migrations.runner import MigrationRefused, upgrade
 
+    try:
+        if args.command == "migrate" or settings.AUTO_MIGRATE:
+            upgrade(settings.database_url)
+    except MigrationRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if args.command == "migrate":
-        upgrade(settings.database_url)
         print("migrations applied")
         return 0
 
     import uvicorn
 
-    if settings.AUTO_MIGRATE:
-        upgrade(settings.database_url)
     settings.jwt_secret  # noqa: B018 - create the development key once, before workers race for it
     uvicorn.run(
         "backend.main:create_app",

@@ -33,6 +33,7 @@ from backend.errors import RateLimited, render_error
 from backend.logging_setup import mask_email, security_event
 from backend.metrics import record_rate_limited
 from backend.middleware import client_ip
+from backend.models.emails import canonical_email
 
 log = logging.getLogger("taskdeck.ratelimit")
 
@@ -237,7 +238,7 @@ def rate_limit(policy: Policy, key: Callable[..., Any] = by_ip, *, per_route: bo
 
 async def limit_login(request: Request, email: str) -> None:
     """Login attempts: a looser window per client IP, a strict one per email (whatever the IP)."""
-    email = email.strip().lower()
+    email = canonical_email(email)  # every typing of one address shares its lockout
     try:
         await enforce(request, "login_ip", ip_key(client_ip(request.scope)))
         # Hashed: no email addresses in Redis, and a bounded key however long the form field.

@@ -95,7 +95,7 @@ class TestSessionHelpers:
         async with app.state.sessionmaker() as session:
             session.add(User(email="twin@example.com"))
             await session.commit()
-            session.add(User(email="TWIN@example.com"))
+            session.add(User(email="twin@example.com"))
             with pytest.raises(IntegrityError) as caught:
                 await session.commit()
             assert is_unique_violation(caught.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -14,12 +15,14 @@ import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, select, text
 
 import backend.models  # noqa: F401 - every table on the metadata
 from backend.config import Settings
 from backend.db import create_engine, metadata
-from backend.migrations.runner import downgrade, include_object_for, upgrade
+from backend.migrations.runner import MigrationRefused, downgrade, include_object_for, upgrade
+from backend.models.common import utcnow
+from backend.models.user import User
 from tests.conftest import BACKENDS, PG_ADMIN_URL, _pg_conninfo
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*expression-based index")
@@ -68,14 +71,6 @@ def _indexes(connection) -> dict[str, set[str]]:
     return {table: {ix["name"] for ix in inspector.get_indexes(table)} for table in TABLES}
 
 
-def _email_index_sql(connection) -> str:
-    if connection.dialect.name == "sqlite":  # SQLAlchemy cannot reflect expression indexes on SQLite
-        query = "SELECT sql FROM sqlite_master WHERE name = 'uq_users_email_lower'"
-    else:
-        query = "SELECT indexdef FROM pg_indexes WHERE indexname = 'uq_users_email_lower'"
-    return str(connection.exec_driver_sql(query).scalar_one())
-
-
 async def test_autogenerate_finds_nothing(fresh_url):
     upgrade(fresh_url)
     assert await _inspect(fresh_url, _diff) == []
@@ -91,14 +86,86 @@ async def test_upgrade_downgrade_upgrade(fresh_url):
     upgrade(fresh_url)  # nothing pending: a no-op
 
 
-async def test_email_is_unique_case_insensitively_in_the_schema(fresh_url):
+async def test_email_is_unique_on_the_column_itself(fresh_url):
+    """The column holds the canonical form (revision 0006): a plain unique index, no database lower()."""
     upgrade(fresh_url)
-    definition = (await _inspect(fresh_url, _email_index_sql)).lower().replace("(email)::text", "email")
-    assert "unique index" in definition
-    assert "lower(email)" in definition
+    users = await _inspect(fresh_url, lambda connection: inspect(connection).get_indexes("users"))
+    assert [(ix["name"], ix["column_names"], bool(ix["unique"])) for ix in users] == [
+        ("uq_users_email", ["email"], True)
+    ]
     indexes = await _inspect(fresh_url, _indexes)
     assert indexes["sessions"] == {"ix_sessions_user_id"}
     assert indexes["refresh_tokens"] == {"ix_refresh_tokens_session_id"}
+
+
+USERS = User.__table__  # the users table is the same at 0005 and at head (0006 changes its index only)
+FULLWIDTH_EXAMPLE = "\uff25\uff38\uff21\uff2d\uff30\uff2c\uff25"  # EXAMPLE in fullwidth letters
+
+
+async def _insert_users(url: str, emails: dict[str, str]) -> None:
+    """Rows as revision 0005 let them be stored (a Better-Auth claim verbatim, a local part as typed)."""
+    engine = create_engine(url, for_migrations=True)
+    now = utcnow()
+    try:
+        async with engine.begin() as conn:
+            for user_id, email in emails.items():
+                await conn.execute(
+                    USERS.insert().values(
+                        id=user_id, email=email, is_active=True, auth_provider="local", created_at=now, updated_at=now
+                    )
+                )
+    finally:
+        await engine.dispose()
+
+
+def _emails(connection) -> dict[str, str]:
+    return dict(connection.execute(select(USERS.c.id, USERS.c.email)).all())
+
+
+def _revision(connection) -> str:
+    return str(connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one())
+
+
+async def test_0006_brings_stored_emails_to_their_canonical_form(fresh_url):
+    upgrade(fresh_url, "0005")
+    await _insert_users(
+        fresh_url,
+        {
+            "u-fullwidth": f"Bob@{FULLWIDTH_EXAMPLE}.org",
+            "u-dotted": "\u0130nci@Example.org",
+            "u-plain": "plain@example.org",
+        },
+    )
+    upgrade(fresh_url)
+    expected = {"u-fullwidth": "bob@example.org", "u-dotted": "i\u0307nci@example.org", "u-plain": "plain@example.org"}
+    assert await _inspect(fresh_url, _emails) == expected
+    downgrade(fresh_url, "0005")  # the canonical forms stay: valid under the old index too
+    upgrade(fresh_url)
+    assert await _inspect(fresh_url, _emails) == expected
+
+
+async def test_0006_refuses_a_collision_instead_of_merging_accounts(fresh_url):
+    upgrade(fresh_url, "0005")
+    # Distinct for the old lower(email) index (fullwidth letters), one address once canonical.
+    rows = {"u-first": "carol@example.org", "u-second": f"Carol@{FULLWIDTH_EXAMPLE}.ORG", "u-other": "Dan@example.org"}
+    await _insert_users(fresh_url, rows)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("taskdeck.migrations")
+    logger.addHandler(handler)
+    try:
+        with pytest.raises(MigrationRefused, match=r"1 group\(s\).*u-first, u-second.*Nothing was changed"):
+            upgrade(fresh_url)
+    finally:
+        logger.removeHandler(handler)
+    assert await _inspect(fresh_url, _emails) == rows
+    assert await _inspect(fresh_url, _revision) == "0005"
+    [record] = records
+    assert record.levelno == logging.ERROR
+    assert "u-first" in record.getMessage()
+    assert "u-second" in record.getMessage()
+    assert "carol@" not in record.getMessage().lower()  # masked: no address in the logs
 
 
 def test_a_failing_migration_is_reported(tmp_path):

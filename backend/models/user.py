@@ -6,13 +6,25 @@ from datetime import datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, ConfigDict, EmailStr, StringConstraints
-from sqlalchemy import Index, func
+from sqlalchemy import Index
 from sqlmodel import Field, SQLModel
 
 from backend.models.common import NO_NUL, new_id, utcnow
+from backend.models.emails import MAX_EMAIL_LENGTH, canonical_email
 from backend.models.passwords import validate_password_rules
 
 Password = Annotated[str, AfterValidator(validate_password_rules)]
+
+
+def _canonical(address: str) -> str:
+    canonical = canonical_email(address)
+    if len(canonical) > MAX_EMAIL_LENGTH:
+        raise ValueError(f"The address is longer than {MAX_EMAIL_LENGTH} characters once normalised")
+    return canonical
+
+
+# Stored in its canonical form (backend/models/emails.py): the unique index compares canonical forms.
+Email = Annotated[EmailStr, AfterValidator(_canonical)]
 FullName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=255, pattern=NO_NUL)]
 
 
@@ -23,7 +35,8 @@ class UserBase(SQLModel):
 
 class User(UserBase, table=True):
     __tablename__ = "users"
-    __table_args__ = (Index("uq_users_email_lower", func.lower("email"), unique=True),)
+    # `email` holds the canonical form (services write it so): plain equality, no database `lower()`.
+    __table_args__ = (Index("uq_users_email", "email", unique=True),)
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
     hashed_password: str | None = Field(default=None, max_length=128)
@@ -36,7 +49,7 @@ class User(UserBase, table=True):
 class UserCreate(UserBase):
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
-    email: EmailStr = Field(max_length=320, schema_extra={"examples": ["ada@example.com"]})
+    email: Email = Field(max_length=320, schema_extra={"examples": ["ada@example.com"]})
     # The length rules are checked by the validator (with its own messages); documented here too.
     password: Password = Field(
         schema_extra={

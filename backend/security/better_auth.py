@@ -21,6 +21,7 @@ from jwt import PyJWK, PyJWTError
 from backend.config import ConfigError, Settings
 from backend.errors import InvalidToken, ServiceUnavailable, TokenExpired, Unauthorized
 from backend.models.common import USER_ID_PATTERN
+from backend.models.emails import MAX_EMAIL_LENGTH, canonical_email
 
 log = logging.getLogger("taskdeck.better_auth")
 
@@ -30,7 +31,6 @@ RESERVED_USER_IDS = frozenset({"auth", "tasks", "projects", "me", "health"})
 REQUIRED_CLAIMS = ["exp", "sub", "iss", "aud"]
 MAX_JWKS_BYTES = 256 * 1024
 MAX_NAME_LENGTH = 255
-MAX_EMAIL_LENGTH = 320
 _USER_ID = re.compile(USER_ID_PATTERN)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 KEYS_UNAVAILABLE = "The sign-in service's keys are unavailable, try again shortly"
@@ -110,9 +110,12 @@ def identity_from_claims(claims: dict[str, Any]) -> ExternalIdentity:
     email = claims.get("email")
     if not isinstance(email, str) or len(email.strip()) > MAX_EMAIL_LENGTH or not _EMAIL.match(email.strip()):
         raise _invalid("The token carries no usable email claim")
+    email = canonical_email(email)
+    if len(email) > MAX_EMAIL_LENGTH:  # a compatibility form can expand (NFKC)
+        raise _invalid("The token carries no usable email claim")
     name = claims.get("name")
     full_name = (name.strip()[:MAX_NAME_LENGTH] or None) if isinstance(name, str) else None
-    return ExternalIdentity(user_id=sub, email=email.strip(), full_name=full_name)
+    return ExternalIdentity(user_id=sub, email=email, full_name=full_name)
 
 
 class ExternalVerifier(Protocol):

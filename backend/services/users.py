@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import func
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -13,6 +12,7 @@ from backend.db import flush_unique
 from backend.errors import AccountDisabled, Conflict
 from backend.logging_setup import security_event
 from backend.models.common import utcnow
+from backend.models.emails import canonical_email
 from backend.models.user import User
 
 BETTER_AUTH_PROVIDER = "better-auth"
@@ -36,15 +36,18 @@ async def get_user(session: AsyncSession, user_id: str) -> User | None:
 
 
 async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
-    result = await session.exec(select(User).where(func.lower(User.email) == email.strip().lower()))
+    """The user whose address has the canonical form of `email` (however it is typed)."""
+    result = await session.exec(select(User).where(User.email == canonical_email(email)))
     return result.first()
 
 
 async def upsert_external_user(session: AsyncSession, user_id: str, email: str, full_name: str | None) -> User:
     """The Better-Auth user behind a verified token: created on first sight, then kept in step with its claims.
 
-    `full_name=None` means the token carried no name: the stored one is kept.
+    `full_name=None` means the token carried no name: the stored one is kept. The email is stored, and
+    matched against other accounts, in its canonical form (as registration stores it).
     """
+    email = canonical_email(email)
     user = await session.get(User, user_id)
     if user is None:
         user = await _create_external_user(session, user_id, email, full_name)

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import col
 
+from backend.models.emails import canonical_email
 from backend.models.user import User
 from backend.security.tokens import ISSUER, create_access_token
 from tests.conftest import PASSWORD, assert_error, make_user
@@ -93,6 +94,44 @@ class TestRegister:
         await client.post("/api/auth/register", json={"email": email, "password": PASSWORD})
         r = await client.post("/api/auth/login", json={"email": email.upper(), "password": PASSWORD})
         assert r.status_code == 200, r.text
+
+
+# (registered as, later typed as): one address each, however it is typed.
+EMAIL_FORMS = [
+    pytest.param("bob-{id}@\uff25\uff38\uff21\uff2d\uff30\uff2c\uff25.org", "BOB-{id}@example.ORG", id="fullwidth"),
+    pytest.param(
+        "bob-{id}@\uff25\uff38\uff21\uff2d\uff30\uff2c\uff25.org",
+        "Bob-{id}@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.ORG",
+        id="fullwidth-lower",
+    ),
+    pytest.param("\u0130nci-{id}@example.org", "\u0130NCI-{id}@EXAMPLE.ORG", id="dotted-I-local"),
+    pytest.param("\u0130nci-{id}@example.org", "i\u0307nci-{id}@Example.org", id="dotted-I-folded"),
+    pytest.param("ada-{id}@\u0130stanbul.example.org", "ADA-{id}@i\u0307STANBUL.EXAMPLE.ORG", id="dotted-I-domain"),
+]
+
+
+class TestEmailForms:
+    """Registration stores the canonical form (backend/models/emails.py); login and the unique check compare it."""
+
+    @pytest.mark.parametrize(("registered", "typed"), EMAIL_FORMS)
+    async def test_register_then_log_in_with_either_typing(self, client, registered, typed):
+        suffix = uuid.uuid4().hex[:8]
+        registered, typed = registered.format(id=suffix), typed.format(id=suffix)
+        created = await client.post("/api/auth/register", json={"email": registered, "password": PASSWORD})
+        assert created.status_code == 201, created.text
+        assert created.json()["data"]["email"] == canonical_email(typed)
+        for email in (registered, typed):
+            r = await client.post("/api/auth/login", json={"email": email, "password": PASSWORD})
+            assert r.status_code == 200, (email, r.text)
+            assert r.json()["data"]["user_id"] == created.json()["data"]["user_id"]
+
+    @pytest.mark.parametrize(("registered", "typed"), EMAIL_FORMS)
+    async def test_another_typing_of_a_taken_address_is_email_taken(self, client, registered, typed):
+        suffix = uuid.uuid4().hex[:8]
+        registered, typed = registered.format(id=suffix), typed.format(id=suffix)
+        assert (await client.post("/api/auth/register", json={"email": registered, "password": PASSWORD})).is_success
+        r = await client.post("/api/auth/register", json={"email": typed, "password": PASSWORD})
+        assert assert_error(r, 409, "EMAIL_TAKEN")["field"] == "email"
 
 
 class TestLogin:

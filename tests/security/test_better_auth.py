@@ -15,6 +15,7 @@ from sqlmodel import select
 
 from backend.config import ConfigError
 from backend.deps import OwnerDep
+from backend.models.emails import canonical_email
 from backend.models.user import User
 from backend.security.better_auth import BetterAuthVerifier, no_external_verifier
 from tests.conftest import PASSWORD, assert_error, make_settings
@@ -532,6 +533,30 @@ class TestJustInTimeUsers:
         error = assert_error(response, 409, "CONFLICT")
         assert error["field"] == "email"
         assert await users_with_id(app, sub) == []
+
+    @pytest.mark.parametrize(
+        "claimed",
+        ["Bob-{id}@\uff25\uff38\uff21\uff2d\uff30\uff2c\uff25.org", "\u0130nci-{id}@Example.org"],
+        ids=["fullwidth", "dotted-I"],
+    )
+    async def test_an_email_in_another_form_is_the_same_address(
+        self, app: FastAPI, client: httpx.AsyncClient, token: TokenFactory, claimed: str
+    ) -> None:
+        sub = better_auth_id()
+        email = claimed.format(id=sub.lower()[:12])
+        response = await client.get("/api/auth/me", headers=bearer(token(sub=sub, email=email)))
+        assert response.status_code == 200, response.text
+        [user] = await users_with_id(app, sub)
+        assert user.email == canonical_email(email) == response.json()["data"]["email"]
+        # The same address typed otherwise by the auth server: the same user, not a change.
+        retyped = await client.get("/api/auth/me", headers=bearer(token(sub=sub, email=email.upper())))
+        assert retyped.status_code == 200, retyped.text
+        assert (await users_with_id(app, sub))[0].updated_at == user.updated_at
+        # Registration and another Better-Auth user find it under any typing.
+        registered = await client.post("/api/auth/register", json={"email": email.upper(), "password": PASSWORD})
+        assert_error(registered, 409, "EMAIL_TAKEN")
+        other = await client.get("/api/auth/me", headers=bearer(token(sub=better_auth_id(), email=email.lower())))
+        assert assert_error(other, 409, "CONFLICT")["field"] == "email"
 
     async def test_disabled_user_is_refused(self, app: FastAPI, client: httpx.AsyncClient, token: TokenFactory) -> None:
         sub = better_auth_id()
