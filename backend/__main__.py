@@ -1,11 +1,105 @@
-"""`python -m backend serve [--host --port --workers]` and `python -m backend migrate`."""
+"""`python -m backend serve [--host --port --workers]` and `python -m backend migrate`.
+
+Start-up failures are one line on stderr, never a traceback: exit code 2 for a bad setting, 3 for
+a database that cannot be reached (after retrying for DB_STARTUP_RETRY_SECONDS). specs/operations.md.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 
-from backend.config import ConfigError, load_settings
+from backend.config import ConfigError, Settings, load_settings
+
+EXIT_CONFIG = 2
+EXIT_UNREACHABLE = 3
+# libpq's answers that waiting does not change: no such database, wrong password or role.
+DEFINITIVE_SQLSTATES = {"3D000", "28P01", "28000"}
+
+
+class Unreachable(Exception):
+    """A dependency cannot be reached at start-up; the message is the whole line to print."""
+
+
+def refuse_local_state(settings: Settings, workers: int) -> None:
+    """Several processes without Redis would each keep their own tickets, event streams and rate limits."""
+    if workers > 1 and not settings.REDIS_URL and not settings.ALLOW_LOCAL_STATE:
+        raise ConfigError(
+            f"--workers {workers} needs REDIS_URL: event tickets, event streams and rate limits would be kept "
+            "per worker (set ALLOW_LOCAL_STATE=true to run so anyway)"
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    """What a driver error says, on one line (libpq's messages name the host, never the password)."""
+    orig = getattr(exc, "orig", None) or exc
+    text = " ".join(str(orig).split())
+    return text.removeprefix("connection failed: ") or type(orig).__name__
+
+
+def _definitive(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", None)
+    if getattr(orig, "sqlstate", None) in DEFINITIVE_SQLSTATES:
+        return True
+    text = str(orig or exc)
+    return "does not exist" in text or "authentication failed" in text or "unable to open database" in text
+
+
+def _bad_options(exc: BaseException) -> bool:
+    """libpq refusing the URL's own options (`?sslmode=bogus`, an unknown option): a configuration error."""
+    from psycopg import ProgrammingError
+
+    text = str(getattr(exc, "orig", None) or exc)
+    return isinstance(getattr(exc, "orig", None), ProgrammingError) or "invalid sslmode value" in text
+
+
+def wait_for_database(url: str, settings: Settings, setting: str = "DATABASE_URL") -> None:
+    """Connect once, retrying with back-off for DB_STARTUP_RETRY_SECONDS (a database scaled to zero wakes slowly)."""
+    import asyncio
+
+    from sqlalchemy.exc import DBAPIError
+
+    from backend.db import create_engine, is_sqlite, ping
+
+    if is_sqlite(url):  # a file: nothing to wait for (a path that cannot be opened fails the migrations, exit 3)
+        return
+
+    async def attempt() -> None:
+        engine = create_engine(url, connect_timeout=settings.DB_CONNECT_TIMEOUT, for_migrations=True)
+        try:
+            await ping(engine)
+        finally:
+            await engine.dispose()
+
+    deadline = time.monotonic() + settings.DB_STARTUP_RETRY_SECONDS
+    delay = 0.5
+    while True:
+        try:
+            asyncio.run(attempt())
+            return
+        except (DBAPIError, OSError) as exc:
+            if _bad_options(exc):
+                raise ConfigError(f"Invalid configuration: {setting}: {_first_line(exc)}") from None
+            if _definitive(exc):
+                raise Unreachable(f"error: the database ({setting}) cannot be used: {_first_line(exc)}") from None
+            if time.monotonic() + delay > deadline:
+                raise Unreachable(f"error: the database ({setting}) is unreachable: {_first_line(exc)}") from None
+        time.sleep(delay)
+        delay = min(delay * 2, 4.0)
+
+
+def migrate(url: str, settings: Settings, setting: str = "DATABASE_URL") -> None:
+    """Wait for the database, then apply pending migrations; a connection lost midway is `Unreachable` too."""
+    from sqlalchemy.exc import OperationalError
+
+    from backend.migrations.runner import upgrade
+
+    wait_for_database(url, settings, setting)
+    try:
+        upgrade(url)
+    except (OperationalError, OSError) as exc:
+        raise Unreachable(f"error: migrations stopped, the database ({setting}) failed: {_first_line(exc)}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -13,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="apply pending migrations (unless AUTO_MIGRATE=false) and serve")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=int, default=None, help="default: $PORT, else 8000")
     serve.add_argument("--workers", type=int, default=1)
     commands.add_parser("migrate", help="apply pending migrations and exit")
     args = parser.parse_args(argv)
@@ -24,21 +118,31 @@ def main(argv: list[str] | None = None) -> int:
             from backend.sync.pipeline import load_stages
 
             load_stages(settings.SYNC_STAGES)  # a bad stage path is a configuration error, before anything runs
+            refuse_local_state(settings, args.workers)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
 
-    from backend.migrations.runner import MigrationRefused, upgrade
+    from backend.migrations.runner import MigrationRefused
 
     try:
-        if args.command == "migrate" or settings.AUTO_MIGRATE:
-            upgrade(settings.database_url)
-    except MigrationRefused as exc:
+        if args.command == "migrate":
+            migrate(settings.database_url, settings)
+            print("migrations applied")
+            return 0
+        if settings.AUTO_MIGRATE:
+            migrate(settings.database_url, settings)
+        else:
+            wait_for_database(settings.database_url, settings)
+    except ConfigError as exc:  # the database refused the URL's options
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except Unreachable as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except MigrationRefused as exc:  # e.g. revision 0006 found two accounts with one canonical email
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    if args.command == "migrate":
-        print("migrations applied")
-        return 0
 
     import uvicorn
 
@@ -47,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         "backend.main:create_app",
         factory=True,
         host=args.host,
-        port=args.port,
+        port=settings.PORT if args.port is None else args.port,
         workers=args.workers,
         # uvicorn trusts X-Forwarded-For from 127.0.0.1 by default. The app reads it itself
         # (middleware.client_ip, TRUSTED_PROXIES only): one source of truth for the client address.

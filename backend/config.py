@@ -8,6 +8,7 @@ import secrets
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -16,6 +17,13 @@ VERSION = "1.0.0"
 
 RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
 CommaList = Annotated[list[str], NoDecode]
+# The schemes backend.db understands (it rewrites them to aiosqlite / psycopg 3).
+SQLITE_SCHEMES = frozenset({"sqlite", "sqlite+aiosqlite"})
+PG_SCHEMES = frozenset(
+    {"postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg_async", "postgresql+asyncpg"}
+)
+REDIS_SCHEMES = frozenset({"redis", "rediss"})
+DATABASE_URL_FORMS = "sqlite:///path/to/file.db or postgresql://user:password@host/db"  # pragma: allowlist secret
 DEFAULT_SYNC_STAGES = (
     "backend.sync.github:repository",
     "backend.sync.github:release",
@@ -46,9 +54,19 @@ class Settings(BaseSettings):
     DB_CONNECT_TIMEOUT: float = Field(default=5.0, gt=0)
     DB_POOL_RECYCLE: int = Field(default=1800, ge=60)
     AUTO_MIGRATE: bool = True
+    # How long start-up keeps trying an unreachable database (a Neon database scaled to zero
+    # wakes in seconds) before exiting with code 3; 0 tries once.
+    DB_STARTUP_RETRY_SECONDS: float = Field(default=10.0, ge=0, le=600)
 
     REDIS_URL: str | None = None
     REDIS_KEY_PREFIX: str = "taskdeck"
+    # Several worker processes without REDIS_URL split tickets, event streams and rate limits per
+    # process: `serve --workers N` refuses to start then, unless this says it is wanted.
+    ALLOW_LOCAL_STATE: bool = False
+    # `serve` listens on this port when --port is not given (platforms such as Render or Cloud Run set it).
+    PORT: int = Field(default=8000, ge=1, le=65535)
+    # Seconds one /health dependency check is reused within a process (0: check on every call).
+    HEALTH_CACHE_SECONDS: float = Field(default=1.0, ge=0, le=10)
 
     JWT_SECRET: str | None = None
     ACCESS_TOKEN_EXPIRE_MINUTES: int = Field(default=15, ge=1, le=30)
@@ -106,6 +124,26 @@ class Settings(BaseSettings):
                 ipaddress.ip_network(item, strict=False)
             except ValueError:
                 raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+        return value
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            _check_url(value, SQLITE_SCHEMES | PG_SCHEMES, DATABASE_URL_FORMS)
+        return value
+
+    @field_validator("REDIS_URL")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        value = (value or "").strip()
+        if not value:
+            return None
+        _check_url(value, REDIS_SCHEMES, "redis://host:6379/0 or rediss://...")
+        path = urlsplit(value).path.strip("/")
+        if path and not path.isdigit():
+            raise ValueError("the database after the host must be a number (redis://host:6379/0)")
         return value
 
     @field_validator("LOG_LEVEL", "LOG_FORMAT", "ENVIRONMENT", mode="before")
@@ -188,6 +226,24 @@ class Settings(BaseSettings):
     @cached_property
     def better_auth_audience(self) -> str | None:
         return self.BETTER_AUTH_AUDIENCE or self.BETTER_AUTH_URL
+
+
+def _check_url(url: str, schemes: frozenset[str], example: str) -> None:
+    """The URL's shape only (never echoed: it may hold a password); reachability is checked at start-up."""
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme not in schemes:
+        raise ValueError(f"not a supported URL: use {example}")
+    if scheme in SQLITE_SCHEMES:
+        return
+    netloc = rest.split("/", 1)[0].split("?", 1)[0]
+    try:
+        urlsplit(url).port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ValueError(
+            "the port is not a number: percent-encode '@', '/' and ':' in the user name and password (@ is %40)"
+        ) from None
+    if netloc.count("@") > 1:
+        raise ValueError("more than one '@' before the host: percent-encode '@' in the password as %40")
 
 
 def parse_rate(value: str) -> tuple[int, int]:

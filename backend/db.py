@@ -15,20 +15,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from backend.config import PG_SCHEMES, SQLITE_SCHEMES
 from backend.models.common import metadata as metadata  # re-exported: naming convention set before any table
-
-# libpq options that psycopg understands as keyword arguments; anything else in a hosted
-# provider's URL is passed through untouched.
-_PG_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg_async", "postgresql+asyncpg"}
 
 
 def async_url(url: str) -> str:
     """Rewrite the URL forms people paste (`postgres://`, Neon's `?sslmode=...`) to our async drivers."""
     scheme, rest = url.split("://", 1) if "://" in url else ("", url)
-    if scheme in _PG_SCHEMES:
+    if scheme in PG_SCHEMES:
         parts = urlsplit("postgresql+psycopg://" + rest)
         return urlunsplit(parts._replace(query=urlencode(parse_qsl(parts.query))))
-    if scheme in {"sqlite", "sqlite+aiosqlite"}:
+    if scheme in SQLITE_SCHEMES:
         return "sqlite+aiosqlite://" + rest
     raise ValueError(f"Unsupported DATABASE_URL scheme {scheme!r}: use sqlite:// or postgresql://")
 

@@ -119,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.limiter = limiter
     app.state.metrics = Metrics(engine)
     app.state.events = EventBus(settings, app.state.metrics)
+    app.state.health = health.HealthCache(settings.HEALTH_CACHE_SECONDS)
     sync_runner.notify = partial(publish, app.state)
     sync_runner.finished = partial(record_sync_outcome, app.state)
 

@@ -121,6 +121,9 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         "GITHUB_API_URL": "http://127.0.0.1:9",
         # An event stream ends by itself, so sweeps over every operation can read it to the end.
         "EVENTS_STREAM_MAX_SECONDS": 0.3,
+        # Tests read /health right after stopping or starting a dependency; tests/routers/test_health.py
+        # tests the cache (HealthCache) with its own settings.
+        "HEALTH_CACHE_SECONDS": 0,
     }
     values.update(overrides)
     return load_settings(**values)

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import psycopg
 import pytest
 
 from backend.__main__ import main
 from backend.config import Settings
+from tests.conftest import BACKENDS, PG_ADMIN_URL
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -150,8 +156,188 @@ class TestServeOptions:
             ["--host", "0.0.0.0", "--port", "9000", "--workers", "3"],
             TRUSTED_PROXIES="10.0.0.1, 10.0.0.2",
             AUTO_MIGRATE="false",
+            ALLOW_LOCAL_STATE="true",
         )
         assert (options["host"], options["port"], options["workers"]) == ("0.0.0.0", 9000, 3)
         # Trusted proxies are honoured by the app (middleware.client_ip), never by uvicorn.
         assert options["proxy_headers"] is False
         assert not (tmp_path / "cli.db").exists()
+
+    def test_port_comes_from_the_environment_unless_given(self, tmp_path, monkeypatch):
+        _, options = self.run_serve(tmp_path, monkeypatch, [], PORT="9123")
+        assert options["port"] == 9123
+        _, options = self.run_serve(tmp_path, monkeypatch, ["--port", "9001"], PORT="9123")
+        assert options["port"] == 9001
+
+    @pytest.mark.parametrize("env", [{"ALLOW_LOCAL_STATE": "true"}, {"REDIS_URL": "redis://127.0.0.1:6379/0"}])
+    def test_several_workers_with_redis_or_on_purpose(self, tmp_path, monkeypatch, env):
+        _, options = self.run_serve(tmp_path, monkeypatch, ["--workers", "2"], AUTO_MIGRATE="false", **env)
+        assert options["workers"] == 2
+
+
+def one_line(stderr: str) -> str:
+    """A start-up failure is exactly one line on stderr, and no traceback."""
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+class TestSeveralWorkersWithoutRedis:
+    """Tickets, event streams and rate limits live in one process without Redis: N workers would split them."""
+
+    def test_refused_in_process(self, tmp_path, monkeypatch, capsys):
+        monkeypatch.chdir(tmp_path)
+        for name, value in clean_env(tmp_path).items():
+            monkeypatch.setenv(name, value)
+        assert main(["serve", "--workers", "2"]) == 2
+        line = one_line(capsys.readouterr().err)
+        assert line.startswith("error: --workers 2 needs REDIS_URL")
+        assert all(word in line for word in ("tickets", "streams", "rate limits", "ALLOW_LOCAL_STATE=true"))
+        assert not (tmp_path / "cli.db").exists()  # refused before the migrations
+
+    def test_refused_as_a_process(self, tmp_path):
+        done = subprocess.run(
+            [sys.executable, "-m", "backend", "serve", "--workers", "2", "--port", str(free_port())],
+            cwd=ROOT,
+            env=clean_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2
+        assert "needs REDIS_URL" in one_line(done.stderr)
+
+
+def run_cli(tmp_path: Path, command: str, **env: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    argv = [sys.executable, "-m", "backend", command]
+    if command == "serve":
+        argv += ["--port", str(free_port())]
+    started = time.monotonic()
+    done = subprocess.run(argv, cwd=ROOT, env=clean_env(tmp_path, **env), capture_output=True, text=True, timeout=120)
+    return done, time.monotonic() - started
+
+
+def pg_url(port: int, database: str) -> str:
+    admin = urlsplit(PG_ADMIN_URL)
+    return urlunsplit(admin._replace(netloc=f"{admin.netloc.rsplit(':', 1)[0]}:{port}", path=f"/{database}"))
+
+
+needs_postgresql = pytest.mark.skipif("postgresql" not in BACKENDS, reason="TEST_BACKENDS leaves PostgreSQL out")
+
+
+@pytest.mark.parametrize("command", ["migrate", "serve"])
+class TestStartupFailures:
+    """One line naming the setting or the dependency, no traceback; exit 2 = configuration, 3 = unreachable."""
+
+    def test_garbage_database_url(self, tmp_path, command):
+        done, _ = run_cli(tmp_path, command, DATABASE_URL="garbage")
+        assert done.returncode == 2
+        assert one_line(done.stderr).startswith("error: Invalid configuration: DATABASE_URL")
+
+    def test_malformed_redis_url(self, tmp_path, command):
+        done, _ = run_cli(tmp_path, command, REDIS_URL="notaurl")
+        assert done.returncode == 2
+        assert one_line(done.stderr).startswith("error: Invalid configuration: REDIS_URL")
+        assert not (tmp_path / "cli.db").exists()  # refused before the migrations
+
+    def test_password_is_never_echoed(self, tmp_path, command):
+        done, _ = run_cli(tmp_path, command, DATABASE_URL="postgresql://taskdeck:s3cr/et@db:5432/taskdeck")
+        assert done.returncode == 2
+        line = one_line(done.stderr)
+        assert "DATABASE_URL" in line
+        assert "percent-encode" in line
+        assert "s3cr" not in line
+
+    def test_options_the_driver_refuses(self, tmp_path, command):
+        url = pg_url(free_port(), "postgres") + "?sslmode=bogus"
+        done, _ = run_cli(tmp_path, command, DATABASE_URL=url, DB_STARTUP_RETRY_SECONDS="60")
+        assert done.returncode == 2
+        assert (
+            one_line(done.stderr)
+            == 'error: Invalid configuration: DATABASE_URL: connection is bad: invalid sslmode value: "bogus"'
+        )
+
+    def test_unreachable_database_is_retried_then_exit_3(self, tmp_path, command):
+        url = pg_url(free_port(), "postgres")  # a closed port on 127.0.0.1
+        done, took = run_cli(tmp_path, command, DATABASE_URL=url, DB_STARTUP_RETRY_SECONDS="3")
+        assert done.returncode == 3
+        line = one_line(done.stderr)
+        assert line.startswith("error: the database (DATABASE_URL) is unreachable:")
+        assert "Connection refused" in line
+        assert took >= 1.5  # retried with back-off (0.5 s, 1 s, then 2 s would pass the 3 s) before giving up
+
+    @needs_postgresql
+    def test_missing_database_exits_3_without_waiting(self, tmp_path, command):
+        port = urlsplit(PG_ADMIN_URL).port or 5432
+        url = pg_url(port, f"taskdeck_missing_{uuid.uuid4().hex[:8]}")
+        done, took = run_cli(tmp_path, command, DATABASE_URL=url, DB_STARTUP_RETRY_SECONDS="120")
+        assert done.returncode == 3
+        line = one_line(done.stderr)
+        assert line.startswith("error: the database (DATABASE_URL) cannot be used:")
+        assert "does not exist" in line
+        assert took < 60  # no waiting can create a database: not retried for 120 s
+
+
+class LateForwarder:
+    """A port that opens only after a while and then forwards to PostgreSQL: a database waking from zero."""
+
+    def __init__(self, port: int, target: tuple[str, int]) -> None:
+        self.port, self.target = port, target
+        self.listener: socket.socket | None = None
+
+    def open(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        assert self.listener is not None
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+
+
+@needs_postgresql
+def test_migrate_waits_for_a_database_that_wakes_up(tmp_path):
+    name = f"taskdeck_cli_{uuid.uuid4().hex[:8]}"
+    admin = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    port = free_port()
+    forwarder = LateForwarder(port, ("127.0.0.1", urlsplit(PG_ADMIN_URL).port or 5432))
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "backend", "migrate"],
+            cwd=ROOT,
+            env=clean_env(tmp_path, DATABASE_URL=pg_url(port, name), DB_STARTUP_RETRY_SECONDS="60"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(2)  # refused meanwhile
+        assert process.poll() is None, process.communicate()
+        forwarder.open()
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        assert "migrations applied" in out
+    finally:
+        forwarder.close()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -154,3 +154,75 @@ class TestEnvExample:
         for line in text.splitlines():
             if line.startswith(("# JWT_SECRET=", "# BETTER_AUTH_SECRET=", "# GITHUB_TOKEN=")):
                 assert "replace" in line
+
+
+class TestUrls:
+    """DATABASE_URL's scheme and REDIS_URL are checked with the other settings, before anything connects."""
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "",
+            "sqlite:///data/x.db",
+            "sqlite+aiosqlite:///x.db",
+            "postgres://u:p@h/db",
+            "postgresql://u:p%40ss@ep-x-pooler.neon.tech/db?sslmode=require",  # pragma: allowlist secret
+            "postgresql+psycopg://u@h:5432/db",
+        ],
+    )
+    def test_database_urls_accepted(self, url):
+        settings = load_settings(DATABASE_URL=url)
+        assert url == settings.DATABASE_URL
+
+    @pytest.mark.parametrize("url", ["garbage", "mysql://u:p@h/db", "POSTGRESQL://h/db", "postgresql:/h/db"])
+    def test_unsupported_database_url(self, url):
+        with pytest.raises(ConfigError, match=r"DATABASE_URL: .*not a supported URL: use sqlite:///.*or postgresql://"):
+            load_settings(DATABASE_URL=url)
+
+    @pytest.mark.parametrize("url", ["postgresql://u:pa/ss@h/db", "postgresql://u:p@ss@h/db"])
+    def test_unencoded_password_is_named_never_echoed(self, url):
+        with pytest.raises(ConfigError, match=r"DATABASE_URL: .*percent-encode") as caught:
+            load_settings(DATABASE_URL=url)
+        assert "ss@" not in str(caught.value)
+        assert "pa/" not in str(caught.value)
+
+    @pytest.mark.parametrize(
+        ("url", "expected"),
+        [
+            ("", None),
+            ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+            ("rediss://u:p@h:6380", "rediss://u:p@h:6380"),
+        ],
+    )
+    def test_redis_urls_accepted(self, url, expected):
+        settings = load_settings(REDIS_URL=url)
+        assert expected == settings.REDIS_URL
+
+    @pytest.mark.parametrize(
+        ("url", "says"),
+        [
+            ("notaurl", "not a supported URL"),
+            ("http://h:6379", "not a supported URL"),
+            ("redis://h:port/0", "port is not a number"),
+            ("redis://h:6379/zero", "must be a number"),
+        ],
+    )
+    def test_malformed_redis_url(self, url, says):
+        with pytest.raises(ConfigError, match=f"REDIS_URL: .*{says}"):
+            load_settings(REDIS_URL=url)
+
+
+class TestDeploymentSettings:
+    def test_defaults(self):
+        settings = load_settings()
+        assert settings.PORT == 8000
+        assert settings.ALLOW_LOCAL_STATE is False
+        assert settings.DB_STARTUP_RETRY_SECONDS == 10
+        assert settings.HEALTH_CACHE_SECONDS == 1
+
+    def test_port_from_the_environment(self, monkeypatch):
+        monkeypatch.setenv("PORT", "10000")
+        assert load_settings().PORT == 10000
+        monkeypatch.setenv("PORT", "http")
+        with pytest.raises(ConfigError, match="PORT"):
+            load_settings()

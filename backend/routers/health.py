@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
+import time
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
@@ -14,6 +17,41 @@ from backend.envelope import Envelope, ErrorBody
 from backend.errors import ServiceUnavailable, render_error
 
 router = APIRouter(tags=["health"])
+
+
+class HealthCache:
+    """One dependency check per `seconds` per process, however many callers: `/health` is public and
+    must not turn a flood of requests into a flood of database and Redis round trips. Callers
+    arriving while a check runs wait for it (one lock) and share its result."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._lock = asyncio.Lock()
+        self._result: tuple[str, str] = ("down", "down")
+        self._checked_at = -math.inf
+
+    def _fresh(self) -> bool:
+        return time.monotonic() - self._checked_at < self.seconds
+
+    async def states(self, state: Any) -> tuple[str, str]:
+        """(database, redis), checked at most once per window."""
+        if self._fresh():
+            return self._result
+        async with self._lock:
+            if not self._fresh():  # another caller may have checked while this one waited
+                self._result = await _check(state)
+                self._checked_at = time.monotonic()
+            return self._result
+
+
+async def _check(state: Any) -> tuple[str, str]:
+    try:
+        await ping(state.engine)
+        database = "ok"
+    except Exception:  # any failure to reach it is "down"; details go nowhere
+        database = "down"
+    redis = await state.limiter.health() if getattr(state, "limiter", None) else "disabled"
+    return database, redis
 
 
 class HealthStatus(BaseModel):
@@ -61,13 +99,8 @@ class HealthOutage(BaseModel):
 )
 async def health(request: Request) -> Any:
     """200 while the database answers; 503 with the failing component otherwise. Redis down is degraded, not fatal."""
-    state = request.app.state
-    try:
-        await ping(state.engine)
-        database = "ok"
-    except Exception:  # any failure to reach it is "down"; details go nowhere
-        database = "down"
-    redis = await state.limiter.health() if getattr(state, "limiter", None) else "disabled"
+    # Checked at most once per HEALTH_CACHE_SECONDS (1 s) per process: see HealthCache.
+    database, redis = await request.app.state.health.states(request.app.state)
     healthy = database == "ok"
     data = {"status": "ok" if healthy else "unavailable", "database": database, "redis": redis, "version": VERSION}
     if not healthy:  # 503 with `Retry-After: 5`, the component states beside the error

@@ -1,8 +1,34 @@
-"""`/health` (database check) and `/health/live` (no dependencies)."""
+"""`/health` (database check, cached about a second per process) and `/health/live` (no dependencies)."""
 
 from __future__ import annotations
 
-from backend.config import VERSION
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import event
+
+from backend.config import VERSION, Settings
+
+
+@contextmanager
+def statements(app: FastAPI) -> Iterator[list[str]]:
+    """The statements the app's engine sends to the database meanwhile (counted by SQLAlchemy, no stand-in)."""
+    engine = app.state.engine.sync_engine
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if not statement.startswith("BEGIN"):  # SQLite's BEGIN IMMEDIATE (backend.db) opens each check's connection
+            seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
 
 
 class TestHealth:
@@ -16,8 +42,42 @@ class TestHealth:
         }
 
 
+@pytest.mark.committing  # concurrent requests on one app
+class TestCheckCache:
+    """A flood of /health calls must not become a flood of database (and Redis) round trips."""
+
+    def test_about_a_second_by_default(self):
+        assert Settings.model_fields["HEALTH_CACHE_SECONDS"].default == 1.0
+
+    # A window far longer than the burst takes on a loaded machine; the default is 1 s.
+    @pytest.mark.parametrize("settings_overrides", [{"HEALTH_CACHE_SECONDS": 10}])
+    async def test_a_concurrent_burst_is_one_database_check(self, app, client):
+        with statements(app) as seen:
+            responses = await asyncio.gather(*(client.get("/health") for _ in range(40)))
+        assert {r.status_code for r in responses} == {200}
+        assert {r.json()["data"]["database"] for r in responses} == {"ok"}
+        assert seen == ["SELECT 1"]
+
+    @pytest.mark.parametrize("settings_overrides", [{"HEALTH_CACHE_SECONDS": 2}])
+    async def test_a_new_check_after_the_window(self, app, client):
+        with statements(app) as seen:
+            assert (await client.get("/health")).status_code == 200
+            assert (await client.get("/health")).status_code == 200
+            assert seen == ["SELECT 1"]
+            await asyncio.sleep(2.2)
+            assert (await client.get("/health")).status_code == 200
+        assert seen == ["SELECT 1", "SELECT 1"]
+
+
 class TestLive:
     async def test_ok(self, client):
         r = await client.get("/health/live")
         assert r.status_code == 200
         assert r.json()["data"] == {"status": "ok"}
+
+    @pytest.mark.committing
+    async def test_touches_no_dependency(self, app, client):
+        with statements(app) as seen:
+            responses = await asyncio.gather(*(client.get("/health/live") for _ in range(10)))
+        assert {r.status_code for r in responses} == {200}
+        assert seen == []
