@@ -31,14 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     from backend.migrations.runner import upgrade
 
     if args.command == "migrate":
-        upgrade(settings.database_url)
+        upgrade(settings.migrations_database_url)
         print("migrations applied")
         return 0
 
     import uvicorn
 
     if settings.AUTO_MIGRATE:
-        upgrade(settings.database_url)
+        upgrade(settings.migrations_database_url)
     settings.jwt_secret  # noqa: B018 - create the development key once, before workers race for it
     uvicorn.run(
         "backend.main:create_app",
