@@ -125,13 +125,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from backend.migrations.runner import MigrationRefused
 
+    migrations_setting = "MIGRATIONS_DATABASE_URL" if settings.MIGRATIONS_DATABASE_URL else "DATABASE_URL"
     try:
         if args.command == "migrate":
-            migrate(settings.database_url, settings)
+            migrate(settings.migrations_database_url, settings, migrations_setting)
             print("migrations applied")
             return 0
         if settings.AUTO_MIGRATE:
-            migrate(settings.database_url, settings)
+            migrate(settings.migrations_database_url, settings, migrations_setting)
         else:
             wait_for_database(settings.database_url, settings)
     except ConfigError as exc:  # the database refused the URL's options

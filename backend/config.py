@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     ENVIRONMENT: Literal["development", "test", "production"] = "development"
     DATA_DIR: Path = Path("data")
     DATABASE_URL: str = ""
+    # Migrations (and their advisory lock) over a direct connection when DATABASE_URL is a transaction-mode pooler.
+    MIGRATIONS_DATABASE_URL: str | None = None
     DB_POOL_SIZE: int = Field(default=10, ge=1, le=200)
     DB_MAX_OVERFLOW: int = Field(default=10, ge=0, le=200)
     DB_POOL_TIMEOUT: float = Field(default=5.0, gt=0)
@@ -191,6 +193,11 @@ class Settings(BaseSettings):
     @cached_property
     def database_url(self) -> str:
         return self.DATABASE_URL or f"sqlite:///{(self.DATA_DIR / 'taskdeck.db').as_posix()}"
+
+    @cached_property
+    def migrations_database_url(self) -> str:
+        """Where migrations run: MIGRATIONS_DATABASE_URL (e.g. Neon's direct host), else DATABASE_URL."""
+        return self.MIGRATIONS_DATABASE_URL or self.database_url
 
     @cached_property
     def jwt_secret(self) -> str:

@@ -67,7 +67,12 @@ def create_engine(
         pool_timeout=pool_timeout,
         pool_recycle=pool_recycle,
         pool_pre_ping=True,
-        connect_args={"connect_timeout": max(1, int(connect_timeout))},
+        # No server-side prepared statements: psycopg prepares a query after 5 runs (`_pg3_0`, ...), and a
+        # transaction-mode pooler (PgBouncer, Neon's `-pooler` host) hands the next transaction another
+        # server connection, where the statement is missing, already taken, or another query's. Without
+        # them the API is correct behind such a pooler with no setting; the cost is measured in
+        # specs/performance.md. (SQLAlchemy's psycopg dialect prepares nothing of its own.)
+        connect_args={"connect_timeout": max(1, int(connect_timeout)), "prepare_threshold": None},
     )
 
 

@@ -50,7 +50,9 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 BACKENDS = [b.strip() for b in os.environ.get("TEST_BACKENDS", "sqlite,postgresql").split(",") if b.strip()]
 RUN_ID = uuid.uuid4().hex[:10]
 # PostgreSQL-only modules (the outage test runs a server of its own): part of the PostgreSQL opt-out.
-collect_ignore = [] if "postgresql" in BACKENDS else ["test_outage.py", "test_faults.py", "test_races.py"]
+collect_ignore = (
+    [] if "postgresql" in BACKENDS else ["test_outage.py", "test_faults.py", "test_races.py", "test_pooler.py"]
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -18,12 +18,14 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 
 import backend.models  # noqa: F401 - every table on the metadata
-from backend.config import Settings
+from backend.__main__ import main
+from backend.config import Settings, load_settings
 from backend.db import create_engine, metadata
 from backend.migrations.runner import MigrationRefused, downgrade, include_object_for, upgrade
 from backend.models.common import utcnow
 from backend.models.user import User
 from tests.conftest import BACKENDS, PG_ADMIN_URL, _pg_conninfo
+from tests.support import free_port
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*expression-based index")
 
@@ -192,3 +194,50 @@ def test_instances_migrating_at_once_are_safe(fresh_url, tmp_path):
     outputs = [process.communicate(timeout=120)[0] for process in processes]
     assert [process.returncode for process in processes] == [0] * 4, outputs
     assert asyncio.run(_inspect(fresh_url, _tables)) == TABLES | {"alembic_version"}
+
+
+class TestMigrationsDatabaseUrl:
+    """MIGRATIONS_DATABASE_URL: migrations over a direct connection while the app's DATABASE_URL is a pooler.
+
+    DATABASE_URL here is a port nothing listens on: migrating over it would fail.
+    """
+
+    @pytest.fixture(autouse=True)
+    def environment(self, tmp_path, monkeypatch) -> Path:
+        monkeypatch.chdir(tmp_path)  # no developer's `.env`
+        for name in Settings.model_fields:
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("DATABASE_URL", f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere")
+        monkeypatch.setenv("DB_CONNECT_TIMEOUT", "1")
+        monkeypatch.setenv("MIGRATIONS_DATABASE_URL", f"sqlite:///{tmp_path / 'direct.db'}")
+        monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+        return tmp_path / "direct.db"
+
+    def test_migrate_runs_over_it(self, environment):
+        assert main(["migrate"]) == 0
+        assert asyncio.run(_inspect(f"sqlite:///{environment}", _tables)) == TABLES | {"alembic_version"}
+
+    def test_serve_auto_migrate_runs_over_it(self, environment, monkeypatch):
+        import uvicorn
+
+        monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: None)
+        assert main(["serve"]) == 0
+        assert asyncio.run(_inspect(f"sqlite:///{environment}", _tables)) == TABLES | {"alembic_version"}
+
+    def test_alembic_by_hand_runs_over_it(self, environment):
+        root = Path(__file__).resolve().parents[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "alembic", "-c", str(root / "backend/migrations/alembic.ini"), "upgrade", "head"],
+            cwd=root,
+            env=dict(os.environ),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert asyncio.run(_inspect(f"sqlite:///{environment}", _tables)) == TABLES | {"alembic_version"}
+
+    def test_defaults_to_database_url(self, monkeypatch):
+        monkeypatch.delenv("MIGRATIONS_DATABASE_URL")
+        assert load_settings().migrations_database_url == os.environ["DATABASE_URL"]
+        assert load_settings(MIGRATIONS_DATABASE_URL="").migrations_database_url == os.environ["DATABASE_URL"]

@@ -17,7 +17,13 @@ config = context.config
 
 
 def _url() -> str:
-    return config.attributes.get("database_url") or os.environ.get("DATABASE_URL") or "sqlite:///data/taskdeck.db"
+    # `alembic` run by hand reads the environment: the migrations' URL first (a direct connection), as the CLI does.
+    return (
+        config.attributes.get("database_url")
+        or os.environ.get("MIGRATIONS_DATABASE_URL")
+        or os.environ.get("DATABASE_URL")
+        or "sqlite:///data/taskdeck.db"
+    )
 
 
 def _configure(connection: Connection) -> None:

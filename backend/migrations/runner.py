@@ -53,6 +53,8 @@ def _in_thread(fn: object, *args: object) -> None:
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:
+    """Apply migrations over `database_url`: the CLI passes `settings.migrations_database_url` (a direct
+    connection; the advisory lock and DDL are not for a transaction-mode pooler)."""
     _in_thread(command.upgrade, alembic_config(database_url), revision)
 
 
