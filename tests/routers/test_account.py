@@ -133,7 +133,7 @@ class TestErase:
 
 
 RACE_ROUNDS = 8
-MAX_WRITES = 40  # per writer and round: under the 50-pin limit; the erasure ends every writer long before
+MAX_WRITES = 25  # per writer and round: two pin writers stay within the 50-pin limit even if the erasure is late
 
 
 @pytest.mark.committing  # concurrent requests on the app's pool, racing a committed erasure
