@@ -15,7 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.models.user import User
 
-PASSWORD = "Sturdy-Lantern-42"
+PASSWORD = "Sturdy-Lantern-42"  # pragma: allowlist secret (a test password, generated users only)
 
 
 @dataclass
