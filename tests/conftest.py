@@ -132,6 +132,16 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
 
 
 @pytest.fixture
+def prefix() -> Iterator[str]:
+    """A Redis key prefix of this test's own; its keys are deleted afterwards."""
+    from tests.support import delete_keys, unique_prefix  # support imports this module
+
+    value = unique_prefix()
+    yield value
+    delete_keys(value)
+
+
+@pytest.fixture
 def settings_overrides() -> dict[str, Any]:
     """Override in a test module (or parametrize) to change the app's settings."""
     return {}

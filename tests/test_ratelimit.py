@@ -28,23 +28,14 @@ from tests.support import (
     RedisServer,
     captured_logs,
     client_for,
-    delete_keys,
     events,
     free_port,
     limited,
     redis_keys,
-    unique_prefix,
     wait_until,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    value = unique_prefix()
-    yield value
-    delete_keys(value)
 
 
 @pytest.fixture

@@ -101,12 +101,6 @@ async def drained(app) -> None:
 
 class TestAcrossInstances:
     @pytest.fixture
-    def prefix(self):
-        prefix = unique_prefix()
-        yield prefix
-        delete_keys(prefix)
-
-    @pytest.fixture
     def settings_overrides(self, prefix):
         return {"REDIS_URL": REDIS_URL, "REDIS_KEY_PREFIX": prefix, "EVENTS_MAX_STREAMS_PER_USER": 2, **HOLD}
 

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from backend.main import create_app
 from tests.conftest import REDIS_URL, UserCtx, assert_error, make_settings, make_user
-from tests.support import delete_keys, free_port, unique_prefix
+from tests.support import free_port
 
 pytestmark = pytest.mark.committing  # live servers, a second app on the same database, background sync runs
 
@@ -162,12 +162,6 @@ class TestInProcess:
 
 
 class TestAcrossInstances:
-    @pytest.fixture
-    def prefix(self):
-        prefix = unique_prefix()
-        yield prefix
-        delete_keys(prefix)
-
     @pytest.fixture
     def settings_overrides(self, prefix):
         return {"REDIS_URL": REDIS_URL, "REDIS_KEY_PREFIX": prefix, **FAST}
