@@ -126,6 +126,9 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         # Tests read /health right after stopping or starting a dependency; tests/routers/test_health.py
         # tests the cache (HealthCache) with its own settings.
         "HEALTH_CACHE_SECONDS": 0,
+        # Concurrency tests queue dozens of requests for the pool's connections; on a loaded 2-core machine
+        # the last of them wait longer than the production 5 s. Outage tests set their own short timeout.
+        "DB_POOL_TIMEOUT": 30,
     }
     values.update(overrides)
     return load_settings(**values)
