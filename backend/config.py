@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     EVENTS_STREAM_MAX_SECONDS: float = Field(default=3600.0, gt=0, le=86_400)
     EVENTS_MAX_STREAMS_PER_USER: int = Field(default=5, ge=1, le=1000)
     EVENTS_MAX_STREAMS_PER_IP: int = Field(default=20, ge=1, le=100_000)
+    # How often an open stream re-checks its login session in the database (the safety net behind the
+    # "session ended" notice): a stream of an ended session closes within this (the contract says 5 s).
+    EVENTS_SESSION_CHECK_SECONDS: float = Field(default=3.0, gt=0, le=60)
 
     LOG_LEVEL: Literal["debug", "info", "warning", "error"] = "info"
     LOG_FORMAT: Literal["json", "console"] = "json"

@@ -4,6 +4,11 @@ Each user's events go to a short log (a Redis stream when `REDIS_URL` is set, el
 ids (`<ms>-<seq>`) only grow. Publishing rings a doorbell (Redis pub/sub, so every instance hears it);
 a connected stream then reads the log after the last id it sent. The log is the truth, the doorbell
 only a hint: resuming with `Last-Event-ID` and catching up after a missed ring are the same read.
+
+A stream belongs to the login session that opened it (its bearer token's, or its ticket's). When a
+session ends, a "session ended" notice goes over the same doorbell channel (so it arrives before any
+later ring); streams of that session stop at once. Each stream also re-checks its session every
+`EVENTS_SESSION_CHECK_SECONDS`, so a notice that was lost still ends it.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import re
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -38,6 +43,9 @@ MAX_BUFFERED = 1000  # per user, in process
 RETRY_MILLISECONDS = 3000  # what EventSource waits before reconnecting
 REDIS_TIMEOUT_SECONDS = 2.0
 SLOT_TTL_MARGIN_SECONDS = 10.0
+# On the doorbell channel, a ring is a user id; a notice is `end <user_id> <session_id>` (`*`: every session).
+END_NOTICE = "end"
+ALL_SESSIONS = "*"
 
 
 @dataclass(frozen=True)
@@ -62,12 +70,29 @@ def valid_event_id(event_id: str | None) -> str | None:
     return event_id if max(id_order(event_id)) <= MAX_ID_PART else None
 
 
+@dataclass(frozen=True)
+class TicketOwner:
+    """Whom a stream ticket was issued to: the user, and the login session of the token that asked for it
+    (None for a Better-Auth token, which has no session here)."""
+
+    user_id: str
+    session_id: str | None
+
+    def encode(self) -> str:
+        return f"{self.user_id} {self.session_id or ''}"
+
+    @classmethod
+    def decode(cls, value: str) -> TicketOwner:
+        user_id, _, session_id = value.partition(" ")
+        return cls(user_id, session_id or None)
+
+
 class EventLog(Protocol):
     async def append(self, user_id: str, event_type: str, data: str) -> str: ...
     async def after(self, user_id: str, last_id: str) -> list[Event]: ...
     async def tail(self, user_id: str) -> str: ...
-    async def issue_ticket(self, user_id: str) -> str: ...
-    async def redeem_ticket(self, ticket: str) -> str | None: ...
+    async def issue_ticket(self, owner: TicketOwner) -> str: ...
+    async def redeem_ticket(self, ticket: str) -> TicketOwner | None: ...
 
 
 def _text(value: Any) -> str:
@@ -85,7 +110,7 @@ class MemoryLog:
     window: float
     _events: dict[str, deque[tuple[float, Event]]] = field(default_factory=dict)
     _last: dict[str, tuple[int, int]] = field(default_factory=dict)
-    _tickets: dict[str, tuple[str, float]] = field(default_factory=dict)
+    _tickets: dict[str, tuple[TicketOwner, float]] = field(default_factory=dict)
 
     async def append(self, user_id: str, event_type: str, data: str) -> str:
         now_ms = time.time_ns() // 1_000_000
@@ -107,17 +132,17 @@ class MemoryLog:
         ms, seq = self._last.get(user_id, (0, 0))
         return f"{ms}-{seq}"
 
-    async def issue_ticket(self, user_id: str) -> str:
+    async def issue_ticket(self, owner: TicketOwner) -> str:
         now = time.monotonic()
         for key in [k for k, (_, expires) in self._tickets.items() if expires <= now]:
             del self._tickets[key]
         ticket = secrets.token_urlsafe(32)
-        self._tickets[_ticket_hash(ticket)] = (user_id, now + TICKET_SECONDS)
+        self._tickets[_ticket_hash(ticket)] = (owner, now + TICKET_SECONDS)
         return ticket
 
-    async def redeem_ticket(self, ticket: str) -> str | None:
-        user_id, expires = self._tickets.pop(_ticket_hash(ticket), ("", 0.0))
-        return user_id if expires > time.monotonic() else None
+    async def redeem_ticket(self, ticket: str) -> TicketOwner | None:
+        owner, expires = self._tickets.pop(_ticket_hash(ticket), (None, 0.0))
+        return owner if expires > time.monotonic() else None
 
 
 # XADD, expiry and the doorbell in one step, so rings arrive in id order. Redis's clock trims the window.
@@ -158,14 +183,15 @@ class RedisLog:
         last = await self.redis.xrevrange(self._key(user_id), max="+", min="-", count=1)
         return _text(last[0][0]) if last else "0-0"
 
-    async def issue_ticket(self, user_id: str) -> str:
+    async def issue_ticket(self, owner: TicketOwner) -> str:
         ticket = secrets.token_urlsafe(32)
-        await self.redis.set(f"{self.prefix}:events:ticket:{_ticket_hash(ticket)}", user_id, ex=TICKET_SECONDS)
+        key = f"{self.prefix}:events:ticket:{_ticket_hash(ticket)}"
+        await self.redis.set(key, owner.encode(), ex=TICKET_SECONDS)
         return ticket
 
-    async def redeem_ticket(self, ticket: str) -> str | None:
-        user_id = await self.redis.getdel(f"{self.prefix}:events:ticket:{_ticket_hash(ticket)}")
-        return _text(user_id) if user_id is not None else None
+    async def redeem_ticket(self, ticket: str) -> TicketOwner | None:
+        owner = await self.redis.getdel(f"{self.prefix}:events:ticket:{_ticket_hash(ticket)}")
+        return TicketOwner.decode(_text(owner)) if owner is not None else None
 
 
 @dataclass(frozen=True)
@@ -268,15 +294,33 @@ class RedisSlots:
             await pipe.execute()
 
 
+class StreamBell(asyncio.Event):
+    """One open stream's doorbell: set when its user has new events, or when its session ended (`ended`)."""
+
+    def __init__(self, session_id: str | None) -> None:
+        super().__init__()
+        self.session_id = session_id
+        self.ended = False
+
+    def end(self) -> None:
+        self.ended = True
+        self.set()
+
+
+# Is the stream's session still alive (its user active)? Asked every EVENTS_SESSION_CHECK_SECONDS.
+SessionCheck = Callable[[], Awaitable[bool]]
+
+
 class EventBus:
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.metrics = metrics
         self.heartbeat = settings.EVENTS_HEARTBEAT_SECONDS
         self.max_seconds = settings.EVENTS_STREAM_MAX_SECONDS
+        self.session_check = settings.EVENTS_SESSION_CHECK_SECONDS
         self.stream_limits = (settings.EVENTS_MAX_STREAMS_PER_USER, settings.EVENTS_MAX_STREAMS_PER_IP)
         # A stream refreshes its place every heartbeat; one not refreshed for this long (its instance died) is gone.
         self.slot_ttl = 3 * self.heartbeat + SLOT_TTL_MARGIN_SECONDS
-        self._bells: dict[str, set[asyncio.Event]] = {}
+        self._bells: dict[str, set[StreamBell]] = {}
         self._listener: asyncio.Task[None] | None = None
         self._redis_url = settings.REDIS_URL
         self.log: EventLog
@@ -317,6 +361,33 @@ class EventBus:
         for bell in self._bells.get(user_id, ()):
             bell.set()
 
+    async def end_sessions(self, user_id: str, session_id: str | None) -> None:
+        """Close the streams of `user_id`'s login session `session_id` (None: of all their sessions) on every
+        instance: this one's at once, the others' when the notice arrives. Never fails: with Redis
+        unreachable, the other instances' streams end at their next session check."""
+        self._end(user_id, session_id)
+        if self._redis is None or not isinstance(self.log, RedisLog):
+            return
+        try:
+            await self._redis.publish(self.log.channel, f"{END_NOTICE} {user_id} {session_id or ALL_SESSIONS}")
+        except (RedisError, OSError) as exc:
+            extra = {"event": "event_session_notice_failed", "error_type": type(exc).__name__}
+            log.warning("session end not announced to other instances", extra=extra)
+
+    def _end(self, user_id: str, session_id: str | None) -> None:
+        for bell in self._bells.get(user_id, ()):
+            if session_id is None or bell.session_id == session_id:
+                bell.end()
+
+    def _hear(self, message: str) -> None:
+        """A ring (a user id: never a space in it) or a session-ended notice."""
+        kind, _, rest = message.partition(" ")
+        if not rest:
+            self._ring(message)
+        elif kind == END_NOTICE:
+            user_id, _, session_id = rest.partition(" ")
+            self._end(user_id, None if session_id == ALL_SESSIONS else session_id)
+
     async def _listen(self, url: str) -> None:
         """Hear every instance's rings. After a (re)connect every local stream re-reads, so nothing is missed."""
         redis = Redis.from_url(url, socket_connect_timeout=REDIS_TIMEOUT_SECONDS, health_check_interval=30)
@@ -334,7 +405,7 @@ class EventBus:
                             self._ring(user_id)
                         async for message in pubsub.listen():
                             if message.get("type") == "message":
-                                self._ring(message["data"].decode())
+                                self._hear(message["data"].decode())
                 except (RedisError, OSError) as exc:
                     if not failing:
                         log.warning(
@@ -373,8 +444,8 @@ class EventBus:
             log.warning("stream slot kept", extra={"event": "event_slot_failed", "error_type": type(exc).__name__})
 
     @asynccontextmanager
-    async def _bell(self, user_id: str) -> AsyncIterator[asyncio.Event]:
-        bell = asyncio.Event()
+    async def _bell(self, user_id: str, session_id: str | None) -> AsyncIterator[StreamBell]:
+        bell = StreamBell(session_id)
         self._bells.setdefault(user_id, set()).add(bell)
         self.metrics.event_clients.inc()
         try:
@@ -388,12 +459,20 @@ class EventBus:
                     del self._bells[user_id]
 
     async def stream(
-        self, user_id: str, last_event_id: str | None, slot: StreamSlot | None = None
+        self,
+        user_id: str,
+        last_event_id: str | None,
+        slot: StreamSlot | None = None,
+        *,
+        session_id: str | None = None,
+        alive: SessionCheck | None = None,
     ) -> AsyncIterator[bytes]:
         """The SSE body: missed events after `last_event_id` (if still kept), then live ones and heartbeats.
 
-        `slot` (from `open_slot`) is refreshed every heartbeat; whoever serves the stream closes it."""
-        async with self._bell(user_id) as bell:
+        `slot` (from `open_slot`) is refreshed every heartbeat; whoever serves the stream closes it. The
+        stream belongs to login session `session_id`: it ends, delivering nothing more, once a notice says
+        the session ended (`end_sessions`) or `alive` (asked every `session_check` seconds) says False."""
+        async with self._bell(user_id, session_id) as bell:
             try:
                 tail = await self.log.tail(user_id)
                 # A malformed id, or one ahead of the log's newest (not ours, or beyond 64 bits): from now.
@@ -401,22 +480,38 @@ class EventBus:
                 cursor = requested if requested and id_order(requested) <= id_order(tail) else tail
                 yield f"retry: {RETRY_MILLISECONDS}\n: connected\n\n".encode()
                 loop = asyncio.get_running_loop()
+                now = loop.time()
                 # Streams end after a while; EventSource reconnects with Last-Event-ID and loses nothing,
-                # and the credentials are checked again (a revoked session does not stream for ever).
-                ends_at = loop.time() + self.max_seconds
-                refresh_at = loop.time() + self.heartbeat
-                while (left := ends_at - loop.time()) > 0:
-                    if slot is not None and loop.time() >= refresh_at:
+                # and the credentials are checked again.
+                ends_at = now + self.max_seconds
+                refresh_at = quiet_until = now + self.heartbeat
+                check_at = now + self.session_check if alive is not None else math.inf
+                while not bell.ended and (now := loop.time()) < ends_at:
+                    if slot is not None and now >= refresh_at:
                         await self.slots.refresh(slot, self.slot_ttl)
-                        refresh_at = loop.time() + self.heartbeat
+                        refresh_at = now + self.heartbeat
+                    if alive is not None and now >= check_at:
+                        if not await alive():
+                            bell.end()
+                            break
+                        check_at = loop.time() + self.session_check
                     bell.clear()
                     for event in await self.log.after(user_id, cursor):
+                        if bell.ended:
+                            break
                         cursor = event.id
                         yield event.encode()
-                    try:
-                        await asyncio.wait_for(bell.wait(), min(self.heartbeat, left))
-                    except TimeoutError:
+                        quiet_until = loop.time() + self.heartbeat
+                    if bell.ended:
+                        break
+                    if loop.time() >= quiet_until:
                         yield b": keep-alive\n\n"
+                        quiet_until = loop.time() + self.heartbeat
+                    with suppress(TimeoutError):
+                        wake_at = min(quiet_until, check_at, ends_at)
+                        await asyncio.wait_for(bell.wait(), max(0.0, wake_at - loop.time()))
+                if bell.ended:
+                    log.info("event stream ended with its session", extra={"event": "event_stream_session_ended"})
             except (RedisError, OSError) as exc:
                 # End the stream; the browser reconnects with Last-Event-ID and catches up.
                 extra = {"event": "event_stream_failed", "error_type": type(exc).__name__}
@@ -441,3 +536,11 @@ async def publish(state: Any, user_id: str, event_type: str, data: Any) -> None:
     bus = getattr(state, "events", None)
     if isinstance(bus, EventBus):
         await bus.publish(user_id, event_type, data)
+
+
+async def end_sessions(state: Any, user_id: str, session_id: str | None) -> None:
+    """Close the live event streams of the user's login session `session_id` (None: of every session of the
+    user) on every instance. `state` is `app.state`; call it once the session's end is committed."""
+    bus = getattr(state, "events", None)
+    if isinstance(bus, EventBus):
+        await bus.end_sessions(user_id, session_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -13,6 +14,7 @@ from sqlmodel import Field, SQLModel
 from backend.deps import CurrentUser, OwnerDep, SessionDep
 from backend.envelope import Envelope, ok
 from backend.errors import responses
+from backend.events import end_sessions
 from backend.ratelimit import by_user, rate_limit
 from backend.routers.common import json_attachment
 from backend.security.tokens import issued_at
@@ -72,9 +74,10 @@ async def erase_account(
 ) -> dict[str, Any]:
     """Local accounts send `{"password": ...}` (wrong: 401 `INVALID_CREDENTIALS`); Better-Auth accounts need a
     token issued in the last 5 minutes (else 401 `REAUTHENTICATION_REQUIRED`). Tasks, projects, sync history,
-    sessions and idempotency keys go with the account; every token of it stops working at once. Irreversible."""
+    sessions and idempotency keys go with the account; every token of it stops working at once, and its event
+    streams close within 5 s. Irreversible."""
     await account_service.confirm_erasure(
         session, user, password=payload.password if payload else None, token_issued_at=_token_issued_at(request)
     )
-    await account_service.erase_account(session, owner_id)
+    await account_service.erase_account(session, owner_id, partial(end_sessions, request.app.state))
     return ok(None, "Account erased")

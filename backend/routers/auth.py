@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Form, Request
@@ -12,6 +13,7 @@ from backend.config import Settings
 from backend.deps import PrincipalDep, SessionDep, SettingsDep
 from backend.envelope import Envelope, ok
 from backend.errors import responses
+from backend.events import end_sessions
 from backend.middleware import client_ip
 from backend.models.common import NO_NUL
 from backend.models.session import RefreshRequest, TokenPair
@@ -118,9 +120,13 @@ async def oauth2_token(
     operation_id="refresh",
     responses=responses(400, 401, 403, 413, 422, 429, 503),
 )
-async def refresh(payload: RefreshRequest, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
-    """The old refresh token stops working. Presenting it again revokes the whole session."""
-    pair = await auth_service.rotate_refresh_token(session, payload.refresh_token, token_settings(settings))
+async def refresh(
+    payload: RefreshRequest, request: Request, session: SessionDep, settings: SettingsDep
+) -> dict[str, Any]:
+    """The old refresh token stops working. Presenting it again revokes the whole session (and closes the
+    event streams it opened)."""
+    ended = partial(end_sessions, request.app.state)
+    pair = await auth_service.rotate_refresh_token(session, payload.refresh_token, token_settings(settings), ended)
     return ok(pair, "Token refreshed")
 
 
@@ -131,9 +137,11 @@ async def refresh(payload: RefreshRequest, session: SessionDep, settings: Settin
     operation_id="logout",
     responses=responses(401, 403, 429, 503),
 )
-async def logout(principal: PrincipalDep, session: SessionDep) -> dict[str, Any]:
-    """The session's refresh token and the presented access token stop working at once."""
-    await auth_service.logout(session, principal.user.id, principal.session_id)
+async def logout(principal: PrincipalDep, request: Request, session: SessionDep) -> dict[str, Any]:
+    """The session's refresh token and the presented access token stop working at once; the event streams
+    and stream tickets of the session too (streams close within 5 s, on every instance)."""
+    ended = partial(end_sessions, request.app.state)
+    await auth_service.logout(session, principal.user.id, principal.session_id, ended)
     return ok(None, "Logged out")
 
 

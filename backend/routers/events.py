@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import Receive, Scope, Send
 
-from backend.deps import BearerCredentials, OwnerDep, SessionDep, SettingsDep, ensure_owner, get_principal
+from backend.deps import BearerCredentials, OwnerDep, PrincipalDep, SessionDep, SettingsDep, ensure_owner, get_principal
 from backend.envelope import Envelope, ok
 from backend.errors import responses
-from backend.events import TICKET_SECONDS, EventBus, StreamSlot
+from backend.events import TICKET_SECONDS, EventBus, StreamSlot, TicketOwner
 from backend.middleware import client_ip
 from backend.models.common import USER_ID_PATTERN
 from backend.ratelimit import ip_key
 from backend.services import auth as auth_service
 
 router = APIRouter(tags=["events"])
+log = logging.getLogger("taskdeck.events")
 
 EVENT_TYPES = (
     "`task.created`, `task.updated`, `task.deleted`, `project.pinned`, `project.updated`, `project.unpinned`, "
@@ -46,16 +51,18 @@ def _bus(request: Request) -> EventBus:
     operation_id="create_event_ticket",
     responses=responses(401, 403, 422, 429, 503),
 )
-async def create_ticket(owner_id: OwnerDep, request: Request) -> dict[str, Any]:
+async def create_ticket(owner_id: OwnerDep, principal: PrincipalDep, request: Request) -> dict[str, Any]:
     """Browsers' `EventSource` cannot send an `Authorization` header: fetch a ticket with your token, then open
-    `/api/{user_id}/events?ticket=...`. Single use, valid 60 s; your access token never goes into a URL."""
-    ticket = await _bus(request).log.issue_ticket(owner_id)
+    `/api/{user_id}/events?ticket=...`. Single use, valid 60 s; your access token never goes into a URL.
+    The ticket belongs to your token's session: once you log out, it is refused (`401`)."""
+    ticket = await _bus(request).log.issue_ticket(TicketOwner(owner_id, principal.session_id))
     return ok(StreamTicket(ticket=ticket, expires_in=TICKET_SECONDS), "Ticket issued")
 
 
 @dataclass(frozen=True)
 class StreamRequest:
     owner_id: str
+    session_id: str | None  # the login session the stream belongs to (None: a Better-Auth token)
     last_event_id: str | None
 
 
@@ -80,7 +87,7 @@ async def stream_request(
         request.state.user_id = principal.user.id
     else:
         principal = await get_principal(request, session, settings, credentials)
-    return StreamRequest(ensure_owner(request, principal.user, user_id), last_event_id)
+    return StreamRequest(ensure_owner(request, principal.user, user_id), principal.session_id, last_event_id)
 
 
 class EventStreamResponse(StreamingResponse):
@@ -113,7 +120,8 @@ class EventStreamResponse(StreamingResponse):
             "reconnect with `Last-Event-ID` to receive what you missed within the replay window. Comment lines "
             "(`: keep-alive`) arrive every `EVENTS_HEARTBEAT_SECONDS`. At most `EVENTS_MAX_STREAMS_PER_USER` "
             "streams per user and `EVENTS_MAX_STREAMS_PER_IP` per client address are open at once: the next is "
-            "`429 TOO_MANY_STREAMS`.",
+            "`429 TOO_MANY_STREAMS`. A stream belongs to the login session that opened it (bearer or ticket): it "
+            "closes within 5 s of that session ending (logout, refresh-token reuse, account disabled or erased).",
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },
         **responses(401, 403, 422, 429, 503),
@@ -125,4 +133,19 @@ async def stream_events(
     """Authenticate with `Authorization: Bearer` or a single-use `?ticket=` (for `EventSource`)."""
     bus = _bus(request)
     slot = await bus.open_slot(stream.owner_id, ip_key(client_ip(request.scope)))
-    return EventStreamResponse(bus, slot, bus.stream(stream.owner_id, stream.last_event_id, slot))
+    alive = partial(_session_alive, request.app.state.sessionmaker, bus.session_check, stream)
+    body = bus.stream(stream.owner_id, stream.last_event_id, slot, session_id=stream.session_id, alive=alive)
+    return EventStreamResponse(bus, slot, body)
+
+
+async def _session_alive(sessions: Any, within: float, stream: StreamRequest) -> bool:
+    """Whether the stream's session is still alive (a short session of its own, no connection held between
+    checks). If the database does not answer, the stream goes on (no write can happen then either) and the
+    next check asks again."""
+    try:
+        async with asyncio.timeout(within), sessions() as session:
+            return await auth_service.stream_allowed(session, stream.owner_id, stream.session_id)
+    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        extra = {"event": "event_session_check_failed", "error_type": type(exc).__name__}
+        log.warning("event stream's session not checked", extra=extra)
+        return True

@@ -14,6 +14,7 @@ from backend.logging_setup import security_event
 from backend.models.common import utcnow
 from backend.models.user import User
 from backend.security.passwords import verify_password
+from backend.services.auth import SessionsEnded, notify_after_commit
 
 # A user without a password (Better-Auth) proves presence with a token this recent instead.
 FRESH_TOKEN_SECONDS = 300
@@ -36,7 +37,9 @@ async def confirm_erasure(
         raise ReauthenticationRequired("Sign in again: erasing an account needs a token issued in the last 5 minutes")
 
 
-async def erase_account(session: AsyncSession, user_id: str) -> None:
-    """One DELETE: foreign keys cascade to sessions (and so refresh tokens), tasks, projects, idempotency keys."""
+async def erase_account(session: AsyncSession, user_id: str, ended: SessionsEnded | None = None) -> None:
+    """One DELETE: foreign keys cascade to sessions (and so refresh tokens), tasks, projects, idempotency keys.
+    `ended` is told that every session of the user ended."""
     await session.exec(delete(User).where(col(User.id) == user_id))
+    notify_after_commit(session, ended, user_id, None)
     security_event("account_erased", level=logging.WARNING, user_id=user_id)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING
 
 from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.db import commit, end_read, flush_unique
+from backend.db import after_commit, commit, end_read, flush_unique
 from backend.errors import EmailTaken, InvalidCredentials, InvalidToken, RefreshTokenReused
 from backend.logging_setup import mask_email, security_event
 from backend.models.common import utcnow
@@ -25,6 +27,19 @@ from backend.services.users import ensure_active, get_user, get_user_by_email, u
 
 if TYPE_CHECKING:
     from backend.events import EventLog
+
+# Told, once it is committed, that a user's login session ended (None: every session of the user), so that
+# the streams it opened close (`backend.events.end_sessions`, bound to the app by the router).
+SessionsEnded = Callable[[str, str | None], Awaitable[None]]
+SESSION_ENDED = "This session has ended; sign in again"
+
+
+def notify_after_commit(
+    session: AsyncSession, ended: SessionsEnded | None, user_id: str, session_id: str | None
+) -> None:
+    """Tell `ended` that the session ended once the unit of work is committed (never if it rolls back)."""
+    if ended is not None:
+        after_commit(session, partial(ended, user_id, session_id))
 
 
 @dataclass(frozen=True)
@@ -85,30 +100,60 @@ async def resolve_access_token(session: AsyncSession, token: str, *, secret: str
     Whether the account is active is the caller's check (`ensure_active`), as for Better-Auth tokens.
     """
     claims = decode_access_token(token, secret=secret, leeway=leeway)
-    # One indexed query answers both "who" and "is this login still alive" (logout is immediate).
+    login = await _login(session, claims["sub"], claims["sid"])
+    if login is None:
+        raise InvalidToken()
+    user, alive = login
+    if not alive:
+        raise InvalidToken(SESSION_ENDED)
+    return Principal(user=user, session_id=claims["sid"])
+
+
+async def _login(session: AsyncSession, user_id: str, session_id: str) -> tuple[User, bool] | None:
+    """The user of login session `session_id` and whether that login is still alive (None: no such login).
+
+    One indexed query answers both "who" and "is this login still alive" (logout is immediate)."""
     row = (
         await session.exec(
             select(User, AuthSession.revoked_at, AuthSession.expires_at)
             .join(AuthSession, col(AuthSession.user_id) == User.id)
-            .where(AuthSession.id == claims["sid"], User.id == claims["sub"])
+            .where(AuthSession.id == session_id, User.id == user_id)
         )
     ).first()
     if row is None:
-        raise InvalidToken()
+        return None
     user, revoked_at, expires_at = row
-    if revoked_at is not None or _aware(expires_at) <= utcnow():
-        raise InvalidToken("This session has ended; sign in again")
-    return Principal(user=user, session_id=claims["sid"])
+    return user, revoked_at is None and _aware(expires_at) > utcnow()
 
 
 async def resolve_stream_ticket(session: AsyncSession, log: EventLog, ticket: str) -> Principal:
-    """The user behind a single-use event-stream ticket (redeemed here: it works once), if still active."""
-    subject = await log.redeem_ticket(ticket)
-    user = await get_user(session, subject) if subject else None
-    if user is None:
+    """The user and login session behind a single-use event-stream ticket (redeemed here: it works once),
+    if that session is still alive (INVALID_TOKEN) and the user still active (ACCOUNT_DISABLED), as for the
+    bearer token that asked for the ticket."""
+    owner = await log.redeem_ticket(ticket)
+    if owner is None:
         raise InvalidToken("The stream ticket is invalid, used or expired")
+    if owner.session_id is None:  # a Better-Auth token's ticket: no session of ours, only the user
+        user = await get_user(session, owner.user_id)
+        if user is None:
+            raise InvalidToken("The stream ticket is invalid, used or expired")
+    else:
+        login = await _login(session, owner.user_id, owner.session_id)
+        if login is None or not login[1]:
+            raise InvalidToken(SESSION_ENDED)
+        user = login[0]
     ensure_active(user)
-    return Principal(user=user, session_id=None)
+    return Principal(user=user, session_id=owner.session_id)
+
+
+async def stream_allowed(session: AsyncSession, user_id: str, session_id: str | None) -> bool:
+    """Whether a stream of `user_id` opened by login session `session_id` (None: a Better-Auth token) may go
+    on: the session alive, the user there and active. Asked every few seconds by every open stream."""
+    if session_id is None:
+        user = await get_user(session, user_id)
+        return user is not None and user.is_active
+    login = await _login(session, user_id, session_id)
+    return login is not None and login[1] and login[0].is_active
 
 
 async def start_session(session: AsyncSession, user: User, cfg: TokenSettings, client: ClientInfo) -> TokenPair:
@@ -133,8 +178,10 @@ def _pair(user_id: str, session_id: str, refresh: str, cfg: TokenSettings) -> To
     return TokenPair(access_token=access, refresh_token=refresh, expires_in=expires_in, user_id=user_id)
 
 
-async def rotate_refresh_token(session: AsyncSession, token: str, cfg: TokenSettings) -> TokenPair:
-    """Trade a refresh token for a new pair. A token used twice revokes its whole session."""
+async def rotate_refresh_token(
+    session: AsyncSession, token: str, cfg: TokenSettings, ended: SessionsEnded | None = None
+) -> TokenPair:
+    """Trade a refresh token for a new pair. A token used twice revokes its whole session (`ended` is told)."""
     token_hash = hash_refresh_token(token)
     row = (
         await session.exec(
@@ -159,6 +206,7 @@ async def rotate_refresh_token(session: AsyncSession, token: str, cfg: TokenSett
     )
     if already_used or claimed.rowcount != 1:
         await _revoke(session, auth_session.id, "refresh_reuse")
+        notify_after_commit(session, ended, user.id, auth_session.id)
         # The one refusal that must leave a trace: the revocation is committed before the error
         # (which would otherwise roll the unit of work back).
         await commit(session)
@@ -180,9 +228,12 @@ async def _revoke(session: AsyncSession, session_id: str, reason: str) -> None:
     )
 
 
-async def logout(session: AsyncSession, user_id: str, session_id: str | None) -> None:
-    """End the login behind the presented token. Better-Auth tokens have no session here."""
+async def logout(
+    session: AsyncSession, user_id: str, session_id: str | None, ended: SessionsEnded | None = None
+) -> None:
+    """End the login behind the presented token (`ended` is told). Better-Auth tokens have no session here."""
     if session_id is None:
         return
     await _revoke(session, session_id, "logout")
+    notify_after_commit(session, ended, user_id, session_id)
     security_event("logout", level=logging.INFO, user_id=user_id, session_id=session_id)

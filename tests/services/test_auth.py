@@ -7,8 +7,9 @@ import asyncio
 import pytest
 from sqlmodel import select
 
+from backend.db import commit
 from backend.errors import AccountDisabled, Conflict, Forbidden, InvalidCredentials, InvalidToken, Unauthorized
-from backend.events import MemoryLog
+from backend.events import MemoryLog, TicketOwner
 from backend.models.session import AuthSession, RefreshToken
 from backend.models.user import UserCreate
 from backend.security.tokens import hash_refresh_token
@@ -96,21 +97,55 @@ class TestResolve:
     async def test_stream_ticket_works_once_and_only_for_an_active_account(self, session):
         user = await register(session)
         log = MemoryLog(window=60)
-        ticket = await log.issue_ticket(user.id)
+        ticket = await log.issue_ticket(TicketOwner(user.id, None))  # a Better-Auth token's: no session
         principal = await auth.resolve_stream_ticket(session, log, ticket)
         assert (principal.user.id, principal.session_id) == (user.id, None)
         with pytest.raises(InvalidToken):
             await auth.resolve_stream_ticket(session, log, ticket)
-        for ticket in (await log.issue_ticket("no-such-user"), await log.issue_ticket(user.id) + "x", "forged"):
+        for ticket in (
+            await log.issue_ticket(TicketOwner("no-such-user", None)),
+            await log.issue_ticket(TicketOwner(user.id, None)) + "x",
+            "forged",
+        ):
             with pytest.raises(InvalidToken):
                 await auth.resolve_stream_ticket(session, log, ticket)
         user.is_active = False
         session.add(user)
         await session.commit()
         with pytest.raises(AccountDisabled):
-            await auth.resolve_stream_ticket(session, log, await log.issue_ticket(user.id))
+            await auth.resolve_stream_ticket(session, log, await log.issue_ticket(TicketOwner(user.id, None)))
         with pytest.raises(AccountDisabled):
             ensure_active(user)
+
+    async def test_stream_ticket_and_stream_belong_to_a_session(self, session):
+        user = await register(session)
+        pair = await auth.start_session(session, user, CFG, auth.ClientInfo())
+        sid = (await auth.resolve_access_token(session, pair.access_token, secret=CFG.secret, leeway=0)).session_id
+        assert sid is not None
+        log = MemoryLog(window=60)
+        principal = await auth.resolve_stream_ticket(session, log, await log.issue_ticket(TicketOwner(user.id, sid)))
+        assert (principal.user.id, principal.session_id) == (user.id, sid)
+        assert await auth.stream_allowed(session, user.id, sid)
+        assert await auth.stream_allowed(session, user.id, None)
+        assert not await auth.stream_allowed(session, "no-such-user", sid)  # another user's session
+        early = await log.issue_ticket(TicketOwner(user.id, sid))
+        ended: list[tuple[str, str | None]] = []
+
+        async def tell(user_id: str, session_id: str | None) -> None:
+            ended.append((user_id, session_id))
+
+        await auth.logout(session, user.id, sid, tell)
+        assert ended == []  # told only once the logout is committed
+        await commit(session)
+        assert ended == [(user.id, sid)]
+        with pytest.raises(InvalidToken) as caught:
+            await auth.resolve_stream_ticket(session, log, early)
+        assert caught.value.message == "This session has ended; sign in again"
+        assert not await auth.stream_allowed(session, user.id, sid)
+        user.is_active = False
+        session.add(user)
+        await session.commit()
+        assert not await auth.stream_allowed(session, user.id, None)
 
 
 class TestSessions:
