@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import re
+import signal
 import socket
 import subprocess
 import tempfile
@@ -76,6 +77,17 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def stop(process: subprocess.Popen[Any], timeout: float = 30) -> None:
+    """SIGTERM a process of the test's own (a graceful shutdown), SIGKILL it if it has not ended in `timeout`."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def wait_until(check: Any, timeout: float = 15.0) -> None:

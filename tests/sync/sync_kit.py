@@ -20,13 +20,14 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import pytest
 
 from tests.conftest import UserCtx
 from tests.factories import pin_project
@@ -216,6 +217,14 @@ class GitHubStandIn:
 
 def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
     return status, json.dumps(payload).encode(), {"Content-Type": "application/json; charset=utf-8", **(headers or {})}
+
+
+@pytest.fixture
+def github() -> Iterator[GitHubStandIn]:
+    """A stand-in for the test, closed at its end (import it into a test module to use it)."""
+    standin = GitHubStandIn()
+    yield standin
+    standin.close()
 
 
 # --- driving the API -------------------------------------------------------------------------------

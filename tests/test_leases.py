@@ -1,0 +1,197 @@
+"""Sync runs across instances (contract §13): real `python -m backend serve` processes on one PostgreSQL database.
+
+A run belongs to the instance holding its lease. Another instance starting (its start-up recovery)
+or sweeping never touches a live instance's run; a killed instance's run is taken over once its
+lease expired, by exactly one of the instances still alive, and resumed where it stopped. The
+GitHub stand-in's `gated` repository holds a run inside its `commit` stage until the test opens
+the gate. The service-level rules (both databases) are in tests/services/test_sync.py.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from tests.conftest import PASSWORD
+from tests.support import empty_database, free_port, stop, wait_until
+from tests.support import postgresql_only as postgresql_only  # the module's database_url fixture
+from tests.sync.sync_kit import GitHubStandIn
+from tests.sync.sync_kit import github as github  # the fixture
+from tests.test_faults import serve_env
+
+pytestmark = pytest.mark.committing  # several server processes on one database
+
+ROOT = Path(__file__).resolve().parents[1]
+GATED = "octo/gated"
+
+
+@dataclass
+class Instance:
+    name: str
+    process: subprocess.Popen[bytes]
+    base: str
+    log: Path
+
+    def events(self, event: str) -> list[dict[str, Any]]:
+        found = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("event") == event:
+                found.append(record)
+        return found
+
+
+@contextmanager
+def instance(name: str, database_url: str, tmp_path: Path, **env: str) -> Iterator[Instance]:
+    """A serve process, up once /health answers (its start-up recovery has run by then)."""
+    port = free_port()
+    log = tmp_path / f"{name}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "backend", "serve", "--port", str(port)],
+            cwd=ROOT,
+            env=serve_env(database_url, tmp_path / name) | env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = Instance(name, process, f"http://127.0.0.1:{port}", log)
+    try:
+        wait_until(lambda: httpx.get(f"{server.base}/health", timeout=2).status_code == 200, 60)
+        yield server
+    finally:
+        stop(process)
+
+
+@pytest.fixture
+def cleanup(database_url: str) -> Iterator[None]:
+    yield
+    empty_database(database_url)
+
+
+def env_for(github: GitHubStandIn, lease: float) -> dict[str, str]:
+    # One signing key for every instance (a token from one is good on the others). GitHub's timeout
+    # outlasts the gate, so a held stage never fails on its own.
+    return {
+        "JWT_SECRET": secrets.token_urlsafe(48),
+        "GITHUB_API_URL": github.url,
+        "GITHUB_TIMEOUT_SECONDS": "60",
+        "SYNC_LEASE_SECONDS": str(lease),
+    }
+
+
+@dataclass
+class Owner:
+    user_id: str
+    headers: dict[str, str]
+    project_id: int
+
+
+def start_gated_run(base: str) -> tuple[Owner, int]:
+    """Register, pin the gated repository and start its sync on `base`; returns once the run waits in `commit`."""
+    body = {"email": "lease@example.com", "password": PASSWORD}
+    assert httpx.post(f"{base}/api/auth/register", json=body, timeout=30).status_code == 201
+    tokens = httpx.post(f"{base}/api/auth/login", json=body, timeout=30).json()["data"]
+    headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+    user_id = tokens["user_id"]
+    pinned = httpx.post(f"{base}/api/{user_id}/projects", json={"github_repo_name": GATED}, headers=headers, timeout=30)
+    assert pinned.status_code == 201, pinned.text
+    owner = Owner(user_id, headers, pinned.json()["data"]["id"])
+    started = httpx.post(f"{base}/api/{user_id}/projects/{owner.project_id}/sync", headers=headers, timeout=30)
+    assert started.status_code == 202, started.text
+    run_id: int = started.json()["data"]["run_id"]
+    wait_until(lambda: run_on(base, owner, run_id)["current_stage"] == "commit", 30)
+    return owner, run_id
+
+
+def run_on(base: str, owner: Owner, run_id: int) -> dict[str, Any]:
+    url = f"{base}/api/{owner.user_id}/projects/{owner.project_id}/sync/{run_id}"
+    response = httpx.get(url, headers=owner.headers, timeout=10)
+    assert response.status_code == 200, response.text
+    run: dict[str, Any] = response.json()["data"]
+    return run
+
+
+def lease_row(database_url: str, run_id: int) -> tuple[str | None, int]:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT lease_owner, lease_takeovers FROM sync_runs WHERE id = %s", (run_id,)).fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+def finished(base: str, owner: Owner, run_id: int, within: float) -> dict[str, Any]:
+    wait_until(lambda: run_on(base, owner, run_id)["status"] in ("succeeded", "failed"), within)
+    return run_on(base, owner, run_id)
+
+
+def test_a_starting_instance_leaves_a_live_instances_run_alone(database_url, tmp_path, github, cleanup):
+    """A runs a slow sync; B starts (start-up recovery) and sweeps for several leases: A's run is untouched."""
+    lease = 3.0
+    env = env_for(github, lease)
+    with instance("a", database_url, tmp_path, **env) as a:
+        owner, run_id = start_gated_run(a.base)
+        with instance("b", database_url, tmp_path, **env) as b:
+            # B has recovered at start-up; let it sweep for longer than a lease while A keeps renewing.
+            time.sleep(lease * 1.5)
+            seen_by_b = run_on(b.base, owner, run_id)
+            assert (seen_by_b["status"], seen_by_b["current_stage"], seen_by_b["error"]) == ("running", "commit", None)
+            github.open_gate()
+            run = finished(b.base, owner, run_id, 30)
+        assert run["status"] == "succeeded", run
+        assert run["progress"] == 100
+        assert b.events("sync_runs_taken_over") == []
+    # A ran it from start to end: each GitHub endpoint was asked once.
+    assert github.paths().count(f"/repos/{GATED}") == 1
+    assert github.paths().count(f"/repos/{GATED}/commits") == 1
+    assert lease_row(database_url, run_id)[1] == 0
+
+
+def test_a_killed_instances_run_is_taken_over_by_exactly_one_survivor(database_url, tmp_path, github, cleanup):
+    """A is killed mid-run; once its lease expired, exactly one of B and C claims the run and finishes it."""
+    lease = 2.0
+    env = env_for(github, lease)
+    with ExitStack() as stack:
+        a = stack.enter_context(instance("a", database_url, tmp_path, **env))
+        b = stack.enter_context(instance("b", database_url, tmp_path, **env))
+        c = stack.enter_context(instance("c", database_url, tmp_path, **env))
+        owner, run_id = start_gated_run(a.base)
+        a_owner, _ = lease_row(database_url, run_id)
+        a.process.send_signal(signal.SIGKILL)
+        a.process.wait(timeout=10)
+        killed_at = time.monotonic()
+        github.open_gate()  # the stage's next attempt (on the instance that takes the run over) goes through
+        run = finished(b.base, owner, run_id, 60)
+        took = time.monotonic() - killed_at
+        claims = {server.name: server.events("sync_runs_taken_over") for server in (b, c)}
+    claimed = [events for events in claims.values() if events]
+    assert len(claimed) == 1, claims
+    [events] = claimed
+    assert len(events) == 1, events
+    assert events[0]["run_ids"] == [run_id]
+    new_owner, takeovers = lease_row(database_url, run_id)
+    assert new_owner == events[0]["instance"] != a_owner
+    assert takeovers == 1
+    # Resumed where A stopped: the repository and release stages were not asked again; commit was.
+    assert run["status"] == "succeeded", run
+    assert [stage["status"] for stage in run["stages"]] == ["succeeded"] * 4
+    assert github.paths().count(f"/repos/{GATED}") == 1
+    assert github.paths().count(f"/repos/{GATED}/releases/latest") == 1
+    assert github.paths().count(f"/repos/{GATED}/commits") == 2
+    # Not before the lease could expire (2 s), and not long after (a sweep every lease/3).
+    assert took > lease * 0.5, took
+    assert took < 30, took
