@@ -9,6 +9,7 @@ the gate. The service-level rules (both databases) are in tests/services/test_sy
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import signal
@@ -16,8 +17,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +27,17 @@ import httpx
 import psycopg
 import pytest
 
+from backend.db import create_engine, session_factory, unit_of_work
+from backend.models.common import utcnow
+from backend.models.project import ProjectCreate
+from backend.models.sync_run import SyncRun
+from backend.services import sync
+from backend.services.projects import pin_project
 from tests.conftest import PASSWORD
+from tests.factories import add_user
 from tests.support import empty_database, free_port, stop, wait_until
 from tests.support import postgresql_only as postgresql_only  # the module's database_url fixture
 from tests.sync.sync_kit import GitHubStandIn
-from tests.sync.sync_kit import github as github  # the fixture
 from tests.test_faults import serve_env
 
 pytestmark = pytest.mark.committing  # several server processes on one database
@@ -79,18 +87,26 @@ def instance(name: str, database_url: str, tmp_path: Path, **env: str) -> Iterat
 
 
 @pytest.fixture
+def github() -> Iterator[GitHubStandIn]:
+    """The gate holds a run until the test opens it, however slowly a loaded machine starts the servers."""
+    with closing(GitHubStandIn(gate_timeout=180)) as standin:
+        yield standin
+
+
+@pytest.fixture
 def cleanup(database_url: str) -> Iterator[None]:
     yield
     empty_database(database_url)
 
 
 def env_for(github: GitHubStandIn, lease: float) -> dict[str, str]:
-    # One signing key for every instance (a token from one is good on the others). GitHub's timeout
-    # outlasts the gate, so a held stage never fails on its own.
+    # One signing key for every instance (a token from one is good on the others). GitHub's and the
+    # stage's timeouts outlast the gate, so a held stage never fails on its own.
     return {
         "JWT_SECRET": secrets.token_urlsafe(48),
         "GITHUB_API_URL": github.url,
-        "GITHUB_TIMEOUT_SECONDS": "60",
+        "GITHUB_TIMEOUT_SECONDS": "200",
+        "SYNC_STAGE_TIMEOUT_SECONDS": "200",
         "SYNC_LEASE_SECONDS": str(lease),
     }
 
@@ -163,7 +179,7 @@ def test_a_starting_instance_leaves_a_live_instances_run_alone(database_url, tmp
 
 def test_a_killed_instances_run_is_taken_over_by_exactly_one_survivor(database_url, tmp_path, github, cleanup):
     """A is killed mid-run; once its lease expired, exactly one of B and C claims the run and finishes it."""
-    lease = 2.0
+    lease = 3.0
     env = env_for(github, lease)
     with ExitStack() as stack:
         a = stack.enter_context(instance("a", database_url, tmp_path, **env))
@@ -192,6 +208,33 @@ def test_a_killed_instances_run_is_taken_over_by_exactly_one_survivor(database_u
     assert github.paths().count(f"/repos/{GATED}") == 1
     assert github.paths().count(f"/repos/{GATED}/releases/latest") == 1
     assert github.paths().count(f"/repos/{GATED}/commits") == 2
-    # Not before the lease could expire (2 s), and not long after (a sweep every lease/3).
+    # Not before the lease could expire, and not long after (a sweep every lease/3; generous for a loaded machine).
     assert took > lease * 0.5, took
     assert took < 30, took
+
+
+async def test_sweeps_at_once_claim_an_expired_run_once(database_url, cleanup):
+    """SKIP LOCKED: while one sweep holds the run (uncommitted), another neither waits for it nor claims it."""
+    engine = create_engine(database_url)
+    sessions = session_factory(engine)
+    a, b, c = (sync.Lease(name, 30) for name in ("instance-a", "instance-b", "instance-c"))
+    try:
+        async with unit_of_work(sessions) as session:
+            user = await add_user(session)
+            project = await pin_project(session, user.id, ProjectCreate(github_repo_name="octo/hello"))
+            assert project.id is not None
+            run, _ = await sync.start_sync(session, user.id, project.id, ["fetch"], a)
+            run.lease_expires_at = utcnow() - timedelta(minutes=1)  # instance A died
+            session.add(run)
+        async with sessions() as first, sessions() as second:
+            claimed_by_b = await sync.take_over_expired(first, b, 2, "lost")
+            # Without SKIP LOCKED this would wait for B's transaction: the timeout fails the test.
+            claimed_by_c = await asyncio.wait_for(sync.take_over_expired(second, c, 2, "lost"), 10)
+            assert (claimed_by_b.resumed, claimed_by_c.resumed) == ([run.id], [])
+            await first.commit()
+            await second.rollback()
+        async with sessions() as third:
+            assert (await sync.take_over_expired(third, c, 2, "lost")).resumed == []  # B's lease is live
+            assert (await third.get(SyncRun, run.id)).lease_owner == b.owner
+    finally:
+        await engine.dispose()

@@ -137,6 +137,7 @@ class GitHubStandIn:
     modes: dict[str, str] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
     gate: threading.Event = field(default_factory=threading.Event)
+    gate_timeout: float = GATE_TIMEOUT
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -189,7 +190,7 @@ class GitHubStandIn:
         with self._lock:
             mode = self.modes.get(full_name, segments[2])
         if (mode, endpoint) in {("hang", "repository"), ("gated", "commit")}:
-            self.gate.wait(GATE_TIMEOUT)
+            self.gate.wait(self.gate_timeout)
         if mode == f"fail-{endpoint}":
             return _json(500, {"message": "Server Error"})
         if mode == "rate-limited":
