@@ -79,10 +79,12 @@ def free_port() -> int:
         return port
 
 
-def stop(process: subprocess.Popen[Any], timeout: float = 30) -> None:
-    """SIGTERM a process of the test's own (a graceful shutdown), SIGKILL it if it has not ended in `timeout`."""
-    if process.poll() is None:
+def stop(*processes: subprocess.Popen[Any], timeout: float = 30) -> None:
+    """SIGTERM processes of the test's own at once (graceful shutdowns), SIGKILL any not ended in `timeout`."""
+    running = [process for process in processes if process.poll() is None]
+    for process in running:
         process.send_signal(signal.SIGTERM)
+    for process in running:
         try:
             process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

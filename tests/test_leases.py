@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, closing, contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -66,24 +66,27 @@ class Instance:
 
 
 @contextmanager
-def instance(name: str, database_url: str, tmp_path: Path, **env: str) -> Iterator[Instance]:
-    """A serve process, up once /health answers (its start-up recovery has run by then)."""
-    port = free_port()
-    log = tmp_path / f"{name}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "backend", "serve", "--port", str(port)],
-            cwd=ROOT,
-            env=serve_env(database_url, tmp_path / name) | env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    server = Instance(name, process, f"http://127.0.0.1:{port}", log)
+def instances(database_url: str, tmp_path: Path, *names: str, **env: str) -> Iterator[list[Instance]]:
+    """Serve processes started side by side, up once /health answers (their start-up recovery has run by then)."""
+    servers = []
+    for name in names:
+        port = free_port()
+        log = tmp_path / f"{name}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "backend", "serve", "--port", str(port)],
+                cwd=ROOT,
+                env=serve_env(database_url, tmp_path / name) | env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        servers.append(Instance(name, process, f"http://127.0.0.1:{port}", log))
     try:
-        wait_until(lambda: httpx.get(f"{server.base}/health", timeout=2).status_code == 200, 60)
-        yield server
+        for server in servers:
+            wait_until(lambda server=server: httpx.get(f"{server.base}/health", timeout=2).status_code == 200, 60)
+        yield servers
     finally:
-        stop(process)
+        stop(*(server.process for server in servers))
 
 
 @pytest.fixture
@@ -159,9 +162,9 @@ def test_a_starting_instance_leaves_a_live_instances_run_alone(database_url, tmp
     """A runs a slow sync; B starts (start-up recovery) and sweeps for several leases: A's run is untouched."""
     lease = 3.0
     env = env_for(github, lease)
-    with instance("a", database_url, tmp_path, **env) as a:
+    with instances(database_url, tmp_path, "a", **env) as [a]:
         owner, run_id = start_gated_run(a.base)
-        with instance("b", database_url, tmp_path, **env) as b:
+        with instances(database_url, tmp_path, "b", **env) as [b]:
             # B has recovered at start-up; let it sweep for longer than a lease while A keeps renewing.
             time.sleep(lease * 1.5)
             seen_by_b = run_on(b.base, owner, run_id)
@@ -181,10 +184,7 @@ def test_a_killed_instances_run_is_taken_over_by_exactly_one_survivor(database_u
     """A is killed mid-run; once its lease expired, exactly one of B and C claims the run and finishes it."""
     lease = 3.0
     env = env_for(github, lease)
-    with ExitStack() as stack:
-        a = stack.enter_context(instance("a", database_url, tmp_path, **env))
-        b = stack.enter_context(instance("b", database_url, tmp_path, **env))
-        c = stack.enter_context(instance("c", database_url, tmp_path, **env))
+    with instances(database_url, tmp_path, "a", "b", "c", **env) as [a, b, c]:
         owner, run_id = start_gated_run(a.base)
         a_owner, _ = lease_row(database_url, run_id)
         a.process.send_signal(signal.SIGKILL)
