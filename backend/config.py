@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     # Only split here: the sync runner imports and checks them when the app is built (start-up).
     SYNC_STAGES: CommaList = list(DEFAULT_SYNC_STAGES)
     SYNC_STAGE_TIMEOUT_SECONDS: float = Field(default=60.0, gt=0)  # a stuck stage must not hold the project
+    # A running sync run belongs to the instance holding its lease, renewed every third of this; once it
+    # expired (the instance died), another instance takes the run over (specs/api/sync_runs.md).
+    SYNC_LEASE_SECONDS: float = Field(default=30.0, ge=1, le=3600)
 
     RATE_LIMIT_ENABLED: bool = True
     RATE_LIMIT_DEFAULT: str = "100/minute"

@@ -89,8 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await limiter.start()
-        await sync_runner.recover()
         await app.state.events.start()
+        await sync_runner.start()  # takes over runs of dead instances (their events need the bus)
         try:
             yield
         finally:

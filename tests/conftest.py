@@ -206,13 +206,15 @@ async def rolled_back(app: FastAPI) -> AsyncIterator[AsyncConnection]:
 
     Everything that opens sessions at request time reads `app.state.sessionmaker` (the request's
     session, idempotency's key sessions, event tickets); the sync runner captured the sessionmaker
-    at create_app time, so it is rebound too. Its runs are not executed: a background task would
-    use the connection concurrently with the test's next request (mark such tests committing).
+    at create_app time, so it is rebound too. Its runs are not executed, and its lease keeper is
+    stopped: a background task would use the connection concurrently with the test's next request
+    (mark such tests committing).
     """
     state = app.state
     engine: AsyncEngine = state.engine
     runner = state.sync_runner
     originals = (state.sessionmaker, runner.sessions, runner.submit)
+    await runner.stop_keeping_leases()  # its sweeps would share the test's connection
     conn = await engine.connect()
     await conn.begin()  # SQLite: BEGIN IMMEDIATE (backend.db), so the test holds the write lock throughout
     state.sessionmaker = runner.sessions = bound_sessions(conn)

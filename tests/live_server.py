@@ -4,7 +4,6 @@ that need a server a browser or a script can reach (docs in Chromium, the client
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from backend.config import Settings
-from tests.support import free_port
+from tests.support import free_port, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,10 +56,4 @@ def live_server(tmp_path: Path, **env: str) -> Iterator[str]:
             time.sleep(0.1)
         yield base_url
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop(process)

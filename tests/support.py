@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import re
+import signal
 import socket
 import subprocess
 import tempfile
@@ -76,6 +77,19 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def stop(*processes: subprocess.Popen[Any], timeout: float = 30) -> None:
+    """SIGTERM processes of the test's own at once (graceful shutdowns), SIGKILL any not ended in `timeout`."""
+    running = [process for process in processes if process.poll() is None]
+    for process in running:
+        process.send_signal(signal.SIGTERM)
+    for process in running:
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def wait_until(check: Any, timeout: float = 15.0) -> None:

@@ -63,6 +63,11 @@ class SyncRun(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # The lease (never shown by the routes): the instance running the run, and until when it is
+    # presumed alive. NULL owner or expiry (runs from before revision 0007): expired.
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_expires_at: datetime | None = None
+    lease_takeovers: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class StagePublic(SQLModel):

@@ -50,7 +50,7 @@ async def start_sync(
 
     At most one run per project is active: while one is queued or running, this answers `200`
     with that run instead of starting another. The project must be pinned."""
-    run, created = await sync_service.start_sync(session, owner_id, project_id, runner.stage_names)
+    run, created = await sync_service.start_sync(session, owner_id, project_id, runner.stage_names, runner.lease)
     body = SyncRunPublic.model_validate(run)
     if not created:
         response.status_code = 200

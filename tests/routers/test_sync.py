@@ -1,27 +1,23 @@
 """Sync runs through the API (contract §5), against a GitHub stand-in on 127.0.0.1, on SQLite and PostgreSQL."""
 
 import json
-from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import event
 
+from backend.models.common import utcnow
 from backend.models.sync_run import SyncRun
+from backend.sync.pipeline import MAX_TAKEOVERS
 from tests.conftest import assert_error, make_user
 from tests.sync.sync_kit import GitHubStandIn, get_project, get_run, pin, poll, start, sync_once
+from tests.sync.sync_kit import github as github  # the fixture
 
 pytestmark = pytest.mark.committing  # sync runs execute in background tasks beside the requests; a restarted app
 
 STAGES = ["repository", "release", "commit", "summary"]
 TOKEN = "ghp_" + "S3cretT0ken" * 3
-
-
-@pytest.fixture
-def github() -> Iterator[GitHubStandIn]:
-    standin = GitHubStandIn()
-    yield standin
-    standin.close()
 
 
 @pytest.fixture
@@ -344,49 +340,96 @@ class TestGitHubToken:
             assert request.headers["x-github-api-version"] == "2022-11-28"
 
 
-async def test_interrupted_runs_fail_at_start_up(app, client, user, database_url, data_dir, settings_overrides):
+def interrupted_row(project_id: int, user_id: str, **fields: Any) -> SyncRun:
+    """A run a dead instance left in `release`, after its `repository` stage (stars: 7; the stand-in has 80)."""
+    stages = [
+        {"name": name, "status": "pending", "started_at": None, "finished_at": None, "error": None} for name in STAGES
+    ]
+    stages[0] |= {"status": "succeeded", "started_at": "2026-11-21T10:00:00Z", "finished_at": "2026-11-21T10:00:01Z"}
+    stages[1] |= {"status": "running", "started_at": "2026-11-21T10:00:01Z"}
+    repository = {"full_name": "octo/hello", "default_branch": "main", "pushed_at": "2026-11-01T10:00:00Z", "stars": 7}
+    values = {
+        "project_id": project_id,
+        "user_id": user_id,
+        "status": "running",
+        "current_stage": "release",
+        "progress": 25,
+        "stages": stages,
+        "results": {"repository": repository},
+        "started_at": utcnow(),
+        "lease_owner": "a-dead-instance",
+        "lease_expires_at": utcnow() - timedelta(seconds=5),
+    }
+    return SyncRun(**(values | fields))
+
+
+async def restart(app, database_url, data_dir, settings_overrides, row: SyncRun):
+    """Add `row`, then start another app (its start-up recovery runs) and keep it up."""
     from backend.main import create_app
-    from backend.models.common import utcnow
     from tests.conftest import make_settings
 
-    project = await pin(client, user)
     async with app.state.sessionmaker() as session:
-        stages = [
-            {"name": name, "status": "pending", "started_at": None, "finished_at": None, "error": None}
-            for name in STAGES
-        ]
-        stages[0] |= {
-            "status": "succeeded",
-            "started_at": "2026-11-21T10:00:00Z",
-            "finished_at": "2026-11-21T10:00:01Z",
-        }
-        stages[1] |= {"status": "running", "started_at": "2026-11-21T10:00:01Z"}
-        row = SyncRun(
-            project_id=project["id"],
-            user_id=user.id,
-            status="running",
-            current_stage="release",
-            progress=25,
-            stages=stages,
-            started_at=utcnow(),
-        )
         session.add(row)
         await session.commit()
-        run_id = row.id
-
     restarted = create_app(make_settings(database_url, data_dir, **settings_overrides))
+    return restarted, row.id
+
+
+async def test_an_expired_run_is_resumed_at_start_up(
+    app, client, user, github, database_url, data_dir, settings_overrides
+):
+    """The run of a dead instance is taken over when another starts, and goes on after its last finished stage."""
+    project = await pin(client, user, "octo/hello")
+    row = interrupted_row(project["id"], user.id)
+    restarted, run_id = await restart(app, database_url, data_dir, settings_overrides, row)
+    async with restarted.router.lifespan_context(restarted):
+        run, _ = await poll(client, user, project["id"], run_id)
+    assert run["status"] == "succeeded", run
+    assert [stage["status"] for stage in run["stages"]] == ["succeeded"] * 4
+    assert run["stages"][0]["finished_at"] == "2026-11-21T10:00:01Z"  # the repository stage was not run again
+    assert f"/repos/{project['github_repo_name']}" not in github.paths()
+    metadata = (await get_project(client, user, project["id"]))["repo_metadata"]
+    assert (metadata["stars"], metadata["latest_version"]) == (7, "v1.0.0")
+    async with app.state.sessionmaker() as session:
+        taken = await session.get(SyncRun, run_id)
+    assert (taken.lease_owner, taken.lease_takeovers) == (restarted.state.sync_runner.instance_id, 1)
+
+
+async def test_a_run_lost_too_often_fails_at_start_up(
+    app, client, user, github, database_url, data_dir, settings_overrides
+):
+    project = await pin(client, user)
+    row = interrupted_row(project["id"], user.id, lease_takeovers=MAX_TAKEOVERS)
+    restarted, run_id = await restart(app, database_url, data_dir, settings_overrides, row)
     async with restarted.router.lifespan_context(restarted):
         pass
-
     run = await get_run(client, user, project["id"], run_id)
     assert run["status"] == "failed"
-    assert run["error"] == {"stage": "release", "message": "interrupted: the server restarted"}
+    assert run["error"] == {"stage": "release", "message": "interrupted: the server running it stopped"}
     assert run["finished_at"] is not None
     assert [stage["status"] for stage in run["stages"]] == ["succeeded", "failed", "skipped", "skipped"]
+    assert github.paths() == []
     # The project is free again.
     fresh = await start(client, user, project["id"])
     assert fresh["run_id"] != run_id
     await poll(client, user, project["id"], fresh["run_id"])
+
+
+async def test_a_live_lease_is_left_alone_at_start_up(
+    app, client, user, github, database_url, data_dir, settings_overrides
+):
+    from backend.models.common import utcnow
+
+    project = await pin(client, user)
+    row = interrupted_row(
+        project["id"], user.id, lease_owner="a-live-instance", lease_expires_at=utcnow() + timedelta(minutes=5)
+    )
+    restarted, run_id = await restart(app, database_url, data_dir, settings_overrides, row)
+    async with restarted.router.lifespan_context(restarted):
+        pass
+    run = await get_run(client, user, project["id"], run_id)
+    assert (run["status"], run["current_stage"], run["error"]) == ("running", "release", None)
+    assert github.paths() == []
 
 
 class TestLiveSignals:

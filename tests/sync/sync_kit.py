@@ -20,13 +20,14 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import pytest
 
 from tests.conftest import UserCtx
 from tests.factories import pin_project
@@ -136,6 +137,7 @@ class GitHubStandIn:
     modes: dict[str, str] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
     gate: threading.Event = field(default_factory=threading.Event)
+    gate_timeout: float = GATE_TIMEOUT
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -188,7 +190,7 @@ class GitHubStandIn:
         with self._lock:
             mode = self.modes.get(full_name, segments[2])
         if (mode, endpoint) in {("hang", "repository"), ("gated", "commit")}:
-            self.gate.wait(GATE_TIMEOUT)
+            self.gate.wait(self.gate_timeout)
         if mode == f"fail-{endpoint}":
             return _json(500, {"message": "Server Error"})
         if mode == "rate-limited":
@@ -216,6 +218,14 @@ class GitHubStandIn:
 
 def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
     return status, json.dumps(payload).encode(), {"Content-Type": "application/json; charset=utf-8", **(headers or {})}
+
+
+@pytest.fixture
+def github() -> Iterator[GitHubStandIn]:
+    """A stand-in for the test, closed at its end (import it into a test module to use it)."""
+    standin = GitHubStandIn()
+    yield standin
+    standin.close()
 
 
 # --- driving the API -------------------------------------------------------------------------------
