@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from backend.db import create_engine
+from backend.db import create_engine, ping
 from backend.main import create_app
 from backend.migrations.runner import upgrade
 from tests.conftest import assert_error, make_settings
@@ -123,3 +123,31 @@ async def test_statement_timeout_cuts_a_slow_query_and_keeps_the_connection(clus
             assert (await outside.execute(text("SHOW statement_timeout"))).scalar_one() == "0"
     finally:
         await engine.dispose()
+
+
+async def test_first_connection_waits_for_a_waking_database_then_an_outage_fails_fast(cluster):
+    """Scale to zero: the first connection is retried with back-off while the server comes up (within
+    DB_CONNECT_TIMEOUT), not failed at once; once a connection has failed so, the next try once."""
+    waking = create_engine(cluster.url, connect_timeout=20, statement_timeout=STATEMENT_TIMEOUT)
+    cluster.stop()
+    try:
+        starting = asyncio.create_task(asyncio.to_thread(cluster.start))
+        await ping(waking)  # refused at first, then the server answers
+        await starting
+    finally:
+        await waking.dispose()
+
+    down = create_engine(cluster.url, connect_timeout=2, statement_timeout=STATEMENT_TIMEOUT)
+    cluster.stop()
+    try:
+        started = time.monotonic()
+        with pytest.raises(OperationalError):
+            await ping(down)
+        assert time.monotonic() - started > 1  # retried for the connect timeout
+        started = time.monotonic()
+        with pytest.raises(OperationalError):
+            await ping(down)
+        assert time.monotonic() - started < 1  # known down: one attempt
+    finally:
+        await down.dispose()
+        cluster.start()
