@@ -14,8 +14,6 @@ from backend.config import ConfigError, Settings, load_settings
 
 EXIT_CONFIG = 2
 EXIT_UNREACHABLE = 3
-# libpq's answers that waiting does not change: no such database, wrong password or role.
-DEFINITIVE_SQLSTATES = {"3D000", "28P01", "28000"}
 
 
 class Unreachable(Exception):
@@ -38,14 +36,6 @@ def _first_line(exc: BaseException) -> str:
     return text.removeprefix("connection failed: ") or type(orig).__name__
 
 
-def _definitive(exc: BaseException) -> bool:
-    orig = getattr(exc, "orig", None)
-    if getattr(orig, "sqlstate", None) in DEFINITIVE_SQLSTATES:
-        return True
-    text = str(orig or exc)
-    return "does not exist" in text or "authentication failed" in text or "unable to open database" in text
-
-
 def _bad_options(exc: BaseException) -> bool:
     """libpq refusing the URL's own options (`?sslmode=bogus`, an unknown option): a configuration error."""
     from psycopg import ProgrammingError
@@ -60,13 +50,18 @@ def wait_for_database(url: str, settings: Settings, setting: str = "DATABASE_URL
 
     from sqlalchemy.exc import DBAPIError
 
-    from backend.db import create_engine, is_sqlite, ping
+    from backend.db import create_engine, is_definitive_failure, is_sqlite, ping
 
     if is_sqlite(url):  # a file: nothing to wait for (a path that cannot be opened fails the migrations, exit 3)
         return
 
     async def attempt() -> None:
-        engine = create_engine(url, connect_timeout=settings.DB_CONNECT_TIMEOUT, for_migrations=True)
+        engine = create_engine(
+            url,
+            connect_timeout=settings.DB_CONNECT_TIMEOUT,
+            statement_timeout=settings.DB_STATEMENT_TIMEOUT,
+            for_migrations=True,
+        )
         try:
             await ping(engine)
         finally:
@@ -81,7 +76,7 @@ def wait_for_database(url: str, settings: Settings, setting: str = "DATABASE_URL
         except (DBAPIError, OSError) as exc:
             if _bad_options(exc):
                 raise ConfigError(f"Invalid configuration: {setting}: {_first_line(exc)}") from None
-            if _definitive(exc):
+            if is_definitive_failure(exc):
                 raise Unreachable(f"error: the database ({setting}) cannot be used: {_first_line(exc)}") from None
             if time.monotonic() + delay > deadline:
                 raise Unreachable(f"error: the database ({setting}) is unreachable: {_first_line(exc)}") from None

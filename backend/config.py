@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     DB_MAX_OVERFLOW: int = Field(default=10, ge=0, le=200)
     DB_POOL_TIMEOUT: float = Field(default=5.0, gt=0)
     DB_CONNECT_TIMEOUT: float = Field(default=5.0, gt=0)
+    # PostgreSQL: the longest one round trip to the server may take (a hung server answers nothing: the
+    # connection is then dropped and the request answers 503); the server ends a slow statement 0.5 s earlier.
+    DB_STATEMENT_TIMEOUT: float = Field(default=5.0, ge=0.5, le=600)
     DB_POOL_RECYCLE: int = Field(default=1800, ge=60)
     AUTO_MIGRATE: bool = True
     # How long start-up keeps trying an unreachable database (a Neon database scaled to zero

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import generators, pq
+from psycopg.abc import PQGen
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
@@ -46,10 +53,14 @@ def create_engine(
     max_overflow: int = 10,
     pool_timeout: float = 5.0,
     connect_timeout: float = 5.0,
+    statement_timeout: float | None = None,
     pool_recycle: int = 1800,
     for_migrations: bool = False,
 ) -> AsyncEngine:
-    """One engine per URL. `for_migrations` leaves out the SQLite foreign-key pragma (see STACK.md)."""
+    """One engine per URL. `for_migrations` leaves out the SQLite foreign-key pragma (see STACK.md).
+
+    PostgreSQL only: `statement_timeout` bounds every round trip to the server (see `BoundedConnection`);
+    None (migrations: DDL and the migration lock may take long) bounds nothing."""
     full = async_url(url)
     if full.startswith("sqlite"):
         path = _sqlite_file(url)
@@ -67,13 +78,120 @@ def create_engine(
         pool_timeout=pool_timeout,
         pool_recycle=pool_recycle,
         pool_pre_ping=True,
-        # No server-side prepared statements: psycopg prepares a query after 5 runs (`_pg3_0`, ...), and a
-        # transaction-mode pooler (PgBouncer, Neon's `-pooler` host) hands the next transaction another
-        # server connection, where the statement is missing, already taken, or another query's. Without
-        # them the API is correct behind such a pooler with no setting; the cost is measured in
-        # specs/performance.md. (SQLAlchemy's psycopg dialect prepares nothing of its own.)
-        connect_args={"connect_timeout": max(1, int(connect_timeout)), "prepare_threshold": None},
+        connect_args={
+            # No server-side prepared statements: psycopg prepares a query after 5 runs (`_pg3_0`, ...), and a
+            # transaction-mode pooler (PgBouncer, Neon's `-pooler` host) hands the next transaction another
+            # server connection, where the statement is missing, already taken, or another query's. Without
+            # them the API is correct behind such a pooler with no setting; the cost is measured in
+            # specs/performance.md. (SQLAlchemy's psycopg dialect prepares nothing of its own.)
+            "prepare_threshold": None,
+            # An idle pooled connection to a host that vanished is noticed by TCP, and data left unacknowledged
+            # is given up on, instead of waiting for the kernel's defaults (minutes to hours). Socket options of
+            # ours: nothing a pooler sees.
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+            "tcp_user_timeout": math.ceil(((statement_timeout or connect_timeout) + connect_timeout) * 1000),
+            "async_creator_fn": Connector(connect_timeout, statement_timeout),
+        },
     )
+
+
+class BoundedConnection(psycopg.AsyncConnection[Any]):
+    """A psycopg connection whose every wait for the server is bounded, for a server that is hung, not down.
+
+    A SIGSTOPped (or wedged) server's kernel still accepts connections and acknowledges what is sent: TCP
+    never fails, and the server's own `statement_timeout` never fires. So each round trip (a statement, a
+    fetch, COMMIT, ROLLBACK, the pool's pre-ping) waits at most `round_trip_timeout`; then the connection is
+    closed, not cancelled (a cancel request to a stopped server is not answered either, and psycopg would
+    wait for it), and an OperationalError on a closed connection makes SQLAlchemy discard it and every
+    pooled connection of its generation: after the server resumes, only new connections are used.
+
+    The server is asked to end a slow statement itself a little earlier (`SET LOCAL statement_timeout`, sent
+    in the same message as the transaction's `BEGIN`: no extra round trip, and transaction-scoped, which a
+    transaction-mode pooler accepts where it refuses the `options` startup parameter); its connection stays.
+    """
+
+    round_trip_timeout: float | None = None
+    begin_suffix: bytes = b""
+
+    def bound(self, seconds: float | None) -> None:
+        self.round_trip_timeout = seconds
+        # The server gives up half a second before the client (at least half the budget), so a statement
+        # that is merely slow ends with `57014 query_canceled` and keeps its connection.
+        server_ms = int(max(seconds - 0.5, seconds / 2) * 1000) if seconds else 0
+        self.begin_suffix = b"; SET LOCAL statement_timeout = %d" % server_ms if server_ms else b""
+
+    async def wait(self, gen: PQGen[Any], interval: float = 0.1, timeout: float | None = None) -> Any:  # noqa: ASYNC109 - psycopg's signature
+        limit = self.round_trip_timeout if timeout is None else timeout
+        try:
+            return await super().wait(gen, interval, timeout=limit)
+        except pg_errors._WaitTimeout:
+            if timeout is not None:  # a wait of psycopg's own, with its own limit
+                raise
+            self.pgconn.finish()
+            raise psycopg.OperationalError(f"the database did not answer within {limit:g} s") from None
+
+    def _start_query(self) -> PQGen[None]:
+        if not self.begin_suffix or self._autocommit or self._pipeline:
+            return (yield from super()._start_query())
+        if self.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+            return None
+        # As psycopg's own BEGIN (the simple query protocol, which poolers accept), plus the timeout.
+        self._check_connection_ok()
+        self.pgconn.send_query(self._get_tx_start_command() + self.begin_suffix)
+        for result in (yield from generators.execute(self.pgconn)):
+            if result.status == pq.ExecStatus.FATAL_ERROR:
+                raise pg_errors.error_from_result(result, encoding=self.info.encoding)
+        return None
+
+
+# libpq's answers that waiting does not change: no such database, wrong password or role.
+DEFINITIVE_SQLSTATES = {"3D000", "28P01", "28000"}
+
+
+def is_definitive_failure(exc: BaseException) -> bool:
+    """A connection refused for a reason that retrying does not change (SQLAlchemy's wrapper or the driver's error)."""
+    orig = getattr(exc, "orig", None)
+    if getattr(orig or exc, "sqlstate", None) in DEFINITIVE_SQLSTATES:
+        return True
+    text = str(orig or exc)
+    return "does not exist" in text or "authentication failed" in text or "unable to open database" in text
+
+
+class Connector:
+    """Opens the pool's PostgreSQL connections, each attempt bounded by `connect_timeout`.
+
+    A database that scales to zero (Neon) may refuse or fail the first connection while it wakes: a failed
+    attempt is retried with back-off (0.1 s, 0.2 s, ... 1 s) for at most `connect_timeout` in all. Once an
+    attempt has failed that way, the database is known down and the next requests try once, so an outage
+    costs each of them one attempt, not the whole budget, until a connection succeeds again."""
+
+    def __init__(self, connect_timeout: float, round_trip_timeout: float | None) -> None:
+        self.connect_timeout = connect_timeout
+        self.round_trip_timeout = round_trip_timeout
+        self.down = False
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> BoundedConnection:
+        deadline = time.monotonic() + self.connect_timeout
+        delay = 0.1
+        while True:
+            remaining = deadline - time.monotonic()
+            # libpq counts whole seconds, 2 at least.
+            kwargs["connect_timeout"] = max(2, math.ceil(min(remaining, self.connect_timeout)))
+            try:
+                connection = await BoundedConnection.connect(*args, **kwargs)
+            except psycopg.OperationalError as exc:
+                if self.down or is_definitive_failure(exc) or time.monotonic() + delay >= deadline:
+                    self.down = True
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            self.down = False
+            connection.bound(self.round_trip_timeout)
+            return connection
 
 
 def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool) -> None:

@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_overflow=settings.DB_MAX_OVERFLOW,
         pool_timeout=settings.DB_POOL_TIMEOUT,
         connect_timeout=settings.DB_CONNECT_TIMEOUT,
+        statement_timeout=settings.DB_STATEMENT_TIMEOUT,
         pool_recycle=settings.DB_POOL_RECYCLE,
     )
 

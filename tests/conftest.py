@@ -51,7 +51,9 @@ BACKENDS = [b.strip() for b in os.environ.get("TEST_BACKENDS", "sqlite,postgresq
 RUN_ID = uuid.uuid4().hex[:10]
 # PostgreSQL-only modules (the outage test runs a server of its own): part of the PostgreSQL opt-out.
 collect_ignore = (
-    [] if "postgresql" in BACKENDS else ["test_outage.py", "test_faults.py", "test_races.py", "test_pooler.py"]
+    []
+    if "postgresql" in BACKENDS
+    else ["test_outage.py", "test_pg_hang.py", "test_faults.py", "test_races.py", "test_pooler.py"]
 )
 
 

@@ -5,9 +5,13 @@ sweep over it by themselves)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
+import pwd
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -294,3 +298,88 @@ def postgresql_only(pg_database: str) -> str:
     """Import into a module to run its tests on PostgreSQL only (row locks, concurrent transactions)."""
     upgrade(pg_database)
     return pg_database
+
+
+def pg_bin() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+    if not found:
+        pytest.fail("initdb/pg_ctl not found under /usr/lib/postgresql/*/bin (or set TEST_BACKENDS=sqlite)")
+    return found[-1]
+
+
+class Cluster:
+    """A private PostgreSQL server. As root, it runs as the `postgres` OS user (initdb refuses root)."""
+
+    def __init__(self) -> None:
+        self.bin = pg_bin()
+        self.root = Path(tempfile.mkdtemp(prefix="taskdeck-outage-"))
+        self.port = free_port()
+        self.as_postgres = os.geteuid() == 0
+        if self.as_postgres:
+            account = pwd.getpwnam("postgres")
+            os.chown(self.root, account.pw_uid, account.pw_gid)
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if self.as_postgres else []
+        subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=60)
+
+    def init(self) -> None:
+        self._run(str(self.bin / "initdb"), "-D", str(self.root / "data"), "-A", "trust", "-U", "postgres", "--no-sync")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.root / "data"),
+            "-l",
+            str(self.root / "log"),
+            "-w",
+            "-o",
+            options,
+            "start",
+        )
+
+    def stop(self) -> None:
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), "-m", "fast", "-w", "stop")
+
+    def pids(self) -> list[int]:
+        """The postmaster (first line of its pid file) and every process it started."""
+        postmaster = int((self.root / "data" / "postmaster.pid").read_text().split()[0])
+        children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True, timeout=10)
+        return [postmaster, *(int(pid) for pid in children.stdout.split())]
+
+    def pause(self) -> None:
+        """Hang the server (SIGSTOP): connections stay open and the kernel still accepts new ones, nothing answers."""
+        for pid in self.pids():
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        for pid in self.pids():
+            os.kill(pid, signal.SIGCONT)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Hung while the block runs, resumed whatever happens in it."""
+        self.pause()
+        try:
+            yield
+        finally:
+            self.resume()
+
+
+@contextmanager
+def running_cluster() -> Iterator[Cluster]:
+    """A started private cluster, stopped and deleted afterwards (resumed first, should a test have left it paused)."""
+    server = Cluster()
+    server.init()
+    server.start()
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(OSError, ValueError):  # not running: no pid file
+            server.resume()
+        with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
+            server.stop()
+        shutil.rmtree(server.root, ignore_errors=True)

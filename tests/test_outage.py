@@ -8,14 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import pwd
-import shutil
-import socket
 import subprocess
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import psycopg
@@ -24,71 +18,13 @@ import pytest
 from backend.main import create_app
 from backend.migrations.runner import upgrade
 from tests.conftest import PASSWORD, assert_error, make_settings
-from tests.support import wait_for_lock_waiter
-
-
-def pg_bin() -> Path:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
-    if not found:
-        pytest.fail("initdb/pg_ctl not found under /usr/lib/postgresql/*/bin (or set TEST_BACKENDS=sqlite)")
-    return found[-1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Cluster:
-    """A private PostgreSQL server. As root, it runs as the `postgres` OS user (initdb refuses root)."""
-
-    def __init__(self) -> None:
-        self.bin = pg_bin()
-        self.root = Path(tempfile.mkdtemp(prefix="taskdeck-outage-"))
-        self.port = free_port()
-        self.as_postgres = os.geteuid() == 0
-        if self.as_postgres:
-            account = pwd.getpwnam("postgres")
-            os.chown(self.root, account.pw_uid, account.pw_gid)
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _run(self, *args: str) -> None:
-        prefix = ["runuser", "-u", "postgres", "--"] if self.as_postgres else []
-        subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=60)
-
-    def init(self) -> None:
-        self._run(str(self.bin / "initdb"), "-D", str(self.root / "data"), "-A", "trust", "-U", "postgres", "--no-sync")
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run(
-            str(self.bin / "pg_ctl"),
-            "-D",
-            str(self.root / "data"),
-            "-l",
-            str(self.root / "log"),
-            "-w",
-            "-o",
-            options,
-            "start",
-        )
-
-    def stop(self) -> None:
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), "-m", "fast", "-w", "stop")
+from tests.support import Cluster, running_cluster, wait_for_lock_waiter
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    server = Cluster()
-    server.init()
-    server.start()
-    try:
+    with running_cluster() as server:
         yield server
-    finally:
-        with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
-            server.stop()
-        shutil.rmtree(server.root, ignore_errors=True)
 
 
 async def test_database_outage_and_recovery(cluster, data_dir):
