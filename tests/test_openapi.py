@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from fastapi.routing import APIRoute
 
+from backend.__main__ import main
 from backend.docs import OAUTH2_SCHEME, openapi_text
 from backend.errors import error_classes
 
@@ -262,6 +263,15 @@ def test_the_committed_schema_is_the_served_one(schema):
     assert committed == served, (
         "specs/openapi.json differs from the served /openapi.json: run `make openapi` and commit the result"
     )
+
+
+def test_make_openapi_writes_the_served_schema(schema, tmp_path, monkeypatch):
+    """`make openapi` runs `python -m backend openapi --output specs/openapi.json`: it writes what is served."""
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'unused.db'}")
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    assert main(["openapi", "--output", str(tmp_path / "openapi.json")]) == 0
+    assert (tmp_path / "openapi.json").read_text(encoding="utf-8") == openapi_text(schema)
+    assert "-m backend openapi --output specs/openapi.json" in (ROOT / "Makefile").read_text()
 
 
 def schema_refs(node: Any) -> set[str]:
