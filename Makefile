@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The suite runs in this many processes (each with its own PostgreSQL database and Redis prefix).
 PYTEST_WORKERS ?= 2
 
-.PHONY: run test lint hygiene migrate services bench clean
+.PHONY: run test lint hygiene migrate openapi services bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ run: $(VENV)/.runtime
 
 migrate: $(VENV)/.runtime
 	$(BIN)/python -m backend migrate
+
+## Regenerate specs/openapi.json from the app (tests/test_openapi.py fails when the two differ).
+openapi: $(VENV)/.runtime
+	$(BIN)/python -m backend openapi --output specs/openapi.json
 
 ## Install test dependencies; lint, type-check, and run the whole suite with coverage >= 90%.
 test: $(VENV)/.test

@@ -1,4 +1,5 @@
-"""`python -m backend serve [--host --port --workers]` and `python -m backend migrate`.
+"""`python -m backend serve [--host --port --workers]`, `python -m backend migrate`, and
+`python -m backend openapi [--output FILE]` (the OpenAPI document, as committed in specs/openapi.json).
 
 Start-up failures are one line on stderr, never a traceback: exit code 2 for a bad setting, 3 for
 a database that cannot be reached (after retrying for DB_STARTUP_RETRY_SECONDS). specs/operations.md.
@@ -97,6 +98,19 @@ def migrate(url: str, settings: Settings, setting: str = "DATABASE_URL") -> None
         raise Unreachable(f"error: migrations stopped, the database ({setting}) failed: {_first_line(exc)}") from None
 
 
+def write_openapi(settings: Settings, output: str) -> None:
+    """The app's /openapi.json, rendered as specs/openapi.json keeps it (`make openapi`)."""
+    from backend.docs import openapi_text
+    from backend.main import create_app
+
+    text = openapi_text(create_app(settings).openapi())
+    if output == "-":
+        sys.stdout.write(text)
+    else:
+        with open(output, "w", encoding="utf-8") as file:
+            file.write(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backend", description="Taskdeck API")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -105,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=None, help="default: $PORT, else 8000")
     serve.add_argument("--workers", type=int, default=1)
     commands.add_parser("migrate", help="apply pending migrations and exit")
+    openapi = commands.add_parser("openapi", help="write the OpenAPI document (no database needed) and exit")
+    openapi.add_argument("--output", default="-", help="file to write (default: standard output)")
     args = parser.parse_args(argv)
 
     try:
@@ -117,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+
+    if args.command == "openapi":
+        write_openapi(settings, args.output)
+        return 0
 
     from backend.migrations.runner import MigrationRefused
 

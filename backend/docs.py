@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagge
 from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import HTMLResponse
+
+from backend.errors import error_codes
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 OPENAPI_URL = "/openapi.json"
@@ -136,15 +139,14 @@ def install_docs(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = with_password_flow(
-                get_openapi(
-                    title=app.title,
-                    version=app.version,
-                    description=app.description,
-                    routes=app.routes,
-                    tags=app.openapi_tags,
-                )
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+                tags=app.openapi_tags,
             )
+            app.openapi_schema = with_error_codes(with_schema_names(with_password_flow(schema)))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -166,3 +168,49 @@ def with_password_flow(schema: dict[str, Any]) -> dict[str, Any]:
             if security and {"HTTPBearer": []} in security and {OAUTH2_SCHEME: []} not in security:
                 security.append({OAUTH2_SCHEME: []})
     return schema
+
+
+# Schemas FastAPI names itself, under the names a client author would choose.
+SCHEMA_NAMES = {"Body_oauth2_token": "OAuth2PasswordForm"}
+ERROR_CODE_SCHEMA = "ErrorCode"
+
+
+def with_schema_names(schema: dict[str, Any]) -> dict[str, Any]:
+    """Rename the schemas of SCHEMA_NAMES, and every reference to them."""
+    schemas = schema.get("components", {}).get("schemas", {})
+    renamed = {old: new for old, new in SCHEMA_NAMES.items() if old in schemas}
+    for old, new in renamed.items():
+        schemas[new] = {**schemas.pop(old), "title": new}
+    refs = {f"#/components/schemas/{old}": f"#/components/schemas/{new}" for old, new in renamed.items()}
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("$ref") in refs:
+                node["$ref"] = refs[node["$ref"]]
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(schema)
+    return schema
+
+
+def with_error_codes(schema: dict[str, Any]) -> dict[str, Any]:
+    """`ErrorBody.code` as the enum of every code the API answers (from the AppError classes), so a client
+    can switch over it exhaustively. A new error class adds its code here by itself."""
+    schemas = schema["components"]["schemas"]
+    schemas[ERROR_CODE_SCHEMA] = {
+        "title": ERROR_CODE_SCHEMA,
+        "type": "string",
+        "enum": error_codes(),
+        "description": "Every `error.code` the API answers; each error status's description says which it carries.",
+    }
+    schemas["ErrorBody"]["properties"]["code"] = {"$ref": f"#/components/schemas/{ERROR_CODE_SCHEMA}"}
+    return schema
+
+
+def openapi_text(schema: dict[str, Any]) -> str:
+    """The document as committed in specs/openapi.json: keys sorted, two-space indents, a final newline."""
+    return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"

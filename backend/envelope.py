@@ -1,4 +1,10 @@
-"""The response shapes every route returns, as they appear in OpenAPI."""
+"""The response shapes every route returns, as they appear in OpenAPI.
+
+Every field of a response model is always sent, so the models here (and the `*Public` models they
+carry) use RESPONSE_CONFIG: OpenAPI lists each of their fields as required, a default included.
+Routes name a concrete envelope (`TaskEnvelope`, `TaskListEnvelope`), never `Envelope[...]` itself:
+the class name is the schema name a generated client shows (a parametrized generic would come out
+as `Envelope_TaskPublic_`)."""
 
 from __future__ import annotations
 
@@ -6,22 +12,35 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
+from backend.models.common import RESPONSE_CONFIG
+from backend.models.project import ProjectPublic
+from backend.models.session import TokenPair
+from backend.models.sync_run import SyncRunPublic
+from backend.models.task import TaskPublic
+from backend.models.user import UserMe, UserPublic
+
 T = TypeVar("T")
 
 
 class ListMeta(BaseModel):
+    model_config = RESPONSE_CONFIG
+
     total: int = Field(examples=[123])
     limit: int = Field(examples=[50])
     offset: int = Field(examples=[0])
 
 
 class Envelope(BaseModel, Generic[T]):
+    model_config = RESPONSE_CONFIG
+
     success: Literal[True] = True
     data: T
     message: str | None = None
 
 
 class ListEnvelope(BaseModel, Generic[T]):
+    model_config = RESPONSE_CONFIG
+
     success: Literal[True] = True
     data: list[T]
     message: str | None = None
@@ -29,12 +48,18 @@ class ListEnvelope(BaseModel, Generic[T]):
 
 
 class FieldError(BaseModel):
+    model_config = RESPONSE_CONFIG
+
     field: str = Field(examples=["email"])
     message: str = Field(examples=["value is not a valid email address"])
     type: str = Field(examples=["value_error"])
 
 
 class ErrorBody(BaseModel):
+    """`code` is documented as the enum of every code the API answers (docs.with_error_codes)."""
+
+    model_config = RESPONSE_CONFIG
+
     code: str = Field(examples=["VALIDATION_ERROR"])
     message: str = Field(examples=["Invalid email format"])
     field: str | None = None
@@ -42,8 +67,50 @@ class ErrorBody(BaseModel):
 
 
 class ErrorEnvelope(BaseModel):
+    model_config = RESPONSE_CONFIG
+
     success: Literal[False] = False
     error: ErrorBody
+
+
+class MessageEnvelope(Envelope[None]):
+    """`data` is null: the answer is the message (`Task deleted`)."""
+
+
+class TaskEnvelope(Envelope[TaskPublic]):
+    pass
+
+
+class TaskListEnvelope(ListEnvelope[TaskPublic]):
+    pass
+
+
+class ProjectEnvelope(Envelope[ProjectPublic]):
+    pass
+
+
+class ProjectListEnvelope(ListEnvelope[ProjectPublic]):
+    pass
+
+
+class SyncRunEnvelope(Envelope[SyncRunPublic]):
+    pass
+
+
+class SyncRunListEnvelope(ListEnvelope[SyncRunPublic]):
+    pass
+
+
+class UserEnvelope(Envelope[UserPublic]):
+    pass
+
+
+class MeEnvelope(Envelope[UserMe]):
+    pass
+
+
+class TokenPairEnvelope(Envelope[TokenPair]):
+    pass
 
 
 def ok(data: Any, message: str | None = None) -> dict[str, Any]:

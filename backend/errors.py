@@ -345,6 +345,7 @@ _ERROR_DOCS: dict[int, tuple[str, AppError]] = {
         ),
     ),
     429: ("Rate limited (or too many open event streams); retry after `Retry-After` seconds", RateLimited(1)),
+    500: ("An unexpected failure; nothing about it is sent, it is logged with the request id", InternalError()),
     503: (
         "A service the request needs (usually the database) is unavailable; retry after `Retry-After` seconds",
         ServiceUnavailable("The database is unavailable, try again shortly"),
@@ -355,6 +356,11 @@ _ERROR_HEADERS: dict[int, dict[str, Any]] = {
     429: {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
     503: {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
 }
+
+
+def error_codes() -> list[str]:
+    """Every `error.code` the API answers, grouped by status: the enum OpenAPI gives `ErrorBody.code`."""
+    return [code for _, code in sorted({(cls.status_code, cls.code) for cls in error_classes()})]
 
 
 def codes_by_status() -> dict[int, dict[str, str]]:
@@ -384,3 +390,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The documented error responses of an operation, for `responses=` in a route decorator."""
     return {status: ERROR_RESPONSES[status] for status in sorted(statuses)}
+
+
+# What any operation can answer, documented on every one (the app's own `responses=`).
+EVERY_OPERATION = responses(500)

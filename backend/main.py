@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from backend.config import VERSION, Settings, load_settings
 from backend.db import create_engine, session_factory
 from backend.docs import OPENAPI_TAGS, install_docs
-from backend.errors import install_error_handlers
+from backend.errors import EVERY_OPERATION, install_error_handlers
 from backend.events import EventBus, publish
 from backend.logging_setup import configure_logging
 from backend.metrics import Metrics, MetricsMiddleware, record_sync_outcome
@@ -107,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=VERSION,
         description=DESCRIPTION,
         openapi_tags=OPENAPI_TAGS,
+        responses=EVERY_OPERATION,
         # Served by install_docs from backend/static/ instead of a CDN.
         docs_url=None,
         redoc_url=None,

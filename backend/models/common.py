@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from annotated_types import Interval
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Strict, TypeAdapter, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, ConfigDict, Strict, TypeAdapter, ValidationError
 from sqlalchemy import MetaData
 from sqlmodel import SQLModel
 
@@ -22,6 +22,11 @@ SQLModel.metadata.naming_convention = {
     "pk": "pk_%(table_name)s",
 }
 metadata: MetaData = SQLModel.metadata
+
+# The config of every response model: the server always sends each of its fields (null where it may
+# be), so OpenAPI's response schemas list them all as `required`, those with a default too. Only the
+# serialization schema changes: validation, and any request schema, stay as they were.
+RESPONSE_CONFIG = ConfigDict(json_schema_serialization_defaults_required=True)
 
 
 def utcnow() -> datetime:

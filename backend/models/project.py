@@ -12,7 +12,7 @@ from sqlalchemy import JSON, Column, Index, Text, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-from backend.models.common import JSON_INTEGER, NO_NUL, NOT_NULL, RowIdInt, refuse_null, utcnow
+from backend.models.common import JSON_INTEGER, NO_NUL, NOT_NULL, RESPONSE_CONFIG, RowIdInt, refuse_null, utcnow
 
 MAX_ACTIVE_PINS = 50
 
@@ -130,6 +130,8 @@ class ProjectOrder(SQLModel):
 
 
 class ProjectPublic(ProjectBase):
+    model_config = RESPONSE_CONFIG  # type: ignore[assignment]
+
     id: int
     user_id: str
     is_active: bool

@@ -7,7 +7,7 @@ from datetime import datetime
 from pydantic import ConfigDict
 from sqlmodel import Field, SQLModel
 
-from backend.models.common import new_id, utcnow
+from backend.models.common import RESPONSE_CONFIG, new_id, utcnow
 
 
 class AuthSession(SQLModel, table=True):
@@ -44,6 +44,8 @@ class RefreshRequest(SQLModel):
 
 
 class TokenPair(SQLModel):
+    model_config = RESPONSE_CONFIG  # type: ignore[assignment]
+
     access_token: str
     refresh_token: str
     token_type: str = "bearer"  # noqa: S105 - the OAuth2 token type, not a secret

@@ -11,7 +11,7 @@ from pydantic import Field as PydanticField
 from sqlalchemy import CheckConstraint, Column, Index, String, text
 from sqlmodel import Field, SQLModel
 
-from backend.models.common import utcnow
+from backend.models.common import RESPONSE_CONFIG, utcnow
 from backend.models.project import JSONType
 
 
@@ -71,6 +71,8 @@ class SyncRun(SQLModel, table=True):
 
 
 class StagePublic(SQLModel):
+    model_config = RESPONSE_CONFIG  # type: ignore[assignment]
+
     name: str
     status: StageStatus
     started_at: datetime | None = None
@@ -79,6 +81,8 @@ class StagePublic(SQLModel):
 
 
 class SyncErrorPublic(SQLModel):
+    model_config = RESPONSE_CONFIG  # type: ignore[assignment]
+
     stage: str | None = Field(description="The stage that failed (null when the run never reached one)")
     message: str
 
@@ -86,7 +90,7 @@ class SyncErrorPublic(SQLModel):
 class SyncRunPublic(BaseModel):
     """The status of a sync run, as the status route and the project export show it."""
 
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(from_attributes=True, **RESPONSE_CONFIG)
 
     run_id: int = PydanticField(validation_alias=AliasChoices("run_id", "id"))
     project_id: int

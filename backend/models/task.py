@@ -10,7 +10,16 @@ from pydantic import ConfigDict, StringConstraints, field_validator
 from sqlalchemy import CheckConstraint, Index, String
 from sqlmodel import Field, SQLModel
 
-from backend.models.common import NO_NUL, NOT_NULL, JsonBool, RowIdInt, UTCDatetime, refuse_null, utcnow
+from backend.models.common import (
+    NO_NUL,
+    NOT_NULL,
+    RESPONSE_CONFIG,
+    JsonBool,
+    RowIdInt,
+    UTCDatetime,
+    refuse_null,
+    utcnow,
+)
 
 
 class TaskStatus(StrEnum):
@@ -109,6 +118,8 @@ class TaskComplete(SQLModel):
 
 
 class TaskPublic(TaskBase):
+    model_config = RESPONSE_CONFIG  # type: ignore[assignment]
+
     id: int
     user_id: str
     completed: bool

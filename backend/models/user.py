@@ -9,7 +9,7 @@ from pydantic import AfterValidator, ConfigDict, EmailStr, StringConstraints
 from sqlalchemy import Index
 from sqlmodel import Field, SQLModel
 
-from backend.models.common import NO_NUL, new_id, utcnow
+from backend.models.common import NO_NUL, RESPONSE_CONFIG, new_id, utcnow
 from backend.models.emails import MAX_EMAIL_LENGTH, canonical_email
 from backend.models.passwords import validate_password_rules
 
@@ -68,6 +68,8 @@ class LoginRequest(SQLModel):
 
 
 class UserPublic(SQLModel):
+    model_config = RESPONSE_CONFIG  # type: ignore[assignment]
+
     user_id: str
     email: str
     full_name: str | None

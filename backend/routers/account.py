@@ -12,7 +12,7 @@ from pydantic import ConfigDict
 from sqlmodel import Field, SQLModel
 
 from backend.deps import CurrentUser, OwnerDep, SessionDep
-from backend.envelope import Envelope, ok
+from backend.envelope import MessageEnvelope, ok
 from backend.errors import responses
 from backend.events import end_sessions
 from backend.ratelimit import by_user, rate_limit
@@ -59,7 +59,7 @@ async def export_account(owner_id: OwnerDep, user: CurrentUser, session: Session
 
 @router.delete(
     "/api/{user_id}",
-    response_model=Envelope[None],
+    response_model=MessageEnvelope,
     summary="Erase your account and everything it owns",
     operation_id="erase_account",
     responses=responses(400, 401, 403, 413, 422, 429, 503),

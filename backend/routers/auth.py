@@ -11,13 +11,13 @@ from fastapi.security import OAuth2PasswordRequestForm
 from backend import openapi_examples as examples
 from backend.config import Settings
 from backend.deps import PrincipalDep, SessionDep, SettingsDep
-from backend.envelope import Envelope, ok
+from backend.envelope import MeEnvelope, MessageEnvelope, TokenPairEnvelope, UserEnvelope, ok
 from backend.errors import responses
 from backend.events import end_sessions
 from backend.middleware import client_ip
 from backend.models.common import NO_NUL
 from backend.models.session import RefreshRequest, TokenPair
-from backend.models.user import LoginRequest, UserCreate, UserMe, UserPublic, user_me, user_public
+from backend.models.user import LoginRequest, UserCreate, user_me, user_public
 from backend.ratelimit import limit_login, rate_limit
 from backend.services import auth as auth_service
 
@@ -63,7 +63,7 @@ def _client(request: Request) -> auth_service.ClientInfo:
 @router.post(
     "/register",
     status_code=201,
-    response_model=Envelope[UserPublic],
+    response_model=UserEnvelope,
     summary="Create an account",
     operation_id="register",
     responses={201: examples.REGISTERED, **responses(400, 409, 413, 422, 429, 503)},
@@ -79,7 +79,7 @@ async def register(
 
 @router.post(
     "/login",
-    response_model=Envelope[TokenPair],
+    response_model=TokenPairEnvelope,
     summary="Sign in with email and password",
     operation_id="login",
     responses={200: examples.LOGGED_IN, **responses(400, 401, 403, 413, 422, 429, 503)},
@@ -115,7 +115,7 @@ async def oauth2_token(
 
 @router.post(
     "/refresh",
-    response_model=Envelope[TokenPair],
+    response_model=TokenPairEnvelope,
     summary="Trade a refresh token for a new token pair",
     operation_id="refresh",
     responses=responses(400, 401, 403, 413, 422, 429, 503),
@@ -132,7 +132,7 @@ async def refresh(
 
 @router.post(
     "/logout",
-    response_model=Envelope[None],
+    response_model=MessageEnvelope,
     summary="End this session",
     operation_id="logout",
     responses=responses(401, 403, 429, 503),
@@ -147,7 +147,7 @@ async def logout(principal: PrincipalDep, request: Request, session: SessionDep)
 
 @router.get(
     "/me",
-    response_model=Envelope[UserMe],
+    response_model=MeEnvelope,
     summary="The signed-in user",
     operation_id="me",
     responses=responses(401, 403, 429, 503),

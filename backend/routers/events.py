@@ -20,7 +20,7 @@ from backend.envelope import Envelope, ok
 from backend.errors import responses
 from backend.events import TICKET_SECONDS, EventBus, StreamSlot, TicketOwner
 from backend.middleware import client_ip
-from backend.models.common import USER_ID_PATTERN
+from backend.models.common import RESPONSE_CONFIG, USER_ID_PATTERN
 from backend.ratelimit import ip_key
 from backend.services import auth as auth_service
 
@@ -34,8 +34,14 @@ EVENT_TYPES = (
 
 
 class StreamTicket(BaseModel):
+    model_config = RESPONSE_CONFIG
+
     ticket: str = Field(description="Pass as `?ticket=` to the stream URL within `expires_in` seconds; works once")
     expires_in: int = Field(examples=[TICKET_SECONDS])
+
+
+class StreamTicketEnvelope(Envelope[StreamTicket]):
+    pass
 
 
 def _bus(request: Request) -> EventBus:
@@ -46,7 +52,7 @@ def _bus(request: Request) -> EventBus:
 @router.post(
     "/api/{user_id}/events/ticket",
     status_code=201,
-    response_model=Envelope[StreamTicket],
+    response_model=StreamTicketEnvelope,
     summary="Get a ticket for the event stream",
     operation_id="create_event_ticket",
     responses=responses(401, 403, 422, 429, 503),

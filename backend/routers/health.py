@@ -16,6 +16,7 @@ from backend.config import VERSION
 from backend.db import ping
 from backend.envelope import Envelope, ErrorBody
 from backend.errors import ServiceUnavailable, render_error
+from backend.models.common import RESPONSE_CONFIG
 
 router = APIRouter(tags=["health"])
 # How long /health waits for the database's answer (PostgreSQL): it answers within 3 s even when the server hangs.
@@ -71,14 +72,32 @@ def _outcome_read(task: asyncio.Task[None]) -> None:
 
 
 class HealthStatus(BaseModel):
+    model_config = RESPONSE_CONFIG
+
     status: str
     database: str
     redis: str
     version: str
 
 
+class LiveStatus(BaseModel):
+    model_config = RESPONSE_CONFIG
+
+    status: Literal["ok"] = "ok"
+
+
+class HealthEnvelope(Envelope[HealthStatus]):
+    pass
+
+
+class LiveEnvelope(Envelope[LiveStatus]):
+    pass
+
+
 class HealthOutage(BaseModel):
     """The 503 body: the component states, plus the error envelope's `error`."""
+
+    model_config = RESPONSE_CONFIG
 
     success: Literal[False] = False
     data: HealthStatus
@@ -88,7 +107,7 @@ class HealthOutage(BaseModel):
 
 @router.get(
     "/health",
-    response_model=Envelope[HealthStatus],
+    response_model=HealthEnvelope,
     summary="Readiness: database and Redis",
     operation_id="health",
     responses={
@@ -125,7 +144,7 @@ async def health(request: Request) -> Any:
     return JSONResponse({"success": True, "data": data, "message": None})
 
 
-@router.get("/health/live", summary="Liveness", operation_id="health_live", response_model=Envelope[dict[str, str]])
+@router.get("/health/live", summary="Liveness", operation_id="health_live", response_model=LiveEnvelope)
 async def live() -> dict[str, Any]:
     """Answers as long as the process serves requests; touches no dependency."""
     return {"success": True, "data": {"status": "ok"}, "message": None}

@@ -10,10 +10,10 @@ from fastapi.responses import Response
 
 from backend import openapi_examples as examples
 from backend.deps import CallerId, SessionDep, require_owner
-from backend.envelope import Envelope, ListEnvelope, ok
+from backend.envelope import MessageEnvelope, ProjectEnvelope, ProjectListEnvelope, ok
 from backend.errors import responses
 from backend.idempotency import idempotent
-from backend.models.project import ProjectCreate, ProjectOrder, ProjectPublic, ProjectUpdate
+from backend.models.project import ProjectCreate, ProjectOrder, ProjectUpdate
 from backend.resource import NOT_MODIFIED, ReadDep, WriteDep
 from backend.routers.common import OWNED, WITH_BODY, ProjectUnchanged, RowIdPath, json_attachment, whole_list
 from backend.services import export as export_service
@@ -30,7 +30,7 @@ def _export_response(export: dict[str, Any]) -> Response:
 
 @router.get(
     "",
-    response_model=ListEnvelope[ProjectPublic],
+    response_model=ProjectListEnvelope,
     summary="List pinned projects",
     operation_id="list_projects",
     responses={200: examples.PROJECTS, **responses(*OWNED)},
@@ -43,7 +43,7 @@ async def list_projects(owner_id: CallerId, session: SessionDep) -> dict[str, An
 @router.post(
     "",
     status_code=201,
-    response_model=Envelope[ProjectPublic],
+    response_model=ProjectEnvelope,
     summary="Pin a GitHub repository",
     operation_id="pin_project",
     responses={201: examples.PROJECT, **responses(400, 401, 403, 409, 413, 422, 429, 503)},
@@ -62,7 +62,7 @@ async def pin_project(
 
 @router.put(
     "/order",
-    response_model=ListEnvelope[ProjectPublic],
+    response_model=ProjectListEnvelope,
     summary="Reorder the dashboard",
     operation_id="reorder_projects",
     responses=responses(400, 401, 403, 413, 422, 429, 503),
@@ -79,7 +79,7 @@ async def reorder_projects(
 
 @router.get(
     "/{project_id}",
-    response_model=Envelope[ProjectPublic],
+    response_model=ProjectEnvelope,
     summary="Get a project",
     operation_id="get_project",
     responses={**responses(*OWNED), **NOT_MODIFIED},
@@ -109,7 +109,7 @@ async def export_project(owner_id: CallerId, project_id: RowIdPath, session: Ses
 
 @router.put(
     "/{project_id}",
-    response_model=Envelope[ProjectPublic],
+    response_model=ProjectEnvelope,
     summary="Update a pinned project",
     operation_id="update_project",
     responses=responses(*WITH_BODY, 412),
@@ -125,7 +125,7 @@ async def update_project(
 
 @router.delete(
     "/{project_id}",
-    response_model=Envelope[None],
+    response_model=MessageEnvelope,
     summary="Unpin a project",
     operation_id="unpin_project",
     responses=responses(*OWNED, 412),

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from backend.db import after_commit
 from backend.deps import OwnerDep, SessionDep
-from backend.envelope import Envelope, ListEnvelope, ok, page
+from backend.envelope import SyncRunEnvelope, SyncRunListEnvelope, ok, page
 from backend.errors import responses
 from backend.idempotency import idempotent
 from backend.models.sync_run import SyncRunPublic
@@ -32,12 +32,12 @@ router = APIRouter(tags=["sync runs"])
 @router.post(
     BASE,
     status_code=202,
-    response_model=Envelope[SyncRunPublic],
+    response_model=SyncRunEnvelope,
     summary="Start a sync run",
     operation_id="start_sync",
     dependencies=[rate_limit("sync", key=by_user)],
     responses={
-        200: {"model": Envelope[SyncRunPublic], "description": "A run of this project is already queued or running"},
+        200: {"model": SyncRunEnvelope, "description": "A run of this project is already queued or running"},
         202: {"description": "A new run is queued and starts in the background"},
         **responses(*OWNED),
     },
@@ -61,7 +61,7 @@ async def start_sync(
 
 @router.get(
     f"{BASE}/{{run_id}}",
-    response_model=Envelope[SyncRunPublic],
+    response_model=SyncRunEnvelope,
     summary="Get a sync run",
     operation_id="get_sync_run",
     responses=responses(*OWNED),
@@ -75,7 +75,7 @@ async def get_sync_run(
 
 @router.get(
     BASE,
-    response_model=ListEnvelope[SyncRunPublic],
+    response_model=SyncRunListEnvelope,
     summary="List a project's sync runs",
     operation_id="list_sync_runs",
     responses=responses(*OWNED),

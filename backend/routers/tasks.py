@@ -8,10 +8,10 @@ from fastapi import APIRouter, Body, Depends
 
 from backend import openapi_examples as examples
 from backend.deps import CallerId, SessionDep, require_owner
-from backend.envelope import Envelope, ListEnvelope, ok
+from backend.envelope import MessageEnvelope, TaskEnvelope, TaskListEnvelope, ok
 from backend.errors import responses
 from backend.idempotency import idempotent
-from backend.models.task import TaskComplete, TaskCreate, TaskPublic, TaskSort, TaskUpdate
+from backend.models.task import TaskComplete, TaskCreate, TaskSort, TaskUpdate
 from backend.resource import NOT_MODIFIED, ReadDep, WriteDep
 from backend.routers.common import (
     OWNED,
@@ -34,7 +34,7 @@ router = APIRouter(prefix="/api/{user_id}/tasks", tags=["tasks"], dependencies=[
 
 @router.get(
     "",
-    response_model=ListEnvelope[TaskPublic],
+    response_model=TaskListEnvelope,
     summary="List tasks",
     operation_id="list_tasks",
     responses={200: examples.TASKS, **responses(*OWNED)},
@@ -54,7 +54,7 @@ async def list_tasks(
 @router.post(
     "",
     status_code=201,
-    response_model=Envelope[TaskPublic],
+    response_model=TaskEnvelope,
     summary="Create a task",
     operation_id="create_task",
     responses={201: examples.TASK, **responses(*WITH_BODY)},
@@ -73,7 +73,7 @@ async def create_task(
 
 @router.get(
     "/search",
-    response_model=ListEnvelope[TaskPublic],
+    response_model=TaskListEnvelope,
     summary="Search tasks",
     operation_id="search_tasks",
     responses=responses(*OWNED),
@@ -93,7 +93,7 @@ async def search_tasks(
 
 @router.get(
     "/{task_id}",
-    response_model=Envelope[TaskPublic],
+    response_model=TaskEnvelope,
     summary="Get a task",
     operation_id="get_task",
     responses={**responses(*OWNED), **NOT_MODIFIED},
@@ -105,7 +105,7 @@ async def get_task(owner_id: CallerId, task_id: RowIdPath, session: SessionDep, 
 
 @router.put(
     "/{task_id}",
-    response_model=Envelope[TaskPublic],
+    response_model=TaskEnvelope,
     summary="Update a task (partial body accepted)",
     operation_id="replace_task",
     responses=responses(*WITH_BODY, 412),
@@ -113,7 +113,7 @@ async def get_task(owner_id: CallerId, task_id: RowIdPath, session: SessionDep, 
 )
 @router.patch(
     "/{task_id}",
-    response_model=Envelope[TaskPublic],
+    response_model=TaskEnvelope,
     summary="Update some fields of a task",
     operation_id="update_task",
     responses=responses(*WITH_BODY, 412),
@@ -133,7 +133,7 @@ async def update_task(
 
 @router.patch(
     "/{task_id}/complete",
-    response_model=Envelope[TaskPublic],
+    response_model=TaskEnvelope,
     summary="Complete or reopen a task",
     operation_id="complete_task",
     responses=responses(*WITH_BODY, 412),
@@ -154,7 +154,7 @@ async def complete_task(
 
 @router.delete(
     "/{task_id}",
-    response_model=Envelope[None],
+    response_model=MessageEnvelope,
     summary="Delete a task",
     operation_id="delete_task",
     responses=responses(*OWNED, 412),
