@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import re
+import signal
 import socket
 import subprocess
 import tempfile
@@ -108,6 +109,15 @@ class RedisServer:
                 return bool(conn.ping())
 
         wait_until(answers)
+
+    def pause(self) -> None:
+        """SIGSTOP: the server hangs (connections are still accepted by the kernel, nothing answers)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
 
     def kill(self) -> None:
         if self.process is not None:
