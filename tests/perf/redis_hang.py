@@ -9,8 +9,6 @@ phase. Never touches the machine's shared Redis.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import tempfile
 import time
 from pathlib import Path
@@ -58,8 +56,7 @@ def main() -> None:
                 path = f"/api/{tokens['user_id']}/tasks"
                 for phase in ("redis up", "redis SIGSTOPped"):
                     if phase == "redis SIGSTOPped":
-                        assert redis.process is not None
-                        os.kill(redis.process.pid, signal.SIGSTOP)
+                        redis.pause()
                     count, slowest, statuses = creates(base_url, headers, path, args.seconds)
                     rate = count / args.seconds
                     print(
@@ -67,8 +64,7 @@ def main() -> None:
                         f"slowest {slowest:.2f} s, statuses {sorted(statuses)}"
                     )
     finally:
-        if redis.process is not None:
-            os.kill(redis.process.pid, signal.SIGCONT)
+        redis.resume()
         redis.kill()
 
 
