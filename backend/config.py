@@ -65,6 +65,11 @@ class Settings(BaseSettings):
 
     REDIS_URL: str | None = None
     REDIS_KEY_PREFIX: str = "taskdeck"
+    # A hung Redis costs a request at most this (each Redis call: connect, send and read), and once
+    # REDIS_BREAKER_FAILURES calls in a row failed, nothing: no call for REDIS_BREAKER_OPEN_SECONDS, then one probe.
+    REDIS_TIMEOUT_SECONDS: float = Field(default=0.2, gt=0, le=10)
+    REDIS_BREAKER_FAILURES: int = Field(default=3, ge=1, le=100)
+    REDIS_BREAKER_OPEN_SECONDS: float = Field(default=30.0, gt=0, le=3600)
     # Several worker processes without REDIS_URL split tickets, event streams and rate limits per
     # process: `serve --workers N` refuses to start then, unless this says it is wanted.
     ALLOW_LOCAL_STATE: bool = False

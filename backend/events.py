@@ -9,6 +9,11 @@ A stream belongs to the login session that opened it (its bearer token's, or its
 session ends, a "session ended" notice goes over the same doorbell channel (so it arrives before any
 later ring); streams of that session stop at once. Each stream also re-checks its session every
 `EVENTS_SESSION_CHECK_SECONDS`, so a notice that was lost still ends it.
+
+With Redis, publishing is off the request path: `publish` puts the event on a bounded in-process queue
+that one background task writes to Redis, in order. Every Redis call goes through the app's circuit
+breaker (backend/breaker.py); an event that cannot be written (queue full, Redis unavailable) is
+dropped, counted (`taskdeck_events_dropped_total`) and logged: live clients miss it, the write stands.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ from typing import Any, Protocol
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from backend.breaker import RedisLink
 from backend.config import Settings
-from backend.errors import TooManyStreams
+from backend.errors import ServiceUnavailable, TooManyStreams
 from backend.metrics import Metrics
 
 log = logging.getLogger("taskdeck.events")
@@ -41,11 +47,12 @@ MAX_ID_PART = 2**64 - 1  # Redis stream ids are two unsigned 64-bit numbers
 TICKET_SECONDS = 60
 MAX_BUFFERED = 1000  # per user, in process
 RETRY_MILLISECONDS = 3000  # what EventSource waits before reconnecting
-REDIS_TIMEOUT_SECONDS = 2.0
 SLOT_TTL_MARGIN_SECONDS = 10.0
 # On the doorbell channel, a ring is a user id; a notice is `end <user_id> <session_id>` (`*`: every session).
 END_NOTICE = "end"
 ALL_SESSIONS = "*"
+PUBLISH_QUEUE_SIZE = 10_000  # events waiting for Redis, per process; beyond, new ones are dropped
+DROP_WARNING_SECONDS = 30.0  # at most one "events dropped" warning per interval
 
 
 @dataclass(frozen=True)
@@ -156,10 +163,17 @@ return id
 """
 
 
-class RedisLog:
-    """Many instances: a Redis stream per user, tickets as keys that expire and are read once (GETDEL)."""
+def _tickets_unavailable() -> ServiceUnavailable:
+    return ServiceUnavailable("Live events are unavailable, try again shortly", field="redis")
 
-    def __init__(self, redis: Redis, prefix: str, window: float) -> None:
+
+class RedisLog:
+    """Many instances: a Redis stream per user, tickets as keys that expire and are read once (GETDEL).
+
+    Each call goes through `link`'s breaker; tickets need Redis, so without it they are a 503."""
+
+    def __init__(self, link: RedisLink, redis: Redis, prefix: str, window: float) -> None:
+        self.link = link
         self.redis = redis
         self.prefix = prefix
         self.channel = f"{prefix}:events"
@@ -171,26 +185,36 @@ class RedisLog:
 
     async def append(self, user_id: str, event_type: str, data: str) -> str:
         keys = [self._key(user_id), self.channel]
-        return _text(await self._append(keys=keys, args=[self.window_ms, event_type, data, user_id]))
+        args: list[str | int] = [self.window_ms, event_type, data, user_id]
+        return _text(await self.link.call(lambda: self._append(keys=keys, args=args)))
 
     async def after(self, user_id: str, last_id: str) -> list[Event]:
-        entries = await self.redis.xrange(self._key(user_id), min=f"({last_id}", max="+", count=MAX_BUFFERED)
+        key = self._key(user_id)
+        entries = await self.link.call(lambda: self.redis.xrange(key, min=f"({last_id}", max="+", count=MAX_BUFFERED))
         return [
             Event(_text(id_), _text(fields[b"type"]), _text(fields[b"data"])) for id_, fields in entries or () if fields
         ]
 
     async def tail(self, user_id: str) -> str:
-        last = await self.redis.xrevrange(self._key(user_id), max="+", min="-", count=1)
+        key = self._key(user_id)
+        last = await self.link.call(lambda: self.redis.xrevrange(key, max="+", min="-", count=1))
         return _text(last[0][0]) if last else "0-0"
 
     async def issue_ticket(self, owner: TicketOwner) -> str:
         ticket = secrets.token_urlsafe(32)
         key = f"{self.prefix}:events:ticket:{_ticket_hash(ticket)}"
-        await self.redis.set(key, owner.encode(), ex=TICKET_SECONDS)
+        try:
+            await self.link.call(lambda: self.redis.set(key, owner.encode(), ex=TICKET_SECONDS))
+        except RedisError:
+            raise _tickets_unavailable() from None
         return ticket
 
     async def redeem_ticket(self, ticket: str) -> TicketOwner | None:
-        owner = await self.redis.getdel(f"{self.prefix}:events:ticket:{_ticket_hash(ticket)}")
+        key = f"{self.prefix}:events:ticket:{_ticket_hash(ticket)}"
+        try:
+            owner = await self.link.call(lambda: self.redis.getdel(key))
+        except RedisError:
+            raise _tickets_unavailable() from None
         return TicketOwner.decode(_text(owner)) if owner is not None else None
 
 
@@ -271,7 +295,8 @@ return 0
 class RedisSlots:
     """Many instances: a sorted set per user and per client address, shared by every instance."""
 
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    def __init__(self, link: RedisLink, redis: Redis, prefix: str) -> None:
+        self.link = link
         self.redis = redis
         self.prefix = f"{prefix}:streams:"
         self._acquire = redis.register_script(_ACQUIRE)
@@ -281,13 +306,17 @@ class RedisSlots:
         return list(_keys(slot, self.prefix))
 
     async def acquire(self, slot: StreamSlot, limits: tuple[int, int], ttl: float) -> int:
-        refused = await self._acquire(keys=self._keys(slot), args=[slot.id, int(ttl * 1000), *limits])
+        args: list[str | int] = [slot.id, int(ttl * 1000), *limits]
+        refused = await self.link.call(lambda: self._acquire(keys=self._keys(slot), args=args))
         return int(refused)
 
     async def refresh(self, slot: StreamSlot, ttl: float) -> None:
-        await self._refresh(keys=self._keys(slot), args=[slot.id, int(ttl * 1000)])
+        await self.link.call(lambda: self._refresh(keys=self._keys(slot), args=[slot.id, int(ttl * 1000)]))
 
     async def release(self, slot: StreamSlot) -> None:
+        await self.link.call(lambda: self._release(slot))
+
+    async def _release(self, slot: StreamSlot) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
             for key in self._keys(slot):
                 pipe.zrem(key, slot.id)
@@ -312,7 +341,7 @@ SessionCheck = Callable[[], Awaitable[bool]]
 
 
 class EventBus:
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, redis: RedisLink) -> None:
         self.metrics = metrics
         self.heartbeat = settings.EVENTS_HEARTBEAT_SECONDS
         self.max_seconds = settings.EVENTS_STREAM_MAX_SECONDS
@@ -321,41 +350,70 @@ class EventBus:
         # A stream refreshes its place every heartbeat; one not refreshed for this long (its instance died) is gone.
         self.slot_ttl = 3 * self.heartbeat + SLOT_TTL_MARGIN_SECONDS
         self._bells: dict[str, set[StreamBell]] = {}
-        self._listener: asyncio.Task[None] | None = None
-        self._redis_url = settings.REDIS_URL
+        self._link = redis
+        self._tasks: list[asyncio.Task[None]] = []
+        # With Redis: events wait here for the publisher task, so a write never waits for Redis.
+        self._queue: asyncio.Queue[tuple[str, str, str]] | None = None
+        self._dropped = 0  # since the last warning
+        self._last_drop_warning = -math.inf
         self.log: EventLog
         self.slots: MemorySlots | RedisSlots
-        if settings.REDIS_URL:
-            self._redis: Redis | None = Redis.from_url(
-                settings.REDIS_URL, socket_connect_timeout=REDIS_TIMEOUT_SECONDS, socket_timeout=REDIS_TIMEOUT_SECONDS
-            )
-            self.log = RedisLog(self._redis, settings.REDIS_KEY_PREFIX, settings.EVENTS_REPLAY_SECONDS)
-            self.slots = RedisSlots(self._redis, settings.REDIS_KEY_PREFIX)
+        if redis.client is not None:
+            self.log = RedisLog(redis, redis.client, settings.REDIS_KEY_PREFIX, settings.EVENTS_REPLAY_SECONDS)
+            self.slots = RedisSlots(redis, redis.client, settings.REDIS_KEY_PREFIX)
+            self._queue = asyncio.Queue(PUBLISH_QUEUE_SIZE)
         else:
-            self._redis = None
             self.log = MemoryLog(settings.EVENTS_REPLAY_SECONDS)
             self.slots = MemorySlots()
 
     async def start(self) -> None:
-        if self._redis_url is not None:
-            self._listener = asyncio.create_task(self._listen(self._redis_url), name="event-doorbell")
+        if self._queue is not None:
+            self._tasks = [
+                asyncio.create_task(self._listen(), name="event-doorbell"),
+                asyncio.create_task(self._publish_queued(self._queue), name="event-publisher"),
+            ]
 
-    async def close(self) -> None:
-        if self._listener is not None:
-            await _cancel(self._listener)
-        if self._redis is not None:
-            await self._redis.aclose()
+    async def close(self, flush_seconds: float = 1.0) -> None:
+        """Stop the background tasks, after giving queued events `flush_seconds` to reach Redis."""
+        if self._queue is not None and self._tasks:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._queue.join(), flush_seconds)
+        for task in self._tasks:
+            await _cancel(task)
+        self._tasks = []
 
     async def publish(self, user_id: str, event_type: str, data: Any) -> None:
-        """Never fails the write that caused it: with Redis down, live clients miss the event (logged)."""
-        try:
-            await self.log.append(user_id, event_type, json.dumps(data, separators=(",", ":"), ensure_ascii=False))
-        except (RedisError, OSError) as exc:
-            extra = {"event": "event_publish_failed", "error_type": type(exc).__name__}
-            log.warning("event not published", extra=extra)
-            return
-        if self._redis is None:
+        """Never fails nor delays the write that caused it: with Redis unavailable, live clients miss the event
+        (counted and logged). With Redis the event is queued for the publisher task; in process it is logged now."""
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        if self._queue is None:
+            await self.log.append(user_id, event_type, text)
             self._ring(user_id)
+            return
+        try:
+            self._queue.put_nowait((user_id, event_type, text))
+        except asyncio.QueueFull:
+            self._drop("queue_full")
+
+    async def _publish_queued(self, queue: asyncio.Queue[tuple[str, str, str]]) -> None:
+        """Write queued events to Redis one after another (so in order); each failure drops its event at once."""
+        while True:
+            user_id, event_type, text = await queue.get()
+            try:
+                await self.log.append(user_id, event_type, text)
+            except (RedisError, OSError) as exc:
+                self._drop("redis_unavailable", type(exc).__name__)
+            finally:
+                queue.task_done()
+
+    def _drop(self, reason: str, error_type: str | None = None) -> None:
+        self.metrics.events_dropped.labels(reason).inc()
+        self._dropped += 1
+        now = time.monotonic()
+        if now - self._last_drop_warning >= DROP_WARNING_SECONDS:
+            extra = {"event": "events_dropped", "reason": reason, "error_type": error_type, "dropped": self._dropped}
+            log.warning("live events not published", extra=extra)
+            self._last_drop_warning, self._dropped = now, 0
 
     def _ring(self, user_id: str) -> None:
         for bell in self._bells.get(user_id, ()):
@@ -366,10 +424,15 @@ class EventBus:
         instance: this one's at once, the others' when the notice arrives. Never fails: with Redis
         unreachable, the other instances' streams end at their next session check."""
         self._end(user_id, session_id)
-        if self._redis is None or not isinstance(self.log, RedisLog):
+        client = self._link.client
+        if client is None or not isinstance(self.log, RedisLog):
             return
+        notice = f"{END_NOTICE} {user_id} {session_id or ALL_SESSIONS}"
+        channel = self.log.channel
         try:
-            await self._redis.publish(self.log.channel, f"{END_NOTICE} {user_id} {session_id or ALL_SESSIONS}")
+            # Straight to Redis (through the breaker), not through the publish queue: the notice must not wait
+            # behind queued events, and the user's later writes are queued after it.
+            await self._link.call(lambda: client.publish(channel, notice))
         except (RedisError, OSError) as exc:
             extra = {"event": "event_session_notice_failed", "error_type": type(exc).__name__}
             log.warning("session end not announced to other instances", extra=extra)
@@ -388,16 +451,18 @@ class EventBus:
             user_id, _, session_id = rest.partition(" ")
             self._end(user_id, None if session_id == ALL_SESSIONS else session_id)
 
-    async def _listen(self, url: str) -> None:
-        """Hear every instance's rings. After a (re)connect every local stream re-reads, so nothing is missed."""
-        redis = Redis.from_url(url, socket_connect_timeout=REDIS_TIMEOUT_SECONDS, health_check_interval=30)
+    async def _listen(self) -> None:
+        """Hear every instance's rings. After a (re)connect every local stream re-reads, so nothing is missed.
+
+        The subscription goes through the breaker: while it is open, no reconnection is tried."""
+        redis = self._link.subscriber()
         channel = self.log.channel if isinstance(self.log, RedisLog) else ""
         failing = False
         try:
             while True:
                 try:
                     async with redis.pubsub() as pubsub:
-                        await pubsub.subscribe(channel)
+                        await self._link.call(lambda: pubsub.subscribe(channel))
                         if failing:
                             log.warning("event doorbell reconnected", extra={"event": "event_doorbell_up"})
                             failing = False
@@ -528,7 +593,7 @@ async def _cancel(task: asyncio.Task[None], *, attempts: int = 10, wait: float =
             with suppress(asyncio.CancelledError):
                 task.result()
             return
-    log.warning("event doorbell did not stop", extra={"event": "event_doorbell_stuck"})
+    log.warning(f"{task.get_name()} did not stop", extra={"event": "event_task_stuck", "task": task.get_name()})
 
 
 async def publish(state: Any, user_id: str, event_type: str, data: Any) -> None:

@@ -8,6 +8,7 @@ from functools import partial
 
 from fastapi import FastAPI
 
+from backend.breaker import RedisLink
 from backend.config import VERSION, Settings, load_settings
 from backend.db import create_engine, session_factory
 from backend.docs import OPENAPI_TAGS, install_docs
@@ -75,7 +76,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pool_recycle=settings.DB_POOL_RECYCLE,
     )
 
-    limiter = RateLimiter(settings)
+    redis = RedisLink(settings)  # one pool and one circuit breaker for every Redis use
+    limiter = RateLimiter(settings, redis)
     verifier = BetterAuthVerifier(settings) if better_auth_enabled(settings) else None
     sessionmaker = session_factory(engine)
     github_client = partial(
@@ -97,7 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await sync_runner.close()
             await app.state.events.close()
-            await limiter.close()
+            await redis.close()
             if verifier is not None:
                 await verifier.aclose()
             await engine.dispose()
@@ -118,9 +120,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessionmaker = sessionmaker
     app.state.sync_runner = sync_runner
     app.state.external_verifier = verifier or no_external_verifier
+    app.state.redis = redis
     app.state.limiter = limiter
     app.state.metrics = Metrics(engine)
-    app.state.events = EventBus(settings, app.state.metrics)
+    app.state.events = EventBus(settings, app.state.metrics, redis)
     app.state.health = health.HealthCache(settings.HEALTH_CACHE_SECONDS)
     sync_runner.notify = partial(publish, app.state)
     sync_runner.finished = partial(record_sync_outcome, app.state)

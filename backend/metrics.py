@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 UNMATCHED = "<unmatched>"
 SYNC_OUTCOMES = ("succeeded", "failed")
+EVENT_DROP_REASONS = ("queue_full", "redis_unavailable")
 # Seconds; API calls are fast, so the buckets are finer below one second.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -61,6 +62,14 @@ class Metrics:
         self.event_clients = Gauge(
             "taskdeck_event_stream_clients", "Connected event-stream (SSE) clients", registry=self.registry
         )
+        self.events_dropped = Counter(
+            "taskdeck_events_dropped",
+            "Live events not published: the publish queue was full, or Redis unavailable (breaker open, timeout)",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in EVENT_DROP_REASONS:
+            self.events_dropped.labels(reason)
         self.registry.register(PoolCollector(engine))
 
     def render(self) -> bytes:

@@ -2,7 +2,9 @@
 
 `RateLimitMiddleware` applies the default per-IP policy to every request (unknown routes too) and
 writes the `RateLimit-*` headers; `rate_limit(policy, key=...)` and `limit_login` add tighter,
-per-route policies. Redis down means fail open: requests proceed, one warning per interval.
+per-route policies. Redis down or hung means fail open: requests proceed, one warning per interval. Every
+Redis call goes through the app's one circuit breaker (backend/breaker.py): while it is open, the
+limiter does not even try, so a request pays nothing for an unavailable Redis.
 """
 
 from __future__ import annotations
@@ -20,13 +22,12 @@ from fastapi import Depends, Request
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
-from redis.asyncio import ConnectionPool
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from limits.util import WindowStats
 from redis.exceptions import RedisError
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from backend.breaker import RedisLink
 from backend.config import Settings
 from backend.deps import PrincipalDep
 from backend.errors import RateLimited, render_error
@@ -45,7 +46,6 @@ EXEMPT_PATHS = frozenset(
 )
 EXEMPT_PREFIXES = ("/health/", "/static/")
 
-REDIS_TIMEOUT_SECONDS = 0.5
 STATE_KEY = "ratelimit"
 
 
@@ -74,11 +74,9 @@ class Decision:
 class RateLimiter:
     """The policies and their store. `hit` answers None when nothing was counted (off, or store down)."""
 
-    # Class attributes so an operator (or a test) can tune them on the instance.
-    retry_seconds = 1.0  # after a store failure, skip the store this long: no connect storm per request
-    warn_interval = 30.0  # at most one "store unavailable" warning per interval
+    warn_interval = 30.0  # at most one "store unavailable" warning per interval (a class attribute: tunable)
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, redis: RedisLink) -> None:
         self.enabled = settings.RATE_LIMIT_ENABLED
         self.items: dict[Policy, RateLimitItem] = {
             "default": parse(settings.RATE_LIMIT_DEFAULT),
@@ -87,22 +85,15 @@ class RateLimiter:
             "register": parse(settings.RATE_LIMIT_REGISTER),
             "sync": parse(settings.RATE_LIMIT_SYNC),
         }
-        self.pool: ConnectionPool | None = None
+        self.redis: RedisLink | None = None
         storage: Storage
-        if self.enabled and settings.REDIS_URL:
-            # Our own pool: short timeouts and a single retry (redis-py's default is 10 retries with
-            # backoff, seconds per request while Redis is down). One retry recovers a pooled
-            # connection that died with a Redis restart.
-            self.pool = ConnectionPool.from_url(
-                settings.REDIS_URL,
-                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-                socket_timeout=REDIS_TIMEOUT_SECONDS,
-                retry=Retry(NoBackoff(), 1),
-            )
-            options: dict[str, Any] = {"connection_pool": self.pool}
-            # redis-py's Script reloads itself on NoScriptError, so a restarted Redis (empty script cache) is fine.
+        if self.enabled and redis.url is not None and redis.pool is not None:
+            self.redis = redis
+            options: dict[str, Any] = {"connection_pool": redis.pool}
+            # The app's pool (short timeouts, one immediate retry). redis-py's Script reloads itself on
+            # NoScriptError, so a restarted Redis (empty script cache) is fine.
             storage = RedisStorage(
-                "async+" + settings.REDIS_URL,
+                "async+" + redis.url,
                 implementation="redispy",
                 key_prefix=f"{settings.REDIS_KEY_PREFIX}:ratelimit",
                 **options,
@@ -111,21 +102,26 @@ class RateLimiter:
             storage = MemoryStorage()
         self.storage = storage
         self.strategy = MovingWindowRateLimiter(storage)
-        self._skip_until = 0.0
         self._last_warning = -math.inf
         self._failing = False
 
     @property
     def uses_redis(self) -> bool:
-        return self.pool is not None
+        return self.redis is not None
+
+    async def _count(self, item: RateLimitItem, policy: Policy, key: str) -> tuple[bool, WindowStats]:
+        allowed = await self.strategy.hit(item, policy, key)
+        return allowed, await self.strategy.get_window_stats(item, policy, key)
 
     async def hit(self, policy: Policy, key: str) -> Decision | None:
-        if not self.enabled or time.monotonic() < self._skip_until:
+        if not self.enabled:
             return None
         item = self.items[policy]
         try:
-            allowed = await self.strategy.hit(item, policy, key)
-            stats = await self.strategy.get_window_stats(item, policy, key)
+            if self.redis is None:
+                allowed, stats = await self._count(item, policy, key)
+            else:  # both round trips within one Redis deadline, through the breaker
+                allowed, stats = await self.redis.call(lambda: self._count(item, policy, key))
         except (RedisError, OSError) as exc:
             self._store_failed(exc)
             return None
@@ -138,7 +134,6 @@ class RateLimiter:
     def _store_failed(self, exc: BaseException) -> None:
         now = time.monotonic()
         self._failing = True
-        self._skip_until = now + self.retry_seconds
         if now - self._last_warning >= self.warn_interval:
             self._last_warning = now
             log.warning(
@@ -152,13 +147,9 @@ class RateLimiter:
             self._store_failed(ConnectionError("Redis unreachable at start-up"))
 
     async def health(self) -> Health:
-        if not self.uses_redis:
+        if self.redis is None:
             return "disabled"
-        return "ok" if await self.storage.check() else "down"
-
-    async def close(self) -> None:
-        if self.pool is not None:
-            await self.pool.aclose()
+        return "ok" if await self.redis.ping() else "down"
 
 
 def ip_key(ip: str) -> str:

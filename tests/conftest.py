@@ -147,6 +147,20 @@ def prefix() -> Iterator[str]:
 
 
 @pytest.fixture
+def own_redis() -> Iterator[Any]:
+    """A private redis-server (tests.support.RedisServer) the test may kill, restart, stop and continue."""
+    from tests.support import RedisServer  # support imports this module
+
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.resume()  # a stopped server, too, is then killed
+        server.kill()
+
+
+@pytest.fixture
 def settings_overrides() -> dict[str, Any]:
     """Override in a test module (or parametrize) to change the app's settings."""
     return {}

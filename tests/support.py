@@ -127,6 +127,15 @@ class RedisServer:
 
         wait_until(answers)
 
+    def pause(self) -> None:
+        """SIGSTOP: the server hangs (connections are still accepted by the kernel, nothing answers)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         if self.process is not None:
             self.process.kill()

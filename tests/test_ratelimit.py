@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -276,23 +275,13 @@ class TestSwitches:
         assert redis_keys(prefix) == []
 
 
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
-
-
 async def test_redis_outage_fails_open_and_limits_resume(
     database_url: str, data_dir: Path, own_redis: RedisServer, prefix: str
 ) -> None:
-    settings = make_settings(database_url, data_dir, **limited(prefix, own_redis.url, RATE_LIMIT_DEFAULT="3/minute"))
-    app = create_app(settings)
+    # A short breaker back-off, so the test sees limits come back; the warning must still come once.
+    overrides = limited(prefix, own_redis.url, RATE_LIMIT_DEFAULT="3/minute", REDIS_BREAKER_OPEN_SECONDS=0.5)
+    app = create_app(make_settings(database_url, data_dir, **overrides))
     add_ok_route(app)
-    app.state.limiter.retry_seconds = 0.0  # try Redis on every request: the warning must still come once
     async with app.router.lifespan_context(app), client_for(app) as http:
         assert [(await http.get("/test/ok")).status_code for _ in range(4)] == [200, 200, 200, 429]
         assert (await http.get("/health")).json()["data"]["redis"] == "ok"
@@ -309,8 +298,11 @@ async def test_redis_outage_fails_open_and_limits_resume(
         assert warning["level"] == "warning"
         assert warning["error_type"] == "ConnectionError"
 
+        assert app.state.redis.state == "open"  # the requests stopped trying Redis
+
         # Same port, empty memory and script cache: the Lua scripts are loaded again by themselves.
         own_redis.start()
+        wait_until(lambda: app.state.redis.state == "half_open")  # the back-off is over: the next call probes
         with captured_logs() as lines:
             after = [(await http.get("/test/ok")).status_code for _ in range(4)]
         assert after == [200, 200, 200, 429]

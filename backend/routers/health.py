@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.config import VERSION
@@ -71,12 +71,22 @@ def _outcome_read(task: asyncio.Task[None]) -> None:
         task.exception()
 
 
+def _breaker(state: Any) -> str:
+    redis = getattr(state, "redis", None)
+    return redis.state if redis is not None else "disabled"
+
+
 class HealthStatus(BaseModel):
     model_config = RESPONSE_CONFIG
 
     status: str
     database: str
     redis: str
+    redis_breaker: Literal["closed", "open", "half_open", "disabled"] = Field(
+        description="The circuit breaker in front of Redis: `open` while Redis is skipped after failures "
+        "(limits fail open, live events are dropped), `half_open` when the next call probes it; "
+        "`disabled` without `REDIS_URL`"
+    )
     version: str
 
 
@@ -118,7 +128,13 @@ class HealthOutage(BaseModel):
                 "application/json": {
                     "example": {
                         "success": False,
-                        "data": {"status": "unavailable", "database": "down", "redis": "ok", "version": VERSION},
+                        "data": {
+                            "status": "unavailable",
+                            "database": "down",
+                            "redis": "ok",
+                            "redis_breaker": "closed",
+                            "version": VERSION,
+                        },
                         "message": None,
                         "error": {
                             "code": ServiceUnavailable.code,
@@ -137,7 +153,13 @@ async def health(request: Request) -> Any:
     # Checked at most once per HEALTH_CACHE_SECONDS (1 s) per process: see HealthCache.
     database, redis = await request.app.state.health.states(request.app.state)
     healthy = database == "ok"
-    data = {"status": "ok" if healthy else "unavailable", "database": database, "redis": redis, "version": VERSION}
+    data = {
+        "status": "ok" if healthy else "unavailable",
+        "database": database,
+        "redis": redis,
+        "redis_breaker": _breaker(request.app.state),  # read now, no I/O: never cached, never slow
+        "version": VERSION,
+    }
     if not healthy:  # 503 with `Retry-After: 5`, the component states beside the error
         outage = ServiceUnavailable("database unreachable", field="database")
         return render_error(outage, extra={"data": data, "message": None})

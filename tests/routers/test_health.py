@@ -37,7 +37,13 @@ class TestHealth:
         assert r.status_code == 200
         assert r.json() == {
             "success": True,
-            "data": {"status": "ok", "database": "ok", "redis": "disabled", "version": VERSION},
+            "data": {
+                "status": "ok",
+                "database": "ok",
+                "redis": "disabled",
+                "redis_breaker": "disabled",
+                "version": VERSION,
+            },
             "message": None,
         }
 

@@ -1,0 +1,110 @@
+"""A hung Redis (SIGSTOP on a private redis-server): requests pay at most a short timeout while the circuit
+breaker closes and nothing once it is open; `/health` shows the breaker; after SIGCONT and the back-off,
+limits, events and tickets are on Redis again (contract §13, specs/operations.md "Redis")."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import redis
+
+from backend.main import create_app
+from tests.conftest import make_settings, make_user
+from tests.support import RedisServer, client_for, limited
+
+OPEN_SECONDS = 1.0  # the back-off once open (default 30 s): short, so the test sees the breaker close again
+
+
+async def timed(request: Awaitable[httpx.Response]) -> tuple[float, httpx.Response]:
+    started = time.perf_counter()
+    response = await request
+    return time.perf_counter() - started, response
+
+
+async def poll(check: Callable[[], bool | Awaitable[bool]], seconds: float = 15.0) -> None:
+    """Until `check()` (a coroutine's result, if it makes one) is true."""
+    deadline = time.monotonic() + seconds
+    while not await _value(check()):
+        assert time.monotonic() < deadline, f"not true after {seconds} s"
+        await asyncio.sleep(0.05)
+
+
+async def _value(result: bool | Awaitable[bool]) -> bool:
+    return await result if inspect.isawaitable(result) else bool(result)
+
+
+def logged_events(server: RedisServer, prefix: str, user_id: str) -> int:
+    with redis.Redis.from_url(server.url, socket_timeout=1) as conn:
+        return int(conn.xlen(f"{prefix}:events:{user_id}"))
+
+
+async def test_a_hung_redis_costs_little_then_nothing_and_recovers(
+    database_url: str, data_dir: Path, own_redis: RedisServer, prefix: str
+) -> None:
+    settings = make_settings(
+        database_url, data_dir, **limited(prefix, own_redis.url, REDIS_BREAKER_OPEN_SECONDS=OPEN_SECONDS)
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), client_for(app) as http:
+        user = await make_user(http)
+        tasks = f"/api/{user.id}/tasks"
+
+        async def write(title: str) -> httpx.Response:
+            return await http.post(tasks, json={"title": title}, headers=user.headers)
+
+        async def read() -> httpx.Response:
+            return await http.get(tasks, headers=user.headers)
+
+        async def health() -> dict[str, str]:
+            response = await http.get("/health")
+            assert response.status_code == 200, response.text
+            data: dict[str, str] = response.json()["data"]
+            return data
+
+        created = await write("before")
+        assert created.status_code == 201
+        assert "RateLimit-Limit" in created.headers
+        await poll(lambda: logged_events(own_redis, prefix, user.id) == 1)
+        assert ((await health())["redis"], (await health())["redis_breaker"]) == ("ok", "closed")
+
+        own_redis.pause()
+        # While the breaker closes: each request waits at most one short Redis timeout (~0.2 s).
+        closing = [await timed(request) for n in range(3) for request in (write(f"hung {n}"), read())]
+        assert [r.status_code for _, r in closing] == [201, 200] * 3
+        assert max(seconds for seconds, _ in closing) < 1.0, [round(s, 2) for s, _ in closing]
+
+        # /health and the ticket below ask nothing of Redis now; the bound leaves the database its time under load.
+        seconds, answer = await timed(http.get("/health"))
+        assert seconds < 2.0, f"/health took {seconds:.2f} s"
+        assert answer.status_code == 200  # Redis is degraded, not fatal
+        assert (answer.json()["data"]["redis"], answer.json()["data"]["redis_breaker"]) == ("down", "open")
+
+        # Open: no Redis call at all, so requests take their normal time; limits fail open, as for an outage.
+        started = time.perf_counter()
+        batch = [await (write(f"open {n}") if n % 2 else read()) for n in range(20)]
+        elapsed = time.perf_counter() - started
+        assert [r.status_code for r in batch] == [200, 201] * 10
+        assert all("RateLimit-Limit" not in r.headers for r in batch)
+        assert elapsed < 2.0, f"20 requests took {elapsed:.2f} s with the breaker open"
+        seconds, ticket = await timed(http.post(f"/api/{user.id}/events/ticket", headers=user.headers))
+        assert (ticket.status_code, ticket.json()["error"]["code"]) == (503, "SERVICE_UNAVAILABLE")
+        assert seconds < 2.0, f"the ticket took {seconds:.2f} s"
+
+        own_redis.resume()
+        # After the back-off one request probes Redis and closes the breaker: limits are counted on Redis again.
+        await poll(lambda: _counted(read()))
+        assert ((await health())["redis"], (await health())["redis_breaker"]) == ("ok", "closed")
+        before = logged_events(own_redis, prefix, user.id)
+        assert (await write("after")).status_code == 201
+        await poll(lambda: logged_events(own_redis, prefix, user.id) > before)
+        ticket = await http.post(f"/api/{user.id}/events/ticket", headers=user.headers)
+        assert ticket.status_code == 201
+
+
+async def _counted(request: Awaitable[httpx.Response]) -> bool:
+    return "RateLimit-Limit" in (await request).headers
