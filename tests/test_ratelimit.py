@@ -322,7 +322,8 @@ async def test_outage_skips_redis_between_retries(database_url: str, data_dir: P
             statuses = [(await http.get("/test/ok")).status_code for _ in range(20)]
             elapsed = time.perf_counter() - started
     assert statuses == [200] * 20
-    assert elapsed < 2.0
+    assert app.state.redis.state == "open"  # Redis is skipped, not retried by every request
+    assert elapsed < 5.0  # generous for a loaded machine: a refused connection is quick anyway
     assert len(events(lines, "ratelimit_store_down")) == 1
 
 
