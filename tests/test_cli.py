@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -57,6 +58,14 @@ class TestMigrate:
         assert "migrations applied" in done.stdout
         assert {"users", "sessions", "refresh_tokens", "alembic_version"} <= tables(tmp_path / "cli.db")
 
+    def test_first_migration_on_sqlite_prints_no_warning(self, tmp_path):
+        """Nothing on stderr: no SAWarning (the batch rebuild in revision 0003 reflected the users table and its
+        expression index, which SQLAlchemy cannot reflect on SQLite), no other warning."""
+        done, _ = run_cli(tmp_path, "migrate")
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == ""
+        assert done.stdout == "migrations applied\n"
+
     def test_in_process(self, tmp_path, monkeypatch, capsys):
         monkeypatch.chdir(tmp_path)
         for name, value in clean_env(tmp_path).items():
@@ -71,8 +80,7 @@ class TestMigrate:
         monkeypatch.setenv("ENVIRONMENT", "production")
         assert main(["migrate"]) == 2
         err = capsys.readouterr().err
-        assert "JWT_SECRET is required when ENVIRONMENT=production" in err
-        assert "Traceback" not in err
+        assert err == "error: Invalid configuration: settings: JWT_SECRET is required when ENVIRONMENT=production\n"
 
     def test_bad_sync_stage_stops_serve_before_anything_runs(self, tmp_path, monkeypatch, capsys):
         monkeypatch.chdir(tmp_path)
@@ -122,6 +130,42 @@ class TestServe:
         assert process.returncode in (0, -signal.SIGTERM), output
         assert "Application shutdown complete" in output
         assert "Traceback" not in output
+
+    def test_first_start_logs_only_json_lines_and_no_warning(self, tmp_path):
+        """LOG_FORMAT=json: uvicorn's own lines (start-up, shutdown) come out as the app's do, one JSON object a
+        line with the app's fields, on standard output; standard error stays empty (no SAWarning either)."""
+        port = free_port()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "backend", "serve", "--port", str(port)],
+            cwd=ROOT,
+            env=clean_env(tmp_path, LOG_FORMAT="json"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            answered = False
+            while not answered and time.monotonic() < deadline and process.poll() is None:
+                try:
+                    answered = httpx.get(f"http://127.0.0.1:{port}/nope", timeout=1).status_code == 404
+                except httpx.TransportError:
+                    time.sleep(0.2)
+            assert answered, "the server never answered"
+        finally:
+            process.send_signal(signal.SIGTERM)
+            stdout, stderr = process.communicate(timeout=30)
+        assert stderr == ""
+        entries = [json.loads(line) for line in stdout.splitlines()]  # every line: one JSON object
+        for entry in entries:
+            assert {"ts", "level", "logger", "msg"} <= set(entry), entry
+            assert "color_message" not in entry
+        messages = {(e["logger"], e["msg"]) for e in entries}
+        assert ("uvicorn.error", "Application startup complete.") in messages
+        assert ("uvicorn.error", "Application shutdown complete.") in messages
+        assert any(e["logger"] == "taskdeck.access" and e["route"] == "<unmatched>" for e in entries)
+        assert all("\x1b" not in line for line in stdout.splitlines())  # no terminal colours
+        assert [e["msg"] for e in entries if e["logger"] == "py.warnings"] == []  # no warning (SAWarning) at all
 
 
 class TestServeOptions:
