@@ -22,6 +22,7 @@ import pytest
 
 from backend.__main__ import main
 from backend.config import Settings
+from backend.logging_setup import served_log_config
 from tests.conftest import BACKENDS, PG_ADMIN_URL
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,63 +99,61 @@ class TestMigrate:
             main(["frobnicate"])
 
 
-class TestServe:
-    def test_starts_migrates_and_stops_on_sigterm(self, tmp_path):
-        port = free_port()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "backend", "serve", "--port", str(port)],
+class Served:
+    """A `python -m backend serve` process of the test's own, on a free port (stdout and stderr kept apart)."""
+
+    def __init__(self, tmp_path: Path, **env: str) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "backend", "serve", "--port", str(self.port)],
             cwd=ROOT,
-            env=clean_env(tmp_path),
+            env=clean_env(tmp_path, **env),
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.PIPE,
             text=True,
         )
+
+    def first_answer(self, path: str) -> httpx.Response:
+        """The answer to GET `path` once the server listens (within 30 s)."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                return httpx.get(f"http://127.0.0.1:{self.port}{path}", timeout=1)
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise AssertionError("the server never answered")
+
+    def stop(self) -> tuple[str, str]:
+        """SIGTERM, then what it wrote: (stdout, stderr)."""
+        self.process.send_signal(signal.SIGTERM)
+        stdout, stderr = self.process.communicate(timeout=30)
+        return stdout, stderr
+
+
+class TestServe:
+    def test_starts_migrates_and_stops_on_sigterm(self, tmp_path):
+        served = Served(tmp_path)
         try:
-            deadline = time.monotonic() + 30
-            health = None
-            while time.monotonic() < deadline and process.poll() is None:
-                try:
-                    health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.2)
-            assert health is not None, "the server never answered"
+            health = served.first_answer("/health")
             assert health.status_code == 200, health.text
             assert health.json()["data"]["database"] == "ok"
             assert "server" not in health.headers
             assert (tmp_path / "data" / "jwt_secret").exists()
         finally:
-            process.send_signal(signal.SIGTERM)
-            output, _ = process.communicate(timeout=30)
+            output = "".join(served.stop())
         # uvicorn finishes the graceful shutdown, then re-raises SIGTERM: the conventional exit status 143.
-        assert process.returncode in (0, -signal.SIGTERM), output
+        assert served.process.returncode in (0, -signal.SIGTERM), output
         assert "Application shutdown complete" in output
         assert "Traceback" not in output
 
     def test_first_start_logs_only_json_lines_and_no_warning(self, tmp_path):
         """LOG_FORMAT=json: uvicorn's own lines (start-up, shutdown) come out as the app's do, one JSON object a
         line with the app's fields, on standard output; standard error stays empty (no SAWarning either)."""
-        port = free_port()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "backend", "serve", "--port", str(port)],
-            cwd=ROOT,
-            env=clean_env(tmp_path, LOG_FORMAT="json"),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        served = Served(tmp_path, LOG_FORMAT="json")
         try:
-            deadline = time.monotonic() + 30
-            answered = False
-            while not answered and time.monotonic() < deadline and process.poll() is None:
-                try:
-                    answered = httpx.get(f"http://127.0.0.1:{port}/nope", timeout=1).status_code == 404
-                except httpx.TransportError:
-                    time.sleep(0.2)
-            assert answered, "the server never answered"
+            assert served.first_answer("/nope").status_code == 404
         finally:
-            process.send_signal(signal.SIGTERM)
-            stdout, stderr = process.communicate(timeout=30)
+            stdout, stderr = served.stop()
         assert stderr == ""
         entries = [json.loads(line) for line in stdout.splitlines()]  # every line: one JSON object
         for entry in entries:
@@ -190,6 +189,7 @@ class TestServeOptions:
         assert (options["host"], options["port"], options["workers"]) == ("127.0.0.1", 8000, 1)
         # uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1; the app reads it itself.
         assert options["proxy_headers"] is False
+        assert options["log_config"] == served_log_config("info", "json")  # its lines in the app's format
         assert "users" in tables(tmp_path / "cli.db")  # AUTO_MIGRATE defaults to true
         assert (tmp_path / "data" / "jwt_secret").exists()  # made once, before workers start
 
