@@ -1,4 +1,5 @@
-# The two commands of the README, and a few conveniences. Needs only Python 3.11+ (and make).
+# The two commands of the README, and a few conveniences. `run` needs only Python 3.11+ (and make); `test`
+# installs or finds the rest itself (tests/environment.py).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -30,13 +31,17 @@ migrate: $(VENV)/.runtime
 openapi: $(VENV)/.runtime
 	$(BIN)/python -m backend openapi --output specs/openapi.json
 
-## Install test dependencies; lint, type-check, and run the whole suite with coverage >= 90%.
+## Install test dependencies and what the suite runs (tests/environment.py: Chromium, pgbouncer, npm packages…;
+## one line and exit 2 when something cannot be had), lint, type-check, then run the whole suite with coverage
+## >= 90% on throwaway PostgreSQL and Redis servers (or on TEST_POSTGRES_URL / TEST_REDIS_URL when given).
 test: $(VENV)/.test
+	$(BIN)/python -m tests.environment check
 	$(BIN)/ruff check backend tests
 	$(BIN)/ruff format --check backend tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --cov=backend --cov-report=term --cov-fail-under=90 $(PYTEST_ARGS)
+	$(BIN)/python -m tests.environment run -- \
+	  $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --cov=backend --cov-report=term --cov-fail-under=90 $(PYTEST_ARGS)
 
 ## Benchmark on the machine's PostgreSQL and Redis (needs wrk; see the README's benchmark section).
 bench: $(VENV)/.test

@@ -9,11 +9,9 @@ import contextlib
 import json
 import logging
 import os
-import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -35,6 +33,7 @@ from backend.logging_setup import JsonFormatter
 from backend.main import create_app
 from backend.migrations.runner import upgrade
 from backend.models.common import metadata
+from tests import environment
 from tests.conftest import REDIS_URL, RUN_ID, UserCtx, make_settings
 
 
@@ -76,11 +75,7 @@ def delete_keys(prefix: str, url: str = REDIS_URL) -> None:
             conn.delete(*keys)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+free_port = environment.free_port
 
 
 def stop(*processes: subprocess.Popen[Any], timeout: float = 30) -> None:
@@ -117,8 +112,7 @@ class RedisServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        command = ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no"]
-        command += ["--daemonize", "no", "--bind", "127.0.0.1"]
+        command = environment.redis_command(self.port)
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         def answers() -> bool:
@@ -310,48 +304,20 @@ def postgresql_only(pg_database: str) -> str:
 
 
 def pg_bin() -> Path:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
-    if not found:
-        pytest.fail("initdb/pg_ctl not found under /usr/lib/postgresql/*/bin (or set TEST_BACKENDS=sqlite)")
-    return found[-1]
+    found = environment.pg_bin_dir()
+    if found is None:
+        pytest.fail("initdb/pg_ctl not found: `make test` installs them (or set TEST_BACKENDS=sqlite)", pytrace=False)
+    return found
 
 
-class Cluster:
-    """A private PostgreSQL server. As root, it runs as the `postgres` OS user (initdb refuses root)."""
+class Cluster(environment.PgCluster):
+    """A private PostgreSQL server (tests/environment.py's, under a temp dir) that a test may stop, hang and resume.
+
+    As root, it runs as the `postgres` OS user (initdb refuses root)."""
 
     def __init__(self) -> None:
-        self.bin = pg_bin()
-        self.root = Path(tempfile.mkdtemp(prefix="taskdeck-outage-"))
-        self.port = free_port()
-        self.as_postgres = os.geteuid() == 0
-        if self.as_postgres:
-            account = pwd.getpwnam("postgres")
-            os.chown(self.root, account.pw_uid, account.pw_gid)
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _run(self, *args: str) -> None:
-        prefix = ["runuser", "-u", "postgres", "--"] if self.as_postgres else []
-        subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=60)
-
-    def init(self) -> None:
-        self._run(str(self.bin / "initdb"), "-D", str(self.root / "data"), "-A", "trust", "-U", "postgres", "--no-sync")
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run(
-            str(self.bin / "pg_ctl"),
-            "-D",
-            str(self.root / "data"),
-            "-l",
-            str(self.root / "log"),
-            "-w",
-            "-o",
-            options,
-            "start",
-        )
-
-    def stop(self) -> None:
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), "-m", "fast", "-w", "stop")
+        pg_bin()
+        super().__init__(Path(tempfile.mkdtemp(prefix="taskdeck-outage-")))
 
     def pids(self) -> list[int]:
         """The postmaster (first line of its pid file) and every process it started."""

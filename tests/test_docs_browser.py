@@ -1,6 +1,7 @@
 """/docs and /redoc render in a real browser (headless Chromium) from a live server, with no internet.
 
-Chromium is required, never skipped: `.ci/run` installs Debian's `chromium` when it is missing.
+Chromium is required, never skipped: the test command (tests/environment.py) installs Debian's `chromium`
+when it is missing and it can, and otherwise stops before the suite with one line saying so.
 Every host but 127.0.0.1 resolves to nothing, and Chromium's network log proves the pages asked
 only our server for anything.
 """
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from backend.docs import DOCS_CSP
+from tests import environment
 from tests.live_server import live_server
 
 CHROMIUM_FLAGS = [
@@ -39,15 +40,14 @@ CHROMIUM_FLAGS = [
 
 
 def chromium() -> str:
-    for name in ("chromium", "chromium-browser"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.fail(
-        "Chromium is required for the docs browser test and was not found. Install Debian's package: "
-        "`apt-get install -y chromium` (.ci/run does this).",
-        pytrace=False,
-    )
+    path = environment.chromium()
+    if path is None:
+        pytest.fail(
+            "Chromium is required for the docs browser test and was not found: `make test` installs it "
+            "(Debian's package: `apt-get install -y chromium`).",
+            pytrace=False,
+        )
+    return path
 
 
 @dataclass

@@ -26,7 +26,7 @@ from starlette.routing import compile_path
 
 from backend.middleware import API_CSP, DOCS_CSP
 from backend.models.user import User
-from tests.conftest import PASSWORD, UserCtx, make_user
+from tests.conftest import ENDING_STREAMS, PASSWORD, UserCtx, make_user
 from tests.security.better_auth_kit import JwksServer, Key, claims, hs256_token, make_key, sign
 from tests.support import Operation, documented_operations, owned_resources
 
@@ -103,8 +103,9 @@ def jwks(keys: dict[str, Key]) -> Iterator[JwksServer]:
 
 @pytest.fixture
 def settings_overrides(jwks: JwksServer) -> dict[str, Any]:
-    """Better-Auth verification on (a real JWKS server), so its forgeries meet the real verifier."""
-    return {"BETTER_AUTH_URL": jwks.url}
+    """Better-Auth verification on (a real JWKS server), so its forgeries meet the real verifier; the sweeps read
+    the event stream to its end."""
+    return {"BETTER_AUTH_URL": jwks.url, **ENDING_STREAMS}
 
 
 class TestAPI1ObjectLevelAuthorization:

@@ -63,7 +63,7 @@ def pooler_url(pg_database: str) -> Iterator[str]:
     """A PgBouncer in transaction mode on a free port of 127.0.0.1, in front of the run's database."""
     binary = shutil.which("pgbouncer")
     if binary is None:
-        pytest.fail("pgbouncer is not installed: apt-get install pgbouncer", pytrace=False)
+        pytest.fail("pgbouncer is not installed: `make test` installs it (apt-get install pgbouncer)", pytrace=False)
     target = conninfo_to_dict(pg_database)
     database, user = str(target["dbname"]), str(target.get("user") or "postgres")
     port = free_port()

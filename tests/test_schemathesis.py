@@ -29,7 +29,7 @@ from schemathesis.specs.openapi.checks import allow_header_conformance, unsuppor
 from starlette.types import Receive, Scope, Send
 
 from backend.main import create_app
-from tests.conftest import PASSWORD, empty_tables, make_settings
+from tests.conftest import ENDING_STREAMS, PASSWORD, empty_tables, make_settings
 
 MAX_EXAMPLES = 25
 EMAIL = "fuzz@example.com"
@@ -123,8 +123,9 @@ def login() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def fuzz_app(database_url: str, data_dir: Path) -> Iterator[FastAPI]:
-    # With a metrics token /metrics is protected as its schema says (open otherwise, by design).
-    app = create_app(make_settings(database_url, data_dir, METRICS_TOKEN=uuid.uuid4().hex))
+    # With a metrics token /metrics is protected as its schema says (open otherwise, by design). Event streams
+    # end right after their greeting: the in-process client returns a response once its body has ended.
+    app = create_app(make_settings(database_url, data_dir, METRICS_TOKEN=uuid.uuid4().hex, **ENDING_STREAMS))
     with asgi.get_client(app):  # runs the app's lifespan on Schemathesis's event loop
         current.app = app
         _call("POST", "/api/auth/register", {"email": EMAIL, "password": PASSWORD})

@@ -1,17 +1,16 @@
 """A TypeScript client generated from /openapi.json compiles against realistic usage, with no hand edits.
 
 tests/typescript/ pins `openapi-typescript` and `typescript` (package-lock.json); `npm ci` runs when
-node_modules is missing or the lock changed. The types are generated from the app's own schema into
-tests/typescript/generated/ (not committed), then `tsc --noEmit --strict` checks usage.ts: list tasks
-and read `data[0].title` and `meta.total`, narrow on `success`, switch exhaustively over `error.code`,
-build a task body. Node.js and npm are required: without them this fails, it never skips.
+node_modules is missing or the lock changed (tests/environment.py: the test command runs it before the
+suite). The types are generated from the app's own schema into tests/typescript/generated/ (not
+committed), then `tsc --noEmit --strict` checks usage.ts: list tasks and read `data[0].title` and
+`meta.total`, narrow on `success`, switch exhaustively over `error.code`, build a task body. Node.js
+and npm are required: without them this fails, it never skips.
 """
 
 from __future__ import annotations
 
 import copy
-import fcntl
-import hashlib
 import json
 import shutil
 import subprocess
@@ -21,18 +20,12 @@ from typing import Any
 import pytest
 
 from backend.docs import openapi_text
+from tests import environment
 from tests.support import openapi_document
 
 HERE = Path(__file__).resolve().parent / "typescript"
 MODULES = HERE / "node_modules"
-STAMP = MODULES / ".taskdeck-lock.sha256"  # the lock that node_modules was installed from
-INSTALL_HINT = "install Node.js 18.17+ with npm (Debian/Ubuntu: `apt-get install nodejs npm`)"
-
-
-def tools() -> None:
-    missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
-    if missing:
-        pytest.fail(f"the typed-client check needs {' and '.join(missing)}: {INSTALL_HINT}", pytrace=False)
+INSTALL_HINT = "`make test` installs it (Debian/Ubuntu: `apt-get install nodejs npm`)"
 
 
 def run(command: list[str], what: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -42,21 +35,14 @@ def run(command: list[str], what: str, timeout: float = 120) -> subprocess.Compl
     return done
 
 
-def lock_digest() -> str:
-    return hashlib.sha256((HERE / "package.json").read_bytes() + (HERE / "package-lock.json").read_bytes()).hexdigest()
-
-
 def install() -> None:
-    """`npm ci` from the lock, only when node_modules is missing or was installed from another lock."""
-    tools()
-    digest = lock_digest()
-    # One installer at a time: the suite's workers may reach this together.
-    with open(HERE / ".install.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if STAMP.exists() and STAMP.read_text().strip() == digest:
-            return
-        run(["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"], "npm ci (tests/typescript)", timeout=600)
-        STAMP.write_text(digest + "\n")
+    """`npm ci` from the lock (tests/environment.py), only when node_modules is missing or from another lock."""
+    if shutil.which("node") is None:
+        pytest.fail(f"the typed-client check needs Node.js: {INSTALL_HINT}", pytrace=False)
+    try:
+        environment.ensure_npm_packages()
+    except environment.SetupError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def generate(schema: dict[str, Any], folder: Path) -> None:
