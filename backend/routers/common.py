@@ -80,11 +80,6 @@ async def task_page(
     return page(items, total, limit, offset)
 
 
-def whole_list(items: list[Any]) -> dict[str, Any]:
-    """A list envelope holding the complete list (the project routes do not paginate)."""
-    return page(items, len(items), len(items), 0)
-
-
 def json_attachment(data: dict[str, Any], filename: str) -> Response:
     """An export as a JSON file download, saved under `filename`."""
     return Response(
