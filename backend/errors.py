@@ -9,16 +9,15 @@ from typing import Any, ClassVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import iter_route_contexts
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import compile_path
 
 from backend.config import Settings
 from backend.db import is_foreign_key_violation, violated_constraint
 from backend.envelope import ErrorEnvelope
 from backend.logging_setup import describe_exception
+from backend.routing import RouteTable, route_path
 
 log = logging.getLogger("taskdeck.errors")
 
@@ -261,12 +260,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _allowed_methods(request: Request) -> str:
-    """Every method of every route on this path (Starlette's 405 names only the first route's)."""
-    methods: set[str] = set()
-    for route in iter_route_contexts(request.app.routes):
-        if route.path and route.methods and compile_path(route.path)[0].match(request.url.path):
-            methods |= route.methods
-    return ", ".join(sorted(methods))
+    """The methods of the path's own routes (backend/routing.py; Starlette's 405 names only the first route's)."""
+    return ", ".join(sorted(RouteTable.of(request.app).allowed(route_path(request.scope))))
 
 
 def render_unexpected(exc: BaseException) -> JSONResponse:

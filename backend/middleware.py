@@ -17,8 +17,9 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.docs import DOCS_CSP as DOCS_CSP  # re-exported: the header the docs paths get
-from backend.errors import CorsNotAllowed, PayloadTooLarge, render_error, render_unexpected
+from backend.errors import CorsNotAllowed, MethodNotAllowed, PayloadTooLarge, render_error, render_unexpected
 from backend.logging_setup import request_id_var
+from backend.routing import RouteTable, route_path
 
 access_log = logging.getLogger("taskdeck.access")
 
@@ -106,6 +107,19 @@ class ErrorRenderingMiddleware(HttpMiddleware):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         await call_rendering_errors(self.app, scope, receive, send)
+
+
+class MethodNotAllowedMiddleware(HttpMiddleware):
+    """405 with `Allow` where routing alone would hand a path to a less specific template than its own
+    (backend/routing.py): `PUT /api/{user_id}/tasks/search` is no task update with task id `search`."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        allowed = RouteTable.of(scope["app"]).refused(scope["method"], route_path(scope))
+        if allowed is None:
+            await self.app(scope, receive, send)
+            return
+        refused = MethodNotAllowed(headers={"Allow": ", ".join(sorted(allowed))})
+        await render_error(refused)(scope, receive, send)
 
 
 CORS_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]

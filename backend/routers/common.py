@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar, cast
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
@@ -36,6 +38,7 @@ TaskSearchQuery = Annotated[
 
 # Whose rows a route serves: `require_owner` (the path's user) or `current_user_id` (the token's).
 OwnerResolver = Callable[..., Awaitable[str]]
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 RowLock = Callable[[AsyncSession, str, int], Awaitable[Versioned]]
 
 
@@ -89,18 +92,42 @@ def json_attachment(data: dict[str, Any], filename: str) -> Response:
     )
 
 
-def unchanged(param: str, lock: RowLock) -> list[Any]:
-    """Route dependencies: with `If-Match`, the row at path parameter `param` must still have that ETag.
+def unchanged(param: str, lock: RowLock) -> Callable[[F], F]:
+    """Decorate a write route: with `If-Match`, the row at path parameter `param` must still have that ETag.
 
-    `lock` loads the owner's row under the lock the write takes next (see check_if_match).
+    Checked as the endpoint starts, after FastAPI validated the path, query and body (a route dependency
+    would run before that validation, and a stale `If-Match` would hide a 422 behind a 412). `lock` loads
+    the owner's row under the lock the write takes next (see check_if_match): a missing row is 404, before 412.
     """
 
-    async def check(request: Request, session: SessionDep, owner_id: CallerId, if_match: IfMatch = None) -> None:
-        await check_if_match(if_match, request.path_params[param], lambda row_id: lock(session, owner_id, row_id))
+    async def precondition(
+        request: Request, session: SessionDep, owner_id: CallerId, if_match: IfMatch = None
+    ) -> Callable[[], Awaitable[None]]:
+        load = partial(lock, session, owner_id)
+        return partial(check_if_match, if_match, request.path_params[param], load)
 
-    return [Depends(check)]
+    def decorate(endpoint: F) -> F:
+        signature = inspect.signature(endpoint)
+        check = inspect.Parameter(
+            _PRECONDITION,
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=Annotated[Callable[[], Awaitable[None]], Depends(precondition)],
+        )
+
+        @functools.wraps(endpoint)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            await kwargs.pop(_PRECONDITION)()
+            return await endpoint(*args, **kwargs)
+
+        wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=[*signature.parameters.values(), check]
+        )
+        return cast(F, wrapper)
+
+    return decorate
 
 
+_PRECONDITION = "_if_match_precondition"
 TaskUnchanged = unchanged("task_id", partial(task_service.get_task, for_update=True))
 ProjectUnchanged = unchanged("project_id", partial(project_service.get_project, active=True, for_update=True))
 

@@ -130,8 +130,8 @@ async def export_project(owner_id: CallerId, project_id: RowIdPath, session: Ses
     summary="Update a pinned project",
     operation_id="update_project",
     responses=responses(*WITH_BODY, 412),
-    dependencies=ProjectUnchanged,
 )
+@ProjectUnchanged
 async def update_project(
     owner_id: CallerId, project_id: RowIdPath, payload: ProjectUpdate, session: SessionDep, live: WriteDep
 ) -> dict[str, Any]:
@@ -146,8 +146,8 @@ async def update_project(
     summary="Unpin a project",
     operation_id="unpin_project",
     responses=responses(*OWNED, 412),
-    dependencies=ProjectUnchanged,
 )
+@ProjectUnchanged
 async def unpin_project(
     owner_id: CallerId, project_id: RowIdPath, session: SessionDep, live: WriteDep
 ) -> dict[str, Any]:
