@@ -22,6 +22,7 @@ from backend.middleware import (
     CORS_METHODS,
     BodySizeLimitMiddleware,
     CORSMiddleware,
+    DeprecationMiddleware,
     ErrorRenderingMiddleware,
     MethodNotAllowedMiddleware,
     RequestContextMiddleware,
@@ -148,6 +149,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # preflight too) an id; security headers wrap even the 500 it renders for a middleware failure.
     app.add_middleware(MethodNotAllowedMiddleware)  # 405s that routing alone would get wrong (backend/routing.py)
     app.add_middleware(ErrorRenderingMiddleware)
+    app.add_middleware(DeprecationMiddleware, successors=legacy.SUCCESSORS, since=legacy.DEPRECATED_SINCE)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.MAX_BODY_BYTES)
     app.add_middleware(RateLimitMiddleware, limiter=limiter)
     app.add_middleware(

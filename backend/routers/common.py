@@ -132,18 +132,38 @@ TaskUnchanged = unchanged("task_id", partial(task_service.get_task, for_update=T
 ProjectUnchanged = unchanged("project_id", partial(project_service.get_project, active=True, for_update=True))
 
 
-def mirror(source: APIRouter, target: APIRouter, paths: dict[str, str]) -> None:
+# How an earlier-draft route says it is deprecated (RFC 9745, RFC 8288), documented on its success answer.
+DEPRECATION_HEADERS: dict[str, dict[str, Any]] = {
+    "Deprecation": {
+        "description": "When this route was deprecated (RFC 9745): `@` and Unix seconds",
+        "required": True,
+        "schema": {"type": "string", "examples": ["@1795219200"]},
+    },
+    "Link": {
+        "description": "The current route for this request: "
+        '`</api/{user_id}/...>; rel="successor-version"` with your user id and the resource id filled in',
+        "required": True,
+        "schema": {"type": "string", "examples": ['</api/u1/tasks/7>; rel="successor-version"']},
+    },
+}
+
+
+def mirror(source: APIRouter, target: APIRouter, paths: dict[str, str]) -> dict[tuple[str, str], str]:
     """Serve some of `source`'s operations again on `target`, at the paths `paths` maps them to
     (`"METHOD /path"` under source's prefix -> path under target's): the same endpoint functions and
     documentation, `legacy_` operation ids, and target's own tags and router dependencies instead of
     source's. Used for the earlier drafts' routes (routers/legacy.py); routes keep source's order.
+
+    Answers each mirrored route's successor: `(method, target path template) -> source path template`.
     """
+    successors: dict[tuple[str, str], str] = {}
     for route in source.routes:
         assert isinstance(route, APIRoute)
         for method in sorted(route.methods or ()):
             key = f"{method} {route.path.removeprefix(source.prefix)}"
             if key not in paths:
                 continue
+            success = route.status_code or 200
             target.add_api_route(
                 paths[key],
                 route.endpoint,
@@ -153,7 +173,12 @@ def mirror(source: APIRouter, target: APIRouter, paths: dict[str, str]) -> None:
                 summary=route.summary,
                 description=route.description,
                 operation_id=f"legacy_{route.operation_id}",
-                responses=route.responses,
+                responses={
+                    **route.responses,
+                    success: {**route.responses.get(success, {}), "headers": DEPRECATION_HEADERS},
+                },
                 dependencies=[d for d in route.dependencies if d not in source.dependencies],
                 openapi_extra=route.openapi_extra,
             )
+            successors[(method, target.prefix + paths[key])] = route.path
+    return successors
