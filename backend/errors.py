@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
@@ -36,7 +35,7 @@ class AppError(Exception):
         message: str | None = None,
         *,
         field: str | None = None,
-        details: list[dict[str, Any]] | None = None,
+        details: list[dict[str, Any]] | dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         self.message = message or self.message
@@ -184,16 +183,14 @@ def error_classes() -> list[type[AppError]]:
     return found
 
 
-def _envelope(exc: AppError, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def _envelope(exc: AppError) -> dict[str, Any]:
     error = {"code": exc.code, "message": exc.message, "field": exc.field, "details": exc.details}
-    return {"success": False, **(extra or {}), "error": error}
+    return {"success": False, "error": error}
 
 
-def render_error(exc: AppError, *, extra: Mapping[str, Any] | None = None) -> JSONResponse:
-    """The one place an error response is built: `exc`'s status, headers and envelope.
-
-    `extra` adds top-level members beside `error` (the health check's component states)."""
-    return JSONResponse(_envelope(exc, extra), status_code=exc.status_code, headers=exc.headers)
+def render_error(exc: AppError) -> JSONResponse:
+    """The one place an error response is built: `exc`'s status, headers and envelope."""
+    return JSONResponse(_envelope(exc), status_code=exc.status_code, headers=exc.headers)
 
 
 # The HTTPExceptions the framework raises (routing, static files, body reading, security schemes).
