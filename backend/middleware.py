@@ -178,6 +178,8 @@ CORS_EXPOSE = [
     "ETag",
     "Content-Disposition",
     "Idempotent-Replayed",
+    "Deprecation",
+    "Link",
 ]
 
 
