@@ -373,9 +373,10 @@ class TestAPI4UnrestrictedResourceConsumption:
                     continue
                 checked.add(f"{op} {param['name']}")
                 url = op.url(user.id, ids)
-                response = await client.request(
-                    op.method, url, params={**op.example_query(), param["name"]: value}, headers=user.headers
-                )
+                params = {**op.example_query(), param["name"]: value}
+                # With a valid body where the operation takes one (`PUT .../projects/order` takes `limit` too).
+                body = op.example_body()
+                response = await client.request(op.method, url, params=params, json=body, headers=user.headers)
                 found.append(mismatch(op, response, 422, "VALIDATION_ERROR"))
         assert "GET /api/{user_id}/tasks limit" in checked  # limit=101
         assert failures(found) == []

@@ -38,8 +38,8 @@ TaskSearchQuery = Annotated[
 
 # Whose rows a route serves: `require_owner` (the path's user) or `current_user_id` (the token's).
 OwnerResolver = Callable[..., Awaitable[str]]
-F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 RowLock = Callable[[AsyncSession, str, int], Awaitable[Versioned]]
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])  # an endpoint
 
 
 async def task_filters(
