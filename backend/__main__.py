@@ -111,6 +111,17 @@ def write_openapi(settings: Settings, output: str) -> None:
             file.write(text)
 
 
+def serve_logging(settings: Settings) -> None:
+    """The app's loggers, uvicorn's and Python's warnings in LOG_FORMAT on standard output, before the
+    migrations run (their lines, and any warning, come out as the served app's do)."""
+    import logging
+
+    from backend.logging_setup import SERVED_LOGGERS, configure_logging
+
+    configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT, ("taskdeck", *SERVED_LOGGERS))
+    logging.captureWarnings(True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backend", description="Taskdeck API")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -140,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from backend.migrations.runner import MigrationRefused
 
+    if args.command == "serve":  # from here on, every line a served process writes is in LOG_FORMAT
+        serve_logging(settings)
     migrations_setting = "MIGRATIONS_DATABASE_URL" if settings.MIGRATIONS_DATABASE_URL else "DATABASE_URL"
     try:
         if args.command == "migrate":
@@ -162,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
+    from backend.logging_setup import served_log_config
+
     settings.jwt_secret  # noqa: B018 - create the development key once, before workers race for it
     uvicorn.run(
         "backend.main:create_app",
@@ -176,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         access_log=False,
         timeout_graceful_shutdown=20,
         log_level=settings.LOG_LEVEL,
+        log_config=served_log_config(settings.LOG_LEVEL, settings.LOG_FORMAT),  # applied in each worker too
     )
     return 0
 

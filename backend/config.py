@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import secrets
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -276,6 +277,13 @@ def parse_rate(value: str) -> tuple[int, int]:
     return int(match.group(1)), seconds
 
 
+def readable_message(error: Mapping[str, object]) -> str:
+    """One entry of a Pydantic ValidationError as a person reads it: a ValueError raised in a validator is
+    its own text, without the `Value error, ` Pydantic puts before it. Used for the API's 422 and here."""
+    message = str(error.get("msg") or "invalid")
+    return message.removeprefix("Value error, ") if error.get("type") == "value_error" else message
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build Settings, turning pydantic's report into one readable ConfigError."""
     from pydantic import ValidationError
@@ -284,6 +292,6 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {readable_message(err)}" for err in exc.errors()
         )
         raise ConfigError(f"Invalid configuration: {problems}") from None

@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from backend.config import Settings
+from backend.config import Settings, readable_message
 from backend.db import is_foreign_key_violation, violated_constraint
 from backend.envelope import ErrorEnvelope
 from backend.logging_setup import describe_exception
@@ -232,7 +232,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     details = [
         {
             "field": _field_name(tuple(err.get("loc", ()))),
-            "message": err.get("msg", "invalid"),
+            "message": readable_message(err),
             "type": err.get("type", ""),
         }
         for err in errors

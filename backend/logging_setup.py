@@ -11,11 +11,25 @@ from typing import Any
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
+# Not extras: the record's own attributes, and uvicorn's `color_message` (its line again, with terminal colours).
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
+
+# The loggers of a served process that are not the app's own (`taskdeck`) yet come out in its format:
+# uvicorn's (start-up and shutdown lines, its error logger; `uvicorn.error` and `uvicorn.access` propagate
+# to `uvicorn`) and Python's warnings (logging.captureWarnings).
+SERVED_LOGGERS = ("uvicorn", "py.warnings")
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
+    extras = {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
+    if record.exc_info and record.exc_info[1] is not None:  # `log.exception` of a library: where, not the traceback
+        extras = {**describe_exception(record.exc_info[1]), **extras}
+    return extras
 
 
 class JsonFormatter(logging.Formatter):
@@ -42,13 +56,34 @@ class ConsoleFormatter(logging.Formatter):
         return line
 
 
-def configure_logging(level: str = "info", fmt: str = "json") -> None:
+def _formatter(fmt: str) -> type[logging.Formatter]:
+    return JsonFormatter if fmt == "json" else ConsoleFormatter
+
+
+def configure_logging(level: str = "info", fmt: str = "json", loggers: tuple[str, ...] = ("taskdeck",)) -> None:
+    """`loggers` (the app's own by default) write LOG_FORMAT lines on standard output, from `level` up."""
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
-    root = logging.getLogger("taskdeck")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
+    handler.setFormatter(_formatter(fmt)())
+    for name in loggers:
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level.upper())
+        logger.propagate = False
+
+
+def served_log_config(level: str = "info", fmt: str = "json") -> dict[str, Any]:
+    """uvicorn's `log_config` (a logging.config.dictConfig, applied in every worker process): its own lines and
+    Python's warnings in the app's format on standard output, as configure_logging sets the app's loggers."""
+    formatter = _formatter(fmt)
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"app": {"()": f"{formatter.__module__}.{formatter.__qualname__}"}},
+        "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "app", "stream": "ext://sys.stdout"}},
+        "loggers": {
+            name: {"handlers": ["stdout"], "level": level.upper(), "propagate": False} for name in SERVED_LOGGERS
+        },
+    }
 
 
 security_log = logging.getLogger("taskdeck.security")

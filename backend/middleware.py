@@ -12,10 +12,12 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
+from fastapi.routing import iter_route_contexts
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware as StarletteCORSMiddleware
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.docs import DOCS_CSP as DOCS_CSP  # re-exported: the header the docs paths get
@@ -250,6 +252,20 @@ class BodySizeLimitMiddleware(HttpMiddleware):
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+def route_of(scope: Scope) -> Any | None:
+    """The route the router would dispatch `scope` to, found without dispatching: the first route taking its
+    path and method, else the first taking its path alone (which answers 405), else None. For an answer given
+    before routing (a 429), so that its access line, metrics and security event name the route template."""
+    partial = None
+    for context in iter_route_contexts(getattr(scope.get("app"), "routes", ())):
+        match, _ = context.matches(scope)
+        if match is Match.FULL:
+            return context.original_route
+        if match is Match.PARTIAL and partial is None:
+            partial = context.original_route
+    return partial
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

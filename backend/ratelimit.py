@@ -33,7 +33,7 @@ from backend.deps import PrincipalDep
 from backend.errors import RateLimited, render_error
 from backend.logging_setup import mask_email, security_event
 from backend.metrics import record_rate_limited
-from backend.middleware import client_ip
+from backend.middleware import client_ip, route_of
 from backend.models.emails import canonical_email
 
 log = logging.getLogger("taskdeck.ratelimit")
@@ -182,7 +182,7 @@ def _record(scope: Scope, decision: Decision) -> None:
 
 
 def _refused(scope: Scope, decision: Decision, shown: str) -> None:
-    # The default policy refuses before routing: no template yet, so the (bounded) concrete path.
+    # A path no route takes has no template: the (bounded) concrete path instead.
     fields: dict[str, Any] = {"policy": decision.policy, "method": scope.get("method"), "identity": shown}
     if "route" in scope:
         fields["route"] = _route_template(scope)
@@ -261,6 +261,9 @@ class RateLimitMiddleware:
             if decision is not None:
                 _record(scope, decision)
                 if not decision.allowed:
+                    # Refused before routing: the route it was aimed at all the same, for the logs and metrics.
+                    if (route := route_of(scope)) is not None:
+                        scope["route"] = route
                     _refused(scope, decision, masked(key))
                     response = render_error(RateLimited(decision.retry_after))
                     response.headers.update(decision.headers())

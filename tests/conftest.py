@@ -131,6 +131,10 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         # Concurrency tests queue dozens of requests for the pool's connections; on a loaded 2-core machine
         # the last of them wait longer than the production 5 s. Outage tests set their own short timeout.
         "DB_POOL_TIMEOUT": 30,
+        # Likewise a statement and a Redis call may wait for the CPU for seconds there; the hang tests
+        # (test_pg_hang, test_redis_hang, test_breaker) set the production-short bounds they test.
+        "DB_STATEMENT_TIMEOUT": 30,
+        "REDIS_TIMEOUT_SECONDS": 2.0,
     }
     values.update(overrides)
     return load_settings(**values)

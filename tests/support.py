@@ -96,7 +96,7 @@ def stop(*processes: subprocess.Popen[Any], timeout: float = 30) -> None:
             process.wait()
 
 
-def wait_until(check: Any, timeout: float = 15.0) -> None:
+def wait_until(check: Any, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

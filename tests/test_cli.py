@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -21,6 +22,7 @@ import pytest
 
 from backend.__main__ import main
 from backend.config import Settings
+from backend.logging_setup import served_log_config
 from tests.conftest import BACKENDS, PG_ADMIN_URL
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +59,14 @@ class TestMigrate:
         assert "migrations applied" in done.stdout
         assert {"users", "sessions", "refresh_tokens", "alembic_version"} <= tables(tmp_path / "cli.db")
 
+    def test_first_migration_on_sqlite_prints_no_warning(self, tmp_path):
+        """Nothing on stderr: no SAWarning (the batch rebuild in revision 0003 reflected the users table and its
+        expression index, which SQLAlchemy cannot reflect on SQLite), no other warning."""
+        done, _ = run_cli(tmp_path, "migrate")
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == ""
+        assert done.stdout == "migrations applied\n"
+
     def test_in_process(self, tmp_path, monkeypatch, capsys):
         monkeypatch.chdir(tmp_path)
         for name, value in clean_env(tmp_path).items():
@@ -71,8 +81,7 @@ class TestMigrate:
         monkeypatch.setenv("ENVIRONMENT", "production")
         assert main(["migrate"]) == 2
         err = capsys.readouterr().err
-        assert "JWT_SECRET is required when ENVIRONMENT=production" in err
-        assert "Traceback" not in err
+        assert err == "error: Invalid configuration: settings: JWT_SECRET is required when ENVIRONMENT=production\n"
 
     def test_bad_sync_stage_stops_serve_before_anything_runs(self, tmp_path, monkeypatch, capsys):
         monkeypatch.chdir(tmp_path)
@@ -90,38 +99,72 @@ class TestMigrate:
             main(["frobnicate"])
 
 
-class TestServe:
-    def test_starts_migrates_and_stops_on_sigterm(self, tmp_path):
-        port = free_port()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "backend", "serve", "--port", str(port)],
+class Served:
+    """A `python -m backend serve` process of the test's own, on a free port (stdout and stderr kept apart)."""
+
+    def __init__(self, tmp_path: Path, **env: str) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "backend", "serve", "--port", str(self.port)],
             cwd=ROOT,
-            env=clean_env(tmp_path),
+            env=clean_env(tmp_path, **env),
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.PIPE,
             text=True,
         )
+
+    def first_answer(self, path: str) -> httpx.Response:
+        """The answer to GET `path` once the server listens (within 30 s)."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                return httpx.get(f"http://127.0.0.1:{self.port}{path}", timeout=1)
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise AssertionError("the server never answered")
+
+    def stop(self) -> tuple[str, str]:
+        """SIGTERM, then what it wrote: (stdout, stderr)."""
+        self.process.send_signal(signal.SIGTERM)
+        stdout, stderr = self.process.communicate(timeout=30)
+        return stdout, stderr
+
+
+class TestServe:
+    def test_starts_migrates_and_stops_on_sigterm(self, tmp_path):
+        served = Served(tmp_path)
         try:
-            deadline = time.monotonic() + 30
-            health = None
-            while time.monotonic() < deadline and process.poll() is None:
-                try:
-                    health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.2)
-            assert health is not None, "the server never answered"
+            health = served.first_answer("/health")
             assert health.status_code == 200, health.text
             assert health.json()["data"]["database"] == "ok"
             assert "server" not in health.headers
             assert (tmp_path / "data" / "jwt_secret").exists()
         finally:
-            process.send_signal(signal.SIGTERM)
-            output, _ = process.communicate(timeout=30)
+            output = "".join(served.stop())
         # uvicorn finishes the graceful shutdown, then re-raises SIGTERM: the conventional exit status 143.
-        assert process.returncode in (0, -signal.SIGTERM), output
+        assert served.process.returncode in (0, -signal.SIGTERM), output
         assert "Application shutdown complete" in output
         assert "Traceback" not in output
+
+    def test_first_start_logs_only_json_lines_and_no_warning(self, tmp_path):
+        """LOG_FORMAT=json: uvicorn's own lines (start-up, shutdown) come out as the app's do, one JSON object a
+        line with the app's fields, on standard output; standard error stays empty (no SAWarning either)."""
+        served = Served(tmp_path, LOG_FORMAT="json")
+        try:
+            assert served.first_answer("/nope").status_code == 404
+        finally:
+            stdout, stderr = served.stop()
+        assert stderr == ""
+        entries = [json.loads(line) for line in stdout.splitlines()]  # every line: one JSON object
+        for entry in entries:
+            assert {"ts", "level", "logger", "msg"} <= set(entry), entry
+            assert "color_message" not in entry
+        messages = {(e["logger"], e["msg"]) for e in entries}
+        assert ("uvicorn.error", "Application startup complete.") in messages
+        assert ("uvicorn.error", "Application shutdown complete.") in messages
+        assert any(e["logger"] == "taskdeck.access" and e["route"] == "<unmatched>" for e in entries)
+        assert all("\x1b" not in line for line in stdout.splitlines())  # no terminal colours
+        assert [e["msg"] for e in entries if e["logger"] == "py.warnings"] == []  # no warning (SAWarning) at all
 
 
 class TestServeOptions:
@@ -146,6 +189,7 @@ class TestServeOptions:
         assert (options["host"], options["port"], options["workers"]) == ("127.0.0.1", 8000, 1)
         # uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1; the app reads it itself.
         assert options["proxy_headers"] is False
+        assert options["log_config"] == served_log_config("info", "json")  # its lines in the app's format
         assert "users" in tables(tmp_path / "cli.db")  # AUTO_MIGRATE defaults to true
         assert (tmp_path / "data" / "jwt_secret").exists()  # made once, before workers start
 

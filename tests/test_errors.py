@@ -15,6 +15,7 @@ from backend.errors import (
     render_error,
     responses,
 )
+from backend.models.passwords import MIN_LENGTH
 from tests.conftest import PASSWORD, assert_error, mount_test_routes
 
 SECURITY_HEADERS = {
@@ -188,6 +189,58 @@ class TestValidation:
         for detail in error["details"]:
             assert set(detail) == {"field", "message", "type"}
             assert detail["message"]
+
+    @pytest.mark.parametrize(
+        ("path", "body", "field", "message"),
+        [
+            (
+                "/api/auth/register",
+                {"email": "new@example.com", "password": "short"},
+                "password",
+                f"Password must be at least {MIN_LENGTH} characters",
+            ),
+            (
+                "/api/{user_id}/tasks",
+                {"title": "t", "due_date": 1700000000},
+                "due_date",
+                "must be an ISO 8601 date-time",
+            ),
+            (
+                "/api/{user_id}/tasks",
+                {"title": "t", "due_date": "0001-01-01T00:00:00+14:00"},
+                "due_date",
+                "out of range: must lie between 0001-01-02T00:00:00Z and 9999-12-30T23:59:59Z",
+            ),
+            (
+                "/api/{user_id}/projects",
+                {"github_repo_name": "octo/hello", "github_repo_url": "https://github.com/octo/other"},
+                "github_repo_url",
+                "must point at the same repository as github_repo_name",
+            ),
+            ("/api/{user_id}/projects", {"github_repo_name": "no-slash"}, "github_repo_name", "must be 'owner/repo'"),
+            (
+                "/api/{user_id}/projects",
+                {"github_repo_name": "octo/hello", "github_repo_url": "https://x.example/a"},
+                "github_repo_url",
+                "must be https://github.com/<owner>/<repo>",
+            ),
+        ],
+    )
+    async def test_messages_of_our_validators_read_as_written(self, client, user, path, body, field, message):
+        """A ValueError raised in a validator reaches the client as its own text, without Pydantic's
+        `Value error, ` prefix, in `details` and in `error.message`; the type stays `value_error`."""
+        r = await client.post(path.format(user_id=user.id), json=body, headers=user.headers)
+        error = assert_error(r, 422, "VALIDATION_ERROR")
+        assert error["field"] == field
+        assert error["message"] == f"{field}: {message}"
+        assert error["details"] == [{"field": field, "message": message, "type": "value_error"}]
+        assert "Value error" not in r.text
+
+    async def test_query_parameter_messages_read_as_written(self, client, user):
+        r = await client.get(f"/api/{user.id}/tasks", params={"due_before": "12345"}, headers=user.headers)
+        error = assert_error(r, 422, "VALIDATION_ERROR")
+        assert error["message"] == "due_before: must be an ISO 8601 date-time"
+        assert "Value error" not in r.text
 
 
 class TestUnexpected:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 
 import pytest
 from sqlmodel import select
 
-from backend.logging_setup import JsonFormatter, configure_logging, describe_exception, mask_email
+from backend.logging_setup import ConsoleFormatter, JsonFormatter, configure_logging, describe_exception, mask_email
 from backend.models.user import User
 from tests.conftest import PASSWORD, mount_test_routes
 
@@ -104,6 +105,31 @@ def test_console_format(capsys):
     configure_logging("info", "json")
     logging.getLogger("taskdeck.test").info("hello")
     assert json.loads(capsys.readouterr().out)["msg"] == "hello"
+
+
+def test_library_records_come_out_in_the_app_format():
+    """uvicorn's records as the app's formatters write them: its `color_message` (the line again, with terminal
+    colours) left out; an exception logged with its traceback (`Exception in ASGI application`) shows its type
+    and backend frame, never the traceback or the exception's message."""
+    from backend.config import parse_rate
+
+    try:
+        parse_rate("SELECT secret")
+    except Exception:
+        exc_info = sys.exc_info()
+    message = "Exception in ASGI application"
+    record = logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, message, (), exc_info)
+    record.color_message = "\x1b[31mException in ASGI application\x1b[0m"
+    entry = json.loads(JsonFormatter().format(record))
+    assert set(entry) == {"ts", "level", "logger", "msg", "error_type", "where"}
+    assert (entry["logger"], entry["msg"]) == ("uvicorn.error", "Exception in ASGI application")
+    assert entry["error_type"] == "backend.config.ConfigError"
+    assert entry["where"].startswith("config.py:parse_rate:")
+    line = ConsoleFormatter().format(record)
+    assert line.startswith("ERROR   uvicorn.error: Exception in ASGI application error_type=backend.config.ConfigError")
+    for leak in ("SELECT secret", "Traceback", "\x1b"):
+        assert leak not in json.dumps(entry, ensure_ascii=False)
+        assert leak not in line
 
 
 def test_mask_email():

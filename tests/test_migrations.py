@@ -15,7 +15,8 @@ import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, select, text
+from sqlalchemy import event, inspect, select, text
+from sqlalchemy.engine import Engine
 
 import backend.models  # noqa: F401 - every table on the metadata
 from backend.__main__ import main
@@ -194,6 +195,23 @@ def test_instances_migrating_at_once_are_safe(fresh_url, tmp_path):
     outputs = [process.communicate(timeout=120)[0] for process in processes]
     assert [process.returncode for process in processes] == [0] * 4, outputs
     assert asyncio.run(_inspect(fresh_url, _tables)) == TABLES | {"alembic_version"}
+
+
+def test_an_upgrade_is_one_transaction(fresh_url):
+    """Every revision in one transaction, committed once. On SQLite, Alembic (no transactional DDL) would
+    commit after each revision, and a second instance waiting for the write lock would start from the
+    first one's half-way version and create the same tables again ("table tasks already exists")."""
+    commits: list[str] = []
+
+    def count(conn) -> None:
+        commits.append(conn.engine.url.drivername)
+
+    event.listen(Engine, "commit", count)
+    try:
+        upgrade(fresh_url)
+    finally:
+        event.remove(Engine, "commit", count)
+    assert len(commits) == 1, commits
 
 
 class TestMigrationsDatabaseUrl:

@@ -256,6 +256,17 @@ def test_the_api_spec_lists_every_route_with_its_errors(schema):
     assert len(listed) == len(operations(schema)), "the spec lists routes the API does not have"
 
 
+def test_the_api_spec_explains_every_error_code_and_stays_in_the_repository():
+    """specs/api/ is the contract a client reads in a clone: every code the API can answer is explained there,
+    and nothing in specs/ or the README points outside the repository."""
+    from backend.errors import error_codes
+
+    spec = "".join(path.read_text(encoding="utf-8") for path in sorted((ROOT / "specs" / "api").glob("*.md")))
+    assert [code for code in error_codes() if f"`{code}`" not in spec] == []
+    for path in [ROOT / "README.md", *sorted((ROOT / "specs").rglob("*.md"))]:
+        assert "../shared" not in path.read_text(encoding="utf-8"), path
+
+
 def test_the_committed_schema_is_the_served_one(schema):
     """specs/openapi.json is what clients generate from without running the API: it must not drift."""
     served = openapi_text(schema)

@@ -110,9 +110,40 @@ class TestDefaultPolicy:
                     await http.get("/api/auth/me")
         (event,) = events(lines, "rate_limited")
         assert event["policy"] == "default"
-        assert event["path"] == "/api/auth/me"  # refused before routing
+        assert event["route"] == "/api/auth/me"  # refused before routing, yet named by its route
         assert event["identity"] == "198.51.100.0/24"
         assert "198.51.100.10" not in json.dumps(event)
+
+    @pytest.mark.parametrize("limits", [{"RATE_LIMIT_DEFAULT": "1/minute"}])
+    async def test_refusals_are_logged_with_the_route_they_were_aimed_at(self, app: FastAPI) -> None:
+        """The default policy answers before routing, yet its 429s carry the route template in the access
+        log and the security event (the route table is matched, nothing dispatched); a path no route takes
+        stays `<unmatched>`, its security event naming the path."""
+        async with client_for(app, "198.51.100.11") as http:
+            assert (await http.get("/health/live")).status_code == 200  # exempt: not counted
+            assert (await http.get("/nope")).status_code == 404  # the one allowed request
+            with captured_logs() as lines:
+                sent = [
+                    ("GET", "/api/u-1234/tasks/42"),
+                    ("PUT", "/api/u-1234/projects/7"),
+                    ("POST", "/api/u-1234/tasks/42"),  # no such method: the path's route all the same (405)
+                    ("GET", "/api/auth/me"),
+                    ("GET", "/no/such/route"),
+                ]
+                for method, path in sent:
+                    assert (await http.request(method, path)).status_code == 429
+        access = [(e["method"], e["route"], e["status"]) for e in events(lines, "http_request")]
+        assert access == [
+            ("GET", "/api/{user_id}/tasks/{task_id}", 429),
+            ("PUT", "/api/{user_id}/projects/{project_id}", 429),
+            ("POST", "/api/{user_id}/tasks/{task_id}", 429),
+            ("GET", "/api/auth/me", 429),
+            ("GET", "<unmatched>", 429),
+        ]
+        refusals = events(lines, "rate_limited")
+        assert [e.get("route") for e in refusals] == [route for _, route, _ in access[:4]] + [None]
+        assert refusals[-1]["path"] == "/no/such/route"
+        assert "u-1234" not in json.dumps(refusals)
 
 
 class TestIdentity:
@@ -322,7 +353,8 @@ async def test_outage_skips_redis_between_retries(database_url: str, data_dir: P
             statuses = [(await http.get("/test/ok")).status_code for _ in range(20)]
             elapsed = time.perf_counter() - started
     assert statuses == [200] * 20
-    assert elapsed < 2.0
+    assert app.state.redis.state == "open"  # Redis is skipped, not retried by every request
+    assert elapsed < 5.0  # generous for a loaded machine: a refused connection is quick anyway
     assert len(events(lines, "ratelimit_store_down")) == 1
 
 

@@ -37,6 +37,10 @@ def _configure(connection: Connection) -> None:
 
 
 def _run(connection: Connection) -> None:
+    # The transaction begins before Alembic looks, so every revision runs in it and it is committed once
+    # (by _run_async). Alembic would otherwise commit after each revision on SQLite (no transactional DDL),
+    # and another instance waiting for the write lock would start from this one's half-way version.
+    connection.begin()
     _configure(connection)
     with context.begin_transaction():
         if connection.dialect.name == "postgresql":

@@ -28,7 +28,7 @@ async def fill(session, user_id: str) -> None:
     project = await pin_project(session, user_id, ProjectCreate(github_repo_name="octo/hello"))
     await create_task(session, user_id, TaskCreate(title="In project", project_id=project.id))
     await create_task(session, user_id, TaskCreate(title="Loose"))
-    await sync.start_sync(session, user_id, project.id, ["fetch"])
+    await sync.start_sync(session, user_id, project.id, ["fetch"], sync.Lease("instance-a", 30))
 
 
 async def test_erasure_removes_every_row_of_the_user_and_no_one_elses(db_session, owner, stranger):

@@ -17,6 +17,11 @@ down_revision: str | None = '0002'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# The SQLite rebuild of `tasks` reflects that table only. Resolving its foreign keys would reflect `users` too,
+# whose expression index uq_users_email_lower SQLAlchemy cannot reflect on SQLite (an SAWarning at every first
+# start); the rebuild needs only the referred column names, which the foreign keys carry.
+NO_REFERRED_TABLES = {'resolve_fks': False}
+
 
 def upgrade() -> None:
     op.create_table('pinned_projects',
@@ -41,13 +46,13 @@ def upgrade() -> None:
                     ['user_id', 'is_active', 'position'], unique=False)
     op.create_index('uq_pinned_projects_user_id_repo_lower', 'pinned_projects',
                     ['user_id', sa.text('lower(github_repo_name)')], unique=True)
-    with op.batch_alter_table('tasks', schema=None) as batch_op:
+    with op.batch_alter_table('tasks', schema=None, reflect_kwargs=NO_REFERRED_TABLES) as batch_op:
         batch_op.create_foreign_key(op.f('fk_tasks_project_id_pinned_projects'), 'pinned_projects',
                                     ['project_id'], ['id'], ondelete='SET NULL')
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('tasks', schema=None) as batch_op:
+    with op.batch_alter_table('tasks', schema=None, reflect_kwargs=NO_REFERRED_TABLES) as batch_op:
         batch_op.drop_constraint(op.f('fk_tasks_project_id_pinned_projects'), type_='foreignkey')
     op.drop_index('uq_pinned_projects_user_id_repo_lower', table_name='pinned_projects')
     op.drop_index('ix_pinned_projects_user_id_is_active_position', table_name='pinned_projects')
