@@ -99,12 +99,15 @@ async def current_user_id(user: CurrentUser) -> str:
     return user.id
 
 
-async def require_owner(
-    request: Request,
-    user_id: Annotated[str, Path(pattern=USER_ID_PATTERN, description="Your own user id (the token's subject)")],
-    user: CurrentUser,
-) -> str:
-    """The path's `user_id` must be the caller's: 403 before any data is read."""
+# Documented with its pattern but not validated on its own: ownership comes before validation (a malformed
+# `user_id` is not the caller's, 403), and an id equal to the caller's is valid by construction.
+UserIdPath = Annotated[
+    str, Path(description="Your own user id (the token's subject)", json_schema_extra={"pattern": USER_ID_PATTERN})
+]
+
+
+async def require_owner(request: Request, user_id: UserIdPath, user: CurrentUser) -> str:
+    """The path's `user_id` must be the caller's: 403 before any data is read or any parameter validated."""
     return ensure_owner(request, user, user_id)
 
 

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import iter_route_contexts
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import compile_path
 
 from backend.config import Settings, readable_message
 from backend.db import is_foreign_key_violation, violated_constraint
 from backend.envelope import ErrorEnvelope
 from backend.logging_setup import describe_exception
+from backend.routing import RouteTable, route_path
 
 log = logging.getLogger("taskdeck.errors")
 
@@ -37,7 +35,7 @@ class AppError(Exception):
         message: str | None = None,
         *,
         field: str | None = None,
-        details: list[dict[str, Any]] | None = None,
+        details: list[dict[str, Any]] | dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         self.message = message or self.message
@@ -185,16 +183,14 @@ def error_classes() -> list[type[AppError]]:
     return found
 
 
-def _envelope(exc: AppError, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def _envelope(exc: AppError) -> dict[str, Any]:
     error = {"code": exc.code, "message": exc.message, "field": exc.field, "details": exc.details}
-    return {"success": False, **(extra or {}), "error": error}
+    return {"success": False, "error": error}
 
 
-def render_error(exc: AppError, *, extra: Mapping[str, Any] | None = None) -> JSONResponse:
-    """The one place an error response is built: `exc`'s status, headers and envelope.
-
-    `extra` adds top-level members beside `error` (the health check's component states)."""
-    return JSONResponse(_envelope(exc, extra), status_code=exc.status_code, headers=exc.headers)
+def render_error(exc: AppError) -> JSONResponse:
+    """The one place an error response is built: `exc`'s status, headers and envelope."""
+    return JSONResponse(_envelope(exc), status_code=exc.status_code, headers=exc.headers)
 
 
 # The HTTPExceptions the framework raises (routing, static files, body reading, security schemes).
@@ -261,12 +257,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _allowed_methods(request: Request) -> str:
-    """Every method of every route on this path (Starlette's 405 names only the first route's)."""
-    methods: set[str] = set()
-    for route in iter_route_contexts(request.app.routes):
-        if route.path and route.methods and compile_path(route.path)[0].match(request.url.path):
-            methods |= route.methods
-    return ", ".join(sorted(methods))
+    """The methods of the path's own routes (backend/routing.py; Starlette's 405 names only the first route's)."""
+    return ", ".join(sorted(RouteTable.of(request.app).allowed(route_path(request.scope))))
 
 
 def render_unexpected(exc: BaseException) -> JSONResponse:

@@ -22,7 +22,9 @@ from backend.middleware import (
     CORS_METHODS,
     BodySizeLimitMiddleware,
     CORSMiddleware,
+    DeprecationMiddleware,
     ErrorRenderingMiddleware,
+    MethodNotAllowedMiddleware,
     RequestContextMiddleware,
     SecurityHeadersMiddleware,
 )
@@ -145,7 +147,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added innermost first. Errors are rendered innermost, so 413/429/500 responses still pass
     # through rate-limit headers and CORS. The request context gives every response (a CORS
     # preflight too) an id; security headers wrap even the 500 it renders for a middleware failure.
+    app.add_middleware(MethodNotAllowedMiddleware)  # 405s that routing alone would get wrong (backend/routing.py)
     app.add_middleware(ErrorRenderingMiddleware)
+    app.add_middleware(DeprecationMiddleware, successors=legacy.SUCCESSORS, since=legacy.DEPRECATED_SINCE)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.MAX_BODY_BYTES)
     app.add_middleware(RateLimitMiddleware, limiter=limiter)
     app.add_middleware(

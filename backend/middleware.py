@@ -8,7 +8,9 @@ import re
 import time
 import uuid
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from fastapi.routing import iter_route_contexts
 from starlette.datastructures import Headers, MutableHeaders
@@ -19,8 +21,9 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.docs import DOCS_CSP as DOCS_CSP  # re-exported: the header the docs paths get
-from backend.errors import CorsNotAllowed, PayloadTooLarge, render_error, render_unexpected
+from backend.errors import CorsNotAllowed, MethodNotAllowed, PayloadTooLarge, render_error, render_unexpected
 from backend.logging_setup import request_id_var
+from backend.routing import RouteTable, route_path
 
 access_log = logging.getLogger("taskdeck.access")
 
@@ -110,6 +113,54 @@ class ErrorRenderingMiddleware(HttpMiddleware):
         await call_rendering_errors(self.app, scope, receive, send)
 
 
+class MethodNotAllowedMiddleware(HttpMiddleware):
+    """405 with `Allow` where routing alone would hand a path to a less specific template than its own
+    (backend/routing.py): `PUT /api/{user_id}/tasks/search` is no task update with task id `search`."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        allowed = RouteTable.of(scope["app"]).refused(scope["method"], route_path(scope))
+        if allowed is None:
+            await self.app(scope, receive, send)
+            return
+        refused = MethodNotAllowed(headers={"Allow": ", ".join(sorted(allowed))})
+        await render_error(refused)(scope, receive, send)
+
+
+class DeprecationMiddleware(HttpMiddleware):
+    """Deprecated routes say so on every answer (RFC 9745, RFC 8288): `Deprecation: @<unix seconds>` and, once
+    the caller is known, `Link: <successor>; rel="successor-version"` with the caller's id and the request's
+    path parameters filled in. `successors`: (method, route path template) -> successor path template."""
+
+    def __init__(self, app: ASGIApp, *, successors: Mapping[tuple[str, str], str], since: datetime) -> None:
+        super().__init__(app)
+        self.successors = successors
+        self.deprecation = f"@{int(since.timestamp())}"
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                route = getattr(scope.get("route"), "path", None)
+                successor = self.successors.get((scope["method"], route)) if route else None
+                if successor is not None:
+                    headers = MutableHeaders(scope=message)
+                    headers["Deprecation"] = self.deprecation
+                    target = _fill(successor, scope)
+                    if target is not None:
+                        headers.append("Link", f'<{target}>; rel="successor-version"')
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+
+def _fill(template: str, scope: Scope) -> str | None:
+    """`template` with `{user_id}` the caller's id and every other parameter the request's; None without a caller."""
+    user_id = scope.get("state", {}).get("user_id")
+    if user_id is None:
+        return None
+    values = {**scope.get("path_params", {}), "user_id": user_id}
+    return re.sub(r"\{(\w+)\}", lambda m: quote(str(values[m[1]]), safe=""), template)
+
+
 CORS_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 CORS_HEADERS = [
     "Authorization",
@@ -129,6 +180,8 @@ CORS_EXPOSE = [
     "ETag",
     "Content-Disposition",
     "Idempotent-Replayed",
+    "Deprecation",
+    "Link",
 ]
 
 

@@ -79,10 +79,10 @@ def match_hits(header: str, etag: str) -> bool:
 async def check_if_match(if_match: str | None, raw_id: str, load: Callable[[int], Awaitable[Versioned]]) -> None:
     """With If-Match, load the row (under the lock the write takes next) and compare. Without, nothing.
 
-    Called from a route dependency on the request's session, so the comparison and the write run
-    in one transaction: PostgreSQL holds the row lock, SQLite the database write lock, until commit.
-    `raw_id` is the unvalidated path parameter, read as the route reads it: one the route refuses
-    ("abc", "²", beyond 32 bits) is left to the route's own 422; one it accepts ("+5") is checked.
+    Called as a write endpoint starts (routers/common.unchanged), after the request was validated, on the
+    request's session, so the comparison and the write run in one transaction: PostgreSQL holds the row
+    lock, SQLite the database write lock, until commit. `raw_id` is the path parameter as sent, read as the
+    route reads it ("+5" is 5); one the route refuses never gets here (its 422 comes first).
     """
     row_id = path_row_id(raw_id)
     if if_match is None or row_id is None:

@@ -69,6 +69,7 @@ class TestSimpleRequests:
         exposed = {h.strip().lower() for h in response.headers["Access-Control-Expose-Headers"].split(",")}
         assert {"x-request-id", "retry-after", "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"} <= exposed
         assert {"etag", "content-disposition"} <= exposed
+        assert {"deprecation", "link"} <= exposed  # a browser app can see it calls a deprecated route
 
     async def test_foreign_origin_gets_no_cors_headers(self, client: httpx.AsyncClient) -> None:
         response = await client.get("/health", headers={"Origin": FOREIGN})

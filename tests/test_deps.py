@@ -39,7 +39,8 @@ class TestOwnerDep:
         r = await client.get(f"/api/{user.id}/probe", headers={"Authorization": "Bearer nope"})
         assert_error(r, 401, "INVALID_TOKEN")
 
-    async def test_malformed_user_id(self, client, user):
-        r = await client.get("/api/" + "x" * 65 + "/probe", headers=user.headers)
-        error = assert_error(r, 422, "VALIDATION_ERROR")
-        assert error["field"] == "user_id"
+    async def test_malformed_user_id_is_not_the_callers(self, client, user):
+        """Ownership comes before validation (§9): a malformed `user_id` is someone else's, 403."""
+        for user_id in ("x" * 65, "not%20an%20id", "a.b"):
+            r = await client.get(f"/api/{user_id}/probe", headers=user.headers)
+            assert_error(r, 403, "FORBIDDEN")

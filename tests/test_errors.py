@@ -153,7 +153,7 @@ class TestRenderError:
             "error": {"code": "RATE_LIMITED", "message": "Too many requests", "field": None, "details": None},
         }
 
-    def test_field_details_and_extra_members(self):
+    def test_field_and_details(self):
         details = [{"field": "title", "message": "too short", "type": "string_too_short"}]
         body = json.loads(render_error(ValidationFailed("title: too short", field="title", details=details)).body)
         assert body["error"] == {
@@ -162,10 +162,19 @@ class TestRenderError:
             "field": "title",
             "details": details,
         }
-        outage = render_error(ServiceUnavailable("database unreachable", field="database"), extra={"data": {"x": 1}})
+        states = {"database": "down"}  # /health's component states: details need not be a list
+        outage = render_error(ServiceUnavailable("database unreachable", field="database", details=states))
         assert outage.status_code == 503
         assert outage.headers["retry-after"] == "5"
-        assert list(json.loads(outage.body)) == ["success", "data", "error"]
+        assert json.loads(outage.body) == {
+            "success": False,
+            "error": {
+                "code": "SERVICE_UNAVAILABLE",
+                "message": "database unreachable",
+                "field": "database",
+                "details": states,
+            },
+        }
 
 
 class TestValidation:

@@ -55,8 +55,9 @@ async def test_database_outage_and_recovery(cluster, data_dir):
             health = await client.get("/health")
             assert health.status_code == 503
             assert health.json()["success"] is False
-            assert health.json()["data"]["database"] == "down"
+            assert "data" not in health.json()
             assert health.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+            assert health.json()["error"]["details"]["database"] == "down"
             assert (await client.get("/health/live")).status_code == 200
 
             cluster.start()

@@ -374,9 +374,10 @@ class TestAPI4UnrestrictedResourceConsumption:
                     continue
                 checked.add(f"{op} {param['name']}")
                 url = op.url(user.id, ids)
-                response = await client.request(
-                    op.method, url, params={**op.example_query(), param["name"]: value}, headers=user.headers
-                )
+                params = {**op.example_query(), param["name"]: value}
+                # With a valid body where the operation takes one (`PUT .../projects/order` takes `limit` too).
+                body = op.example_body()
+                response = await client.request(op.method, url, params=params, json=body, headers=user.headers)
                 found.append(mismatch(op, response, 422, "VALIDATION_ERROR"))
         assert "GET /api/{user_id}/tasks limit" in checked  # limit=101
         assert failures(found) == []
@@ -441,11 +442,17 @@ class TestAPI5BrokenFunctionLevelAuthorization:
 
     async def test_undeclared_methods_are_405_with_allow(self, client, user):
         ids = await owned_resources(client, user, "own")
-        templates = [(compile_path(op.path)[0], op.method) for op in OPERATIONS]
+        # Of the templates matching a URL, the path is the most specific one's: literal segments 1, parameters 0,
+        # compared left to right (`/tasks/search` is not a `/tasks/{task_id}`, `/api/tasks` not an `/api/{user_id}`).
+        templates = [
+            (compile_path(op.path)[0], tuple(int(not s.startswith("{")) for s in op.path.split("/")), op.method)
+            for op in OPERATIONS
+        ]
         found, checked = [], 0
         for path in {op.path for op in OPERATIONS}:
             url = next(op for op in OPERATIONS if op.path == path).url(user.id, ids)
-            allowed = {method for regex, method in templates if regex.match(url)}
+            matching = [(key, method) for regex, key, method in templates if regex.match(url)]
+            allowed = {method for key, method in matching if key == max(key for key, _ in matching)}
             for method in {"GET", "POST", "PUT", "PATCH", "DELETE"} - allowed:
                 checked += 1
                 response = await client.request(method, url, headers=user.headers)

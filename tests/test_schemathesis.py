@@ -25,7 +25,6 @@ from schemathesis import Case, GenerationMode
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.openapi.checks import RejectedPositiveData
 from schemathesis.python import asgi
-from schemathesis.specs.openapi.checks import allow_header_conformance, unsupported_method
 from starlette.types import Receive, Scope, Send
 
 from backend.main import create_app
@@ -46,29 +45,10 @@ BUSINESS_RULES = {
     "github_repo_url": "must point at the same repository as github_repo_name",
 }
 
-# A literal segment that is also a value of a sibling template's parameter: other methods there reach the
-# template's handler (`/tasks/search` is `/tasks/{task_id}` for PUT), which answers its own documented 400/422,
-# not 405, and `Allow` names the methods of both routes.
-AMBIGUOUS_PATH_CHECKS = (unsupported_method, allow_header_conformance)
-
-# Documented exclusions: (method, path) -> checks not run there, and why.
-EXCLUDED_CHECKS: dict[tuple[str, str], tuple[tuple[Any, ...], str]] = {
-    ("GET", "/api/{user_id}/tasks/search"): (
-        AMBIGUOUS_PATH_CHECKS,
-        "PUT/PATCH/DELETE /tasks/search are routed to /tasks/{task_id} (task_id='search')",
-    ),
-    ("GET", "/api/tasks/search"): (AMBIGUOUS_PATH_CHECKS, "as above, on the earlier-draft path"),
-    ("PUT", "/api/{user_id}/projects/order"): (
-        AMBIGUOUS_PATH_CHECKS,
-        "GET/DELETE /projects/order are routed to /projects/{project_id} (project_id='order'): 422, not 405",
-    ),
-    ("GET", "/api/tasks"): (
-        AMBIGUOUS_PATH_CHECKS,
-        "DELETE /api/tasks is routed to DELETE /api/{user_id} (user_id='tasks', a reserved word: 403), "
-        "so `Allow` names DELETE too",
-    ),
-    ("POST", "/api/tasks"): (AMBIGUOUS_PATH_CHECKS, "as above"),
-}
+# Documented exclusions: (method, path) -> checks not run there, and why. None today: a literal segment that
+# a template's parameter could also match (`/tasks/search`, `/projects/order`, `/api/tasks`) answers 405
+# with its own `Allow` for the other methods (backend/routing.py).
+EXCLUDED_CHECKS: dict[tuple[str, str], tuple[tuple[Any, ...], str]] = {}
 
 # Headers that carry state from earlier responses (an ETag, a key already used with another body):
 # a stateless generator can only invent values the API rightly refuses (412, 422

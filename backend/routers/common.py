@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar, cast
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
@@ -37,6 +39,7 @@ TaskSearchQuery = Annotated[
 # Whose rows a route serves: `require_owner` (the path's user) or `current_user_id` (the token's).
 OwnerResolver = Callable[..., Awaitable[str]]
 RowLock = Callable[[AsyncSession, str, int], Awaitable[Versioned]]
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])  # an endpoint
 
 
 async def task_filters(
@@ -80,11 +83,6 @@ async def task_page(
     return page(items, total, limit, offset)
 
 
-def whole_list(items: list[Any]) -> dict[str, Any]:
-    """A list envelope holding the complete list (the project routes do not paginate)."""
-    return page(items, len(items), len(items), 0)
-
-
 def json_attachment(data: dict[str, Any], filename: str) -> Response:
     """An export as a JSON file download, saved under `filename`."""
     return Response(
@@ -94,34 +92,78 @@ def json_attachment(data: dict[str, Any], filename: str) -> Response:
     )
 
 
-def unchanged(param: str, lock: RowLock) -> list[Any]:
-    """Route dependencies: with `If-Match`, the row at path parameter `param` must still have that ETag.
+def unchanged(param: str, lock: RowLock) -> Callable[[F], F]:
+    """Decorate a write route: with `If-Match`, the row at path parameter `param` must still have that ETag.
 
-    `lock` loads the owner's row under the lock the write takes next (see check_if_match).
+    Checked as the endpoint starts, after FastAPI validated the path, query and body (a route dependency
+    would run before that validation, and a stale `If-Match` would hide a 422 behind a 412). `lock` loads
+    the owner's row under the lock the write takes next (see check_if_match): a missing row is 404, before 412.
     """
 
-    async def check(request: Request, session: SessionDep, owner_id: CallerId, if_match: IfMatch = None) -> None:
-        await check_if_match(if_match, request.path_params[param], lambda row_id: lock(session, owner_id, row_id))
+    async def precondition(
+        request: Request, session: SessionDep, owner_id: CallerId, if_match: IfMatch = None
+    ) -> Callable[[], Awaitable[None]]:
+        load = partial(lock, session, owner_id)
+        return partial(check_if_match, if_match, request.path_params[param], load)
 
-    return [Depends(check)]
+    def decorate(endpoint: F) -> F:
+        signature = inspect.signature(endpoint)
+        check = inspect.Parameter(
+            _PRECONDITION,
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=Annotated[Callable[[], Awaitable[None]], Depends(precondition)],
+        )
+
+        @functools.wraps(endpoint)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            await kwargs.pop(_PRECONDITION)()
+            return await endpoint(*args, **kwargs)
+
+        wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=[*signature.parameters.values(), check]
+        )
+        return cast(F, wrapper)
+
+    return decorate
 
 
+_PRECONDITION = "_if_match_precondition"
 TaskUnchanged = unchanged("task_id", partial(task_service.get_task, for_update=True))
 ProjectUnchanged = unchanged("project_id", partial(project_service.get_project, active=True, for_update=True))
 
 
-def mirror(source: APIRouter, target: APIRouter, paths: dict[str, str]) -> None:
+# How an earlier-draft route says it is deprecated (RFC 9745, RFC 8288), documented on its success answer.
+DEPRECATION_HEADERS: dict[str, dict[str, Any]] = {
+    "Deprecation": {
+        "description": "When this route was deprecated (RFC 9745): `@` and Unix seconds",
+        "required": True,
+        "schema": {"type": "string", "examples": ["@1795219200"]},
+    },
+    "Link": {
+        "description": "The current route for this request: "
+        '`</api/{user_id}/...>; rel="successor-version"` with your user id and the resource id filled in',
+        "required": True,
+        "schema": {"type": "string", "examples": ['</api/u1/tasks/7>; rel="successor-version"']},
+    },
+}
+
+
+def mirror(source: APIRouter, target: APIRouter, paths: dict[str, str]) -> dict[tuple[str, str], str]:
     """Serve some of `source`'s operations again on `target`, at the paths `paths` maps them to
     (`"METHOD /path"` under source's prefix -> path under target's): the same endpoint functions and
     documentation, `legacy_` operation ids, and target's own tags and router dependencies instead of
     source's. Used for the earlier drafts' routes (routers/legacy.py); routes keep source's order.
+
+    Answers each mirrored route's successor: `(method, target path template) -> source path template`.
     """
+    successors: dict[tuple[str, str], str] = {}
     for route in source.routes:
         assert isinstance(route, APIRoute)
         for method in sorted(route.methods or ()):
             key = f"{method} {route.path.removeprefix(source.prefix)}"
             if key not in paths:
                 continue
+            success = route.status_code or 200
             target.add_api_route(
                 paths[key],
                 route.endpoint,
@@ -131,7 +173,12 @@ def mirror(source: APIRouter, target: APIRouter, paths: dict[str, str]) -> None:
                 summary=route.summary,
                 description=route.description,
                 operation_id=f"legacy_{route.operation_id}",
-                responses=route.responses,
+                responses={
+                    **route.responses,
+                    success: {**route.responses.get(success, {}), "headers": DEPRECATION_HEADERS},
+                },
                 dependencies=[d for d in route.dependencies if d not in source.dependencies],
                 openapi_extra=route.openapi_extra,
             )
+            successors[(method, target.prefix + paths[key])] = route.path
+    return successors

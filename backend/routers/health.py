@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.config import VERSION
 from backend.db import ping
-from backend.envelope import Envelope, ErrorBody
+from backend.envelope import Envelope
 from backend.errors import ServiceUnavailable, render_error
 from backend.models.common import RESPONSE_CONFIG
 
@@ -104,15 +104,24 @@ class LiveEnvelope(Envelope[LiveStatus]):
     pass
 
 
+class HealthError(BaseModel):
+    """The 503's `error`: the error envelope's fields, with the component states in `details`."""
+
+    model_config = RESPONSE_CONFIG
+
+    code: Literal["SERVICE_UNAVAILABLE"] = "SERVICE_UNAVAILABLE"
+    message: str = Field(examples=["database unreachable"])
+    field: str | None = Field(description="The failing component", examples=["database"])
+    details: HealthStatus
+
+
 class HealthOutage(BaseModel):
-    """The 503 body: the component states, plus the error envelope's `error`."""
+    """The 503 body: the error envelope (no `data`), the component states in `error.details`."""
 
     model_config = RESPONSE_CONFIG
 
     success: Literal[False] = False
-    data: HealthStatus
-    message: None = None
-    error: ErrorBody
+    error: HealthError
 
 
 @router.get(
@@ -128,19 +137,17 @@ class HealthOutage(BaseModel):
                 "application/json": {
                     "example": {
                         "success": False,
-                        "data": {
-                            "status": "unavailable",
-                            "database": "down",
-                            "redis": "ok",
-                            "redis_breaker": "closed",
-                            "version": VERSION,
-                        },
-                        "message": None,
                         "error": {
                             "code": ServiceUnavailable.code,
                             "message": "database unreachable",
                             "field": "database",
-                            "details": None,
+                            "details": {
+                                "status": "unavailable",
+                                "database": "down",
+                                "redis": "ok",
+                                "redis_breaker": "closed",
+                                "version": VERSION,
+                            },
                         },
                     }
                 }
@@ -149,7 +156,8 @@ class HealthOutage(BaseModel):
     },
 )
 async def health(request: Request) -> Any:
-    """200 while the database answers; 503 with the failing component otherwise. Redis down is degraded, not fatal."""
+    """200 while the database answers; otherwise 503 in the error envelope, `error.field` the failing component and
+    `error.details` every component's state. Redis down is degraded, not fatal."""
     # Checked at most once per HEALTH_CACHE_SECONDS (1 s) per process: see HealthCache.
     database, redis = await request.app.state.health.states(request.app.state)
     healthy = database == "ok"
@@ -160,9 +168,8 @@ async def health(request: Request) -> Any:
         "redis_breaker": _breaker(request.app.state),  # read now, no I/O: never cached, never slow
         "version": VERSION,
     }
-    if not healthy:  # 503 with `Retry-After: 5`, the component states beside the error
-        outage = ServiceUnavailable("database unreachable", field="database")
-        return render_error(outage, extra={"data": data, "message": None})
+    if not healthy:  # 503 with `Retry-After: 5`, the component states in the error's details
+        return render_error(ServiceUnavailable("database unreachable", field="database", details=data))
     return JSONResponse({"success": True, "data": data, "message": None})
 
 

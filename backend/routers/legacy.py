@@ -1,22 +1,31 @@
 """The earlier drafts' routes: `/api/tasks...` and `/api/projects/...`, owned by the token's user.
 
-Deprecated in the OpenAPI document and kept for old clients. They are the very operations of
-routers/tasks.py and routers/projects.py (same endpoint functions, dependencies and documentation),
-served at the earlier paths without `{user_id}`: whose data it is comes from the token alone.
+Deprecated in the OpenAPI document and kept for old clients; every answer says so with `Deprecation` and
+`Link: <successor>; rel="successor-version"` (middleware.DeprecationMiddleware, from SUCCESSORS below).
+They are the very operations of routers/tasks.py and routers/projects.py (same endpoint functions,
+dependencies and documentation), served at the earlier paths without `{user_id}`: whose data it is comes
+from the token alone.
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 from fastapi import APIRouter
 
 from backend.routers import projects, tasks
 from backend.routers.common import mirror
 
+# When the routes below were deprecated: the first release, which already had `/api/{user_id}/...`.
+DEPRECATED_SINCE = datetime(2026, 11, 21, tzinfo=UTC)
+
 # Two routers, so main.py can keep each where the earlier drafts' routes always were.
 tasks_router = APIRouter(prefix="/api/tasks", tags=["tasks (earlier drafts)"], deprecated=True)
 projects_router = APIRouter(prefix="/api/projects", tags=["projects (earlier drafts)"], deprecated=True)
 
-mirror(
+# (method, earlier path template) -> the `/api/{user_id}/...` template serving the same operation.
+SUCCESSORS: dict[tuple[str, str], str] = {}
+SUCCESSORS |= mirror(
     tasks.router,
     tasks_router,
     {
@@ -29,7 +38,7 @@ mirror(
         "DELETE /{task_id}": "/{task_id}",
     },
 )
-mirror(
+SUCCESSORS |= mirror(
     projects.router,
     projects_router,
     {

@@ -10,12 +10,20 @@ from fastapi.responses import Response
 
 from backend import openapi_examples as examples
 from backend.deps import CallerId, SessionDep, require_owner
-from backend.envelope import MessageEnvelope, ProjectEnvelope, ProjectListEnvelope, ok
+from backend.envelope import MessageEnvelope, ProjectEnvelope, ProjectListEnvelope, ok, page
 from backend.errors import responses
 from backend.idempotency import idempotent
 from backend.models.project import ProjectCreate, ProjectOrder, ProjectUpdate
 from backend.resource import NOT_MODIFIED, ReadDep, WriteDep
-from backend.routers.common import OWNED, WITH_BODY, ProjectUnchanged, RowIdPath, json_attachment, whole_list
+from backend.routers.common import (
+    OWNED,
+    WITH_BODY,
+    LimitQuery,
+    OffsetQuery,
+    ProjectUnchanged,
+    RowIdPath,
+    json_attachment,
+)
 from backend.services import export as export_service
 from backend.services import projects as project_service
 
@@ -35,9 +43,12 @@ def _export_response(export: dict[str, Any]) -> Response:
     operation_id="list_projects",
     responses={200: examples.PROJECTS, **responses(*OWNED)},
 )
-async def list_projects(owner_id: CallerId, session: SessionDep) -> dict[str, Any]:
-    """Active pins in dashboard order (`position`, then `pinned_at`)."""
-    return whole_list(await project_service.list_projects(session, owner_id))
+async def list_projects(
+    owner_id: CallerId, session: SessionDep, limit: LimitQuery = 50, offset: OffsetQuery = 0
+) -> dict[str, Any]:
+    """Active pins in dashboard order (`position`, then `pinned_at`), paginated; `meta.total` counts them all."""
+    projects, total = await project_service.page_projects(session, owner_id, limit, offset)
+    return page(projects, total, limit, offset)
 
 
 @router.post(
@@ -68,13 +79,19 @@ async def pin_project(
     responses=responses(400, 401, 403, 413, 422, 429, 503),
 )
 async def reorder_projects(
-    owner_id: CallerId, payload: ProjectOrder, session: SessionDep, live: WriteDep
+    owner_id: CallerId,
+    payload: ProjectOrder,
+    session: SessionDep,
+    live: WriteDep,
+    limit: LimitQuery = 50,
+    offset: OffsetQuery = 0,
 ) -> dict[str, Any]:
-    """`project_ids` lists every pinned project once, in the new order."""
+    """`project_ids` lists every pinned project once, in the new order. Answers a page of the new order,
+    as `GET` with the same `limit` and `offset` would."""
     projects = await project_service.reorder_projects(session, owner_id, payload.project_ids)
     for project in projects:
         await live.changed(project, "project.updated", tag=False)
-    return whole_list(projects)
+    return page(projects[offset : offset + limit], len(projects), limit, offset)
 
 
 @router.get(
@@ -113,8 +130,8 @@ async def export_project(owner_id: CallerId, project_id: RowIdPath, session: Ses
     summary="Update a pinned project",
     operation_id="update_project",
     responses=responses(*WITH_BODY, 412),
-    dependencies=ProjectUnchanged,
 )
+@ProjectUnchanged
 async def update_project(
     owner_id: CallerId, project_id: RowIdPath, payload: ProjectUpdate, session: SessionDep, live: WriteDep
 ) -> dict[str, Any]:
@@ -129,8 +146,8 @@ async def update_project(
     summary="Unpin a project",
     operation_id="unpin_project",
     responses=responses(*OWNED, 412),
-    dependencies=ProjectUnchanged,
 )
+@ProjectUnchanged
 async def unpin_project(
     owner_id: CallerId, project_id: RowIdPath, session: SessionDep, live: WriteDep
 ) -> dict[str, Any]:

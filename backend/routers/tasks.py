@@ -109,7 +109,6 @@ async def get_task(owner_id: CallerId, task_id: RowIdPath, session: SessionDep, 
     summary="Update a task (partial body accepted)",
     operation_id="replace_task",
     responses=responses(*WITH_BODY, 412),
-    dependencies=TaskUnchanged,
 )
 @router.patch(
     "/{task_id}",
@@ -117,8 +116,8 @@ async def get_task(owner_id: CallerId, task_id: RowIdPath, session: SessionDep, 
     summary="Update some fields of a task",
     operation_id="update_task",
     responses=responses(*WITH_BODY, 412),
-    dependencies=TaskUnchanged,
 )
+@TaskUnchanged
 async def update_task(
     owner_id: CallerId,
     task_id: RowIdPath,
@@ -137,8 +136,8 @@ async def update_task(
     summary="Complete or reopen a task",
     operation_id="complete_task",
     responses=responses(*WITH_BODY, 412),
-    dependencies=TaskUnchanged,
 )
+@TaskUnchanged
 async def complete_task(
     owner_id: CallerId,
     task_id: RowIdPath,
@@ -158,8 +157,8 @@ async def complete_task(
     summary="Delete a task",
     operation_id="delete_task",
     responses=responses(*OWNED, 412),
-    dependencies=TaskUnchanged,
 )
+@TaskUnchanged
 async def delete_task(owner_id: CallerId, task_id: RowIdPath, session: SessionDep, live: WriteDep) -> dict[str, Any]:
     """Deletes for good."""
     await task_service.delete_task(session, owner_id, task_id)

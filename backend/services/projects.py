@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
 
 from backend.db import flush_unique, lock_user_row, save
 from backend.errors import NotFound, PinLimitReached, ProjectAlreadyPinned, ValidationFailed
@@ -16,14 +19,28 @@ def _already_pinned() -> ProjectAlreadyPinned:
     return ProjectAlreadyPinned(field="github_repo_name")
 
 
-async def list_projects(session: AsyncSession, owner_id: str) -> list[Project]:
-    """The owner's active pins in dashboard order."""
-    query = (
+def _active_pins(owner_id: str) -> tuple[Any, ...]:
+    return (Project.user_id == owner_id, col(Project.is_active).is_(True))
+
+
+def _dashboard_order(owner_id: str) -> SelectOfScalar[Project]:
+    return (
         select(Project)
-        .where(Project.user_id == owner_id, col(Project.is_active).is_(True))
+        .where(*_active_pins(owner_id))
         .order_by(col(Project.position), col(Project.pinned_at), col(Project.id))
     )
-    return list((await session.exec(query)).all())
+
+
+async def list_projects(session: AsyncSession, owner_id: str) -> list[Project]:
+    """The owner's active pins in dashboard order."""
+    return list((await session.exec(_dashboard_order(owner_id))).all())
+
+
+async def page_projects(session: AsyncSession, owner_id: str, limit: int, offset: int) -> tuple[list[Project], int]:
+    """One page of the owner's active pins in dashboard order, and how many there are in all."""
+    total = (await session.exec(select(func.count()).select_from(Project).where(*_active_pins(owner_id)))).one()
+    page = (await session.exec(_dashboard_order(owner_id).limit(limit).offset(offset))).all()
+    return list(page), int(total)
 
 
 async def get_project(

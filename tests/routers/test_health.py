@@ -7,11 +7,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import event
 
 from backend.config import VERSION, Settings
+from backend.main import create_app
+from tests.conftest import assert_error, make_settings
 
 
 @contextmanager
@@ -46,6 +49,36 @@ class TestHealth:
             },
             "message": None,
         }
+
+    async def test_database_down_is_the_error_envelope_with_the_states_in_details(self, tmp_path):
+        """A database that cannot be opened (a SQLite "file" that is a folder): 503, `error` and no `data`."""
+        (tmp_path / "taskdeck.db").mkdir()
+        app = create_app(make_settings(f"sqlite:///{tmp_path / 'taskdeck.db'}", tmp_path))
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            r = await client.get("/health")
+        await app.state.engine.dispose()
+        error = assert_error(r, 503, "SERVICE_UNAVAILABLE")
+        assert r.headers["retry-after"] == "5"
+        assert r.json() == {"success": False, "error": error}
+        assert error["field"] == "database"
+        assert error["details"] == {
+            "status": "unavailable",
+            "database": "down",
+            "redis": "disabled",
+            "redis_breaker": "disabled",
+            "version": VERSION,
+        }
+
+    def test_the_outage_is_documented_as_it_is_sent(self, app):
+        schema = app.openapi()
+        response = schema["paths"]["/health"]["get"]["responses"]["503"]
+        ref = response["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+        envelope = schema["components"]["schemas"][ref]
+        assert set(envelope["properties"]) == {"success", "error"}
+        example = response["content"]["application/json"]["example"]
+        assert set(example) == {"success", "error"}
+        assert example["error"]["details"]["database"] == "down"
 
 
 @pytest.mark.committing  # concurrent requests on one app

@@ -222,7 +222,7 @@ class TestListProjects:
         await pin(client, other_user, "octo/not-mine")
         body = await listing(client, user)
         assert [p["id"] for p in body["data"]] == [first["id"], third["id"], second["id"]]
-        assert body["meta"] == {"total": 3, "limit": 3, "offset": 0}
+        assert body["meta"] == {"total": 3, "limit": 50, "offset": 0}  # the page size, not the count
 
 
 class TestUpdateProject:
