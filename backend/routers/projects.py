@@ -66,7 +66,9 @@ async def pin_project(
     session: SessionDep,
     live: WriteDep,
 ) -> dict[str, Any]:
-    """`owner/repo` with GitHub's naming rules; 409 when already pinned or at the 50-pin limit."""
+    """`owner/repo` with GitHub's naming rules; 409 when already pinned or at the 50-pin limit.
+
+    Pinning an unpinned repository again brings back its project: the same id, tasks and sync history."""
     project = await project_service.pin_project(session, owner_id, payload)
     return ok(await live.changed(project, "project.pinned"), "Project pinned")
 
@@ -102,7 +104,7 @@ async def reorder_projects(
     responses={**responses(*OWNED), **NOT_MODIFIED},
 )
 async def get_project(owner_id: CallerId, project_id: RowIdPath, session: SessionDep, live: ReadDep) -> Any:
-    """One of your projects, pinned or unpinned, with its `ETag`; someone else's id is 404."""
+    """One of your pinned projects, with its `ETag`; an unpinned project or someone else's is 404."""
     return live.read(await project_service.get_project(session, owner_id, project_id))
 
 
@@ -151,7 +153,8 @@ async def update_project(
 async def unpin_project(
     owner_id: CallerId, project_id: RowIdPath, session: SessionDep, live: WriteDep
 ) -> dict[str, Any]:
-    """The project leaves the dashboard; its tasks and history stay, and pinning it again brings it back."""
+    """The project is gone: 404 on every route of it and absent from lists. Its tasks keep their link and its
+    sync history is kept, so pinning the same repository again brings back the same id with both."""
     await project_service.unpin_project(session, owner_id, project_id)
     await live.removed("project.unpinned", project_id)
     return ok(None, "Project unpinned")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import func
+from sqlalchemy import ColumnElement, func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
@@ -19,37 +17,35 @@ def _already_pinned() -> ProjectAlreadyPinned:
     return ProjectAlreadyPinned(field="github_repo_name")
 
 
-def _active_pins(owner_id: str) -> tuple[Any, ...]:
-    return (Project.user_id == owner_id, col(Project.is_active).is_(True))
+def _pinned_of(owner_id: str) -> tuple[ColumnElement[bool], ...]:
+    """The owner's pinned projects. An unpinned one is gone for every route (contract §9): reads, updates,
+    sync runs, exports and task links all start from here; only a re-pin (and the account export) sees it."""
+    return col(Project.user_id) == owner_id, col(Project.is_active).is_(True)
 
 
 def _dashboard_order(owner_id: str) -> SelectOfScalar[Project]:
     return (
         select(Project)
-        .where(*_active_pins(owner_id))
+        .where(*_pinned_of(owner_id))
         .order_by(col(Project.position), col(Project.pinned_at), col(Project.id))
     )
 
 
 async def list_projects(session: AsyncSession, owner_id: str) -> list[Project]:
-    """The owner's active pins in dashboard order."""
+    """The owner's pins in dashboard order."""
     return list((await session.exec(_dashboard_order(owner_id))).all())
 
 
 async def page_projects(session: AsyncSession, owner_id: str, limit: int, offset: int) -> tuple[list[Project], int]:
-    """One page of the owner's active pins in dashboard order, and how many there are in all."""
-    total = (await session.exec(select(func.count()).select_from(Project).where(*_active_pins(owner_id)))).one()
+    """One page of the owner's pins in dashboard order, and how many there are in all."""
+    total = (await session.exec(select(func.count()).select_from(Project).where(*_pinned_of(owner_id)))).one()
     page = (await session.exec(_dashboard_order(owner_id).limit(limit).offset(offset))).all()
     return list(page), int(total)
 
 
-async def get_project(
-    session: AsyncSession, owner_id: str, project_id: int, *, active: bool = False, for_update: bool = False
-) -> Project:
-    """The owner's project (pinned or not, unless `active`), or NotFound."""
-    query = select(Project).where(Project.id == project_id, Project.user_id == owner_id)
-    if active:
-        query = query.where(col(Project.is_active).is_(True))
+async def get_project(session: AsyncSession, owner_id: str, project_id: int, *, for_update: bool = False) -> Project:
+    """The owner's pinned project, or NotFound (unpinned, someone else's or missing alike)."""
+    query = select(Project).where(Project.id == project_id, *_pinned_of(owner_id))
     if for_update:
         query = query.with_for_update()
     project = (await session.exec(query)).first()
@@ -59,8 +55,8 @@ async def get_project(
 
 
 async def ensure_project(session: AsyncSession, owner_id: str, project_id: int) -> None:
-    """A task may only point at one of its owner's projects."""
-    query = select(Project.id).where(Project.id == project_id, Project.user_id == owner_id)
+    """A task may only be linked to one of its owner's pinned projects."""
+    query = select(Project.id).where(Project.id == project_id, *_pinned_of(owner_id))
     if (await session.exec(query)).first() is None:
         raise ValidationFailed("project_id: no such project", field="project_id")
 
@@ -80,11 +76,7 @@ async def pin_project(session: AsyncSession, owner_id: str, payload: ProjectCrea
     if existing is not None and existing.is_active:
         raise _already_pinned()
     active = (
-        await session.exec(
-            select(func.count(), func.max(col(Project.position))).where(
-                Project.user_id == owner_id, col(Project.is_active).is_(True)
-            )
-        )
+        await session.exec(select(func.count(), func.max(col(Project.position))).where(*_pinned_of(owner_id)))
     ).one()
     count, last_position = int(active[0]), active[1]
     if count >= MAX_ACTIVE_PINS:
@@ -108,13 +100,13 @@ async def pin_project(session: AsyncSession, owner_id: str, payload: ProjectCrea
 
 
 async def update_project(session: AsyncSession, owner_id: str, project_id: int, payload: ProjectUpdate) -> Project:
-    project = await get_project(session, owner_id, project_id, active=True, for_update=True)
+    project = await get_project(session, owner_id, project_id, for_update=True)
     return await save(session, project, payload.model_dump(exclude_unset=True) | {"last_updated": utcnow()})
 
 
 async def unpin_project(session: AsyncSession, owner_id: str, project_id: int) -> None:
     """Unpin keeps the row, so its tasks and sync history survive and a re-pin brings it back."""
-    project = await get_project(session, owner_id, project_id, active=True, for_update=True)
+    project = await get_project(session, owner_id, project_id, for_update=True)
     await save(session, project, {"is_active": False, "last_updated": utcnow()})
 
 

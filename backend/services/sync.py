@@ -93,8 +93,11 @@ async def _active_run(session: AsyncSession, project_id: int) -> SyncRun | None:
 async def start_sync(
     session: AsyncSession, owner_id: str, project_id: int, stage_names: list[str], lease: Lease
 ) -> tuple[SyncRun, bool]:
-    """Queue a run for a pinned project, leased to this instance: (run, True); or (the project's active run, False)."""
-    await get_project(session, owner_id, project_id, active=True)
+    """Queue a run for a pinned project, leased to this instance: (run, True); or (the project's active run, False).
+
+    Unpinning does not stop a run already queued or running: it finishes on the (hidden) project,
+    and a re-pin shows its result and history."""
+    await get_project(session, owner_id, project_id)
     existing = await _active_run(session, project_id)
     if existing is not None:
         return existing, False
@@ -117,6 +120,8 @@ async def start_sync(
 
 
 async def get_run(session: AsyncSession, owner_id: str, project_id: int, run_id: int) -> SyncRun:
+    """One run of a pinned project (an unpinned project's runs are NotFound until it is pinned again)."""
+    await get_project(session, owner_id, project_id)
     query = select(SyncRun).where(SyncRun.id == run_id, SyncRun.project_id == project_id, SyncRun.user_id == owner_id)
     run = (await session.exec(query)).first()
     if run is None:
@@ -127,7 +132,7 @@ async def get_run(session: AsyncSession, owner_id: str, project_id: int, run_id:
 async def list_runs(
     session: AsyncSession, owner_id: str, project_id: int, limit: int, offset: int
 ) -> tuple[list[SyncRun], int]:
-    """The project's runs, newest first (pinned or unpinned project; someone else's is NotFound)."""
+    """The pinned project's runs, newest first (an unpinned or someone else's project is NotFound)."""
     await get_project(session, owner_id, project_id)
     count = select(func.count()).select_from(SyncRun).where(*_of_project(owner_id, project_id))
     total = (await session.exec(count)).one()

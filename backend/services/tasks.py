@@ -156,7 +156,8 @@ async def create_task(session: AsyncSession, owner_id: str, payload: TaskCreate)
 async def update_task(session: AsyncSession, owner_id: str, task_id: int, payload: TaskUpdate) -> Task:
     task = await get_task(session, owner_id, task_id, for_update=True)
     changes = payload.model_dump(exclude_unset=True)
-    if changes.get("project_id") is not None:
+    # A new link must name a pinned project; the current one is kept even while its project is unpinned.
+    if changes.get("project_id") is not None and changes["project_id"] != task.project_id:
         await ensure_project(session, owner_id, changes["project_id"])
     changes.update(_completion(task, changes.pop("status", None), changes.pop("completed", None)))
     return await save(session, task, changes | {"updated_at": utcnow()})

@@ -137,7 +137,7 @@ class TestProjectETag:
         assert_error(await client.delete(url, headers=with_header(user, "If-Match", etag)), 412, "PRECONDITION_FAILED")
         assert (await client.get(url, headers=user.headers)).json()["data"]["display_name"] == "Mine"
         assert (await client.delete(url, headers=with_header(user, "If-Match", new))).status_code == 200
-        assert (await client.get(url, headers=user.headers)).json()["data"]["is_active"] is False
+        assert_error(await client.get(url, headers=user.headers), 404, "NOT_FOUND")  # unpinned is gone
 
     async def test_reorder_changes_the_etags_of_moved_projects(self, client, user):
         first = (await make_project(client, user, "octo/one")).json()["data"]["id"]

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from tests.conftest import UserCtx, assert_error, make_user
+from tests.factories import make_task, post_project
 from tests.factories import pin_project as pin
 
 
@@ -158,8 +159,9 @@ class TestPinProject:
         unpinned = await client.delete(f"/api/{user.id}/projects/{project['id']}", headers=user.headers)
         assert unpinned.json() == {"success": True, "data": None, "message": "Project unpinned"}
         assert (await listing(client, user))["meta"]["total"] == 0
-        still = await client.get(f"/api/{user.id}/projects/{project['id']}", headers=user.headers)
-        assert still.json()["data"]["is_active"] is False
+        assert_error(
+            await client.get(f"/api/{user.id}/projects/{project['id']}", headers=user.headers), 404, "NOT_FOUND"
+        )
         assert_error(
             await client.delete(f"/api/{user.id}/projects/{project['id']}", headers=user.headers), 404, "NOT_FOUND"
         )
@@ -349,3 +351,125 @@ class TestLegacyRoutes:
         assert unpinned.json()["message"] == "Project unpinned"
         assert (await client.get("/api/projects/pinned", headers=user.headers)).json()["data"] == []
         assert_error(await client.get("/api/projects/pinned"), 401, "NOT_AUTHENTICATED")
+
+
+# Every route that names one project (its sync runs: tests/routers/test_sync.py, which runs them).
+PROJECT_ROUTES = [
+    ("GET", "/api/{uid}/projects/{pid}", None),
+    ("PUT", "/api/{uid}/projects/{pid}", {"display_name": "x"}),
+    ("DELETE", "/api/{uid}/projects/{pid}", None),
+    ("GET", "/api/{uid}/projects/{pid}/export", None),
+    ("POST", "/api/{uid}/projects/{pid}/sync", None),
+    ("GET", "/api/{uid}/projects/{pid}/sync", None),
+    ("PUT", "/api/projects/pinned/{pid}", {"display_name": "x"}),
+    ("DELETE", "/api/projects/unpin/{pid}", None),
+]
+UNPIN_ROUTES = ["/api/{uid}/projects/{pid}", "/api/projects/unpin/{pid}"]
+PIN_ROUTES = ["/api/{uid}/projects", "/api/projects/pin"]
+
+
+async def unpin(client, user: UserCtx, project_id: int, route: str = UNPIN_ROUTES[0]) -> None:
+    response = await client.delete(route.format(uid=user.id, pid=project_id), headers=user.headers)
+    assert response.status_code == 200, response.text
+
+
+async def repin(client, user: UserCtx, repo: str, route: str = PIN_ROUTES[0]) -> dict:
+    response = await client.post(route.format(uid=user.id), json={"github_repo_name": repo}, headers=user.headers)
+    assert response.status_code == 201, response.text
+    return response.json()["data"]
+
+
+class TestUnpinnedIsGone:
+    """Contract §9: after DELETE the project answers 404 everywhere and is in no list, until pinned again."""
+
+    @pytest.mark.parametrize("route", UNPIN_ROUTES)
+    async def test_every_route_of_an_unpinned_project_is_404(self, client, user, route):
+        created = await post_project(client, user, "octo/hidden", display_name="Hidden name")
+        project, etag = created.json()["data"], created.headers["etag"]
+        await unpin(client, user, project["id"], route)
+        for method, path, body in PROJECT_ROUTES:
+            url = path.format(uid=user.id, pid=project["id"])
+            response = await client.request(method, url, json=body, headers=user.headers)
+            assert_error(response, 404, "NOT_FOUND")
+            assert "Hidden name" not in response.text, (method, path)
+        # A cached copy is not revalidated (304) nor a precondition checked (412): the project is gone.
+        url = f"/api/{user.id}/projects/{project['id']}"
+        assert_error(await client.get(url, headers={**user.headers, "If-None-Match": etag}), 404, "NOT_FOUND")
+        conditional = await client.put(url, json={"position": 3}, headers={**user.headers, "If-Match": etag})
+        assert_error(conditional, 404, "NOT_FOUND")
+
+    @pytest.mark.parametrize("route", UNPIN_ROUTES)
+    async def test_an_unpinned_project_is_in_no_list(self, client, user, route):
+        kept = await pin(client, user, "octo/kept")
+        gone = await pin(client, user, "octo/gone")
+        await unpin(client, user, gone["id"], route)
+        for path in ("/api/{uid}/projects", "/api/projects/pinned"):
+            body = (await client.get(path.format(uid=user.id), headers=user.headers)).json()
+            assert [p["id"] for p in body["data"]] == [kept["id"]], path
+            assert body["meta"]["total"] == 1
+        # The dashboard order lists pinned projects only: naming the unpinned one is refused.
+        reorder = await client.put(
+            f"/api/{user.id}/projects/order", json={"project_ids": [kept["id"], gone["id"]]}, headers=user.headers
+        )
+        assert assert_error(reorder, 422, "VALIDATION_ERROR")["field"] == "project_ids"
+        ordered = await client.put(
+            f"/api/{user.id}/projects/order", json={"project_ids": [kept["id"]]}, headers=user.headers
+        )
+        assert [p["id"] for p in ordered.json()["data"]] == [kept["id"]]
+
+    @pytest.mark.parametrize("route", PIN_ROUTES)
+    async def test_repin_brings_back_the_same_id_and_its_tasks(self, client, user, route):
+        project = await pin(client, user, "octo/back", display_name="Back", description="kept")
+        task = await make_task(client, user, title="linked", project_id=project["id"])
+        await unpin(client, user, project["id"])
+        again = await repin(client, user, "Octo/Back", route)
+        assert again["id"] == project["id"]
+        assert (again["display_name"], again["description"], again["is_active"]) == ("Back", "kept", True)
+        fetched = await client.get(f"/api/{user.id}/projects/{project['id']}", headers=user.headers)
+        assert fetched.json()["data"]["id"] == project["id"]
+        assert [p["id"] for p in (await listing(client, user))["data"]] == [project["id"]]
+        tasks = await client.get(f"/api/{user.id}/tasks", params={"project_id": project["id"]}, headers=user.headers)
+        assert [t["id"] for t in tasks.json()["data"]] == [task["id"]]
+        export = await client.get(f"/api/{user.id}/projects/{project['id']}/export", headers=user.headers)
+        assert [t["id"] for t in export.json()["tasks"]] == [task["id"]]
+
+    async def test_a_task_keeps_its_link_but_no_new_task_can_link_an_unpinned_project(self, client, user):
+        project = await pin(client, user, "octo/linked")
+        task = await make_task(client, user, title="linked", project_id=project["id"])
+        other = await make_task(client, user, title="other")
+        await unpin(client, user, project["id"])
+        # The task still says where it belongs, so that a re-pin brings it back with the project.
+        url = f"/api/{user.id}/tasks/{task['id']}"
+        assert (await client.get(url, headers=user.headers)).json()["data"]["project_id"] == project["id"]
+        filtered = await client.get(f"/api/{user.id}/tasks", params={"project_id": project["id"]}, headers=user.headers)
+        assert [t["id"] for t in filtered.json()["data"]] == [task["id"]]
+        # Sending the task back as it was read keeps working; pointing a task at the project anew does not.
+        resent = await client.put(url, json={"title": "renamed", "project_id": project["id"]}, headers=user.headers)
+        assert resent.status_code == 200, resent.text
+        assert resent.json()["data"]["project_id"] == project["id"]
+        refused = [
+            await client.post(
+                f"/api/{user.id}/tasks", json={"title": "new", "project_id": project["id"]}, headers=user.headers
+            ),
+            await client.patch(
+                f"/api/{user.id}/tasks/{other['id']}", json={"project_id": project["id"]}, headers=user.headers
+            ),
+        ]
+        for response in refused:
+            assert assert_error(response, 422, "VALIDATION_ERROR")["field"] == "project_id"
+        unlinked = await client.patch(url, json={"project_id": None}, headers=user.headers)
+        assert unlinked.json()["data"]["project_id"] is None
+
+    async def test_only_pinned_projects_count_towards_the_limit(self, client, user):
+        gone = await pin(client, user, "octo/gone")
+        await unpin(client, user, gone["id"])
+        pins = [await pin(client, user, f"octo/r{i}") for i in range(50)]  # 51 rows, 50 of them pinned
+        # At the limit, re-pinning is a new pin like any other: refused, and the project stays gone.
+        response = await client.post(
+            f"/api/{user.id}/projects", json={"github_repo_name": "octo/gone"}, headers=user.headers
+        )
+        assert_error(response, 409, "PIN_LIMIT_REACHED")
+        assert_error(await client.get(f"/api/{user.id}/projects/{gone['id']}", headers=user.headers), 404, "NOT_FOUND")
+        await unpin(client, user, pins[0]["id"])
+        assert (await repin(client, user, "octo/gone"))["id"] == gone["id"]
+        assert (await listing(client, user))["meta"]["total"] == 50

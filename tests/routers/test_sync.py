@@ -1,11 +1,12 @@
 """Sync runs through the API (contract §5), against a GitHub stand-in on 127.0.0.1, on SQLite and PostgreSQL."""
 
+import asyncio
 import json
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select
 
 from backend.models.common import utcnow
 from backend.models.sync_run import SyncRun
@@ -77,14 +78,51 @@ class TestAccess:
         bad = path.format(uid=user.id, pid="x1", rid="y")
         assert_error(await client.request(method, bad, headers=user.headers), 422, "VALIDATION_ERROR")
 
-    async def test_unpinned_project_cannot_sync_but_keeps_its_history(self, client, user, github):
+    @pytest.mark.parametrize("repin_path", ["/api/{uid}/projects", "/api/projects/pin"])
+    async def test_unpinned_project_sync_routes_are_404_until_pinned_again(self, client, user, github, repin_path):
+        """Contract §9: gone means gone for the sync routes too; a re-pin brings the same id and its history back."""
         project = await pin(client, user)
         run = await sync_once(client, user, project["id"])
         assert (await client.delete(f"/api/{user.id}/projects/{project['id']}", headers=user.headers)).is_success
-        url = f"/api/{user.id}/projects/{project['id']}/sync"
-        assert_error(await client.post(url, headers=user.headers), 404, "NOT_FOUND")
-        history = (await client.get(url, headers=user.headers)).json()
+        for method, path in OPERATIONS:
+            url = path.format(uid=user.id, pid=project["id"], rid=run["run_id"])
+            assert_error(await client.request(method, url, headers=user.headers), 404, "NOT_FOUND")
+        again = await client.post(
+            repin_path.format(uid=user.id), json={"github_repo_name": project["github_repo_name"]}, headers=user.headers
+        )
+        assert again.status_code == 201, again.text
+        assert again.json()["data"]["id"] == project["id"]
+        assert again.json()["data"]["repo_metadata"]["stars"] == 80  # the last sync's data came back too
+        history = (await client.get(f"/api/{user.id}/projects/{project['id']}/sync", headers=user.headers)).json()
         assert [r["run_id"] for r in history["data"]] == [run["run_id"]]
+        assert (await get_run(client, user, project["id"], run["run_id"]))["status"] == "succeeded"
+        export = await client.get(f"/api/{user.id}/projects/{project['id']}/export", headers=user.headers)
+        assert [r["run_id"] for r in export.json()["sync_runs"]] == [run["run_id"]]
+
+    async def test_a_run_in_flight_when_unpinned_finishes_and_comes_back_with_the_project(
+        self, app, client, user, github
+    ):
+        project = await pin(client, user, "octo/gated")
+        started = await start(client, user, project["id"])
+        await poll(client, user, project["id"], started["run_id"], lambda r: r["current_stage"] == "commit")
+        assert (await client.delete(f"/api/{user.id}/projects/{project['id']}", headers=user.headers)).is_success
+        url = f"/api/{user.id}/projects/{project['id']}/sync/{started['run_id']}"
+        assert_error(await client.get(url, headers=user.headers), 404, "NOT_FOUND")
+        github.open_gate()
+        # Not cancelled: the run finishes while the project is unpinned (seen in the database, not through the API).
+        status = None
+        deadline = asyncio.get_running_loop().time() + 15
+        while status != "succeeded" and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+            async with app.state.engine.connect() as conn:
+                query = select(SyncRun.status).where(SyncRun.id == started["run_id"])
+                status = (await conn.execute(query)).scalar_one()
+        assert status == "succeeded"
+        assert_error(await client.get(url, headers=user.headers), 404, "NOT_FOUND")
+        again = await pin(client, user, "octo/gated")
+        assert again["id"] == project["id"]
+        assert again["repo_metadata"]["latest_commit"]["sha"].startswith("6dcb09b")
+        assert (await get_run(client, user, project["id"], started["run_id"]))["status"] == "succeeded"
 
 
 class TestStartSync:
