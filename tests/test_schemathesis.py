@@ -5,6 +5,8 @@ Each operation gets generated requests (valid and invalid) with a registered use
 Schemathesis's default checks apply: no 5xx, documented status codes, bodies and headers matching the
 schema, content types, auth not ignored, 405 with `Allow`, schema-valid data accepted and invalid data
 refused. Deterministic (derandomized Hypothesis) and bounded (MAX_EXAMPLES per operation and phase).
+Then a stateful phase (`test_stateful`): chains of calls through the links Schemathesis infers, with the
+stateful checks too (a deleted resource must answer 404, a created one must be found).
 """
 
 from __future__ import annotations
@@ -12,15 +14,18 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
+import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import schemathesis
 from fastapi import FastAPI
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis.errors import Flaky
 from schemathesis import Case, GenerationMode
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.openapi.checks import RejectedPositiveData
@@ -156,3 +161,72 @@ def test_api(case: Case, fuzz_app: FastAPI, tokens: dict[str, Any]) -> None:
         case.headers["Idempotency-Key"] = uuid.uuid4().hex
     excluded, _reason = EXCLUDED_CHECKS.get((case.operation.method.upper(), case.operation.path), ((), ""))
     case.call_and_validate(headers=headers, excluded_checks=excluded)
+
+
+# Stateful phase: sequences of calls chained through the links Schemathesis infers from the document
+# (create -> read/update/delete -> read again ...), with every check, including the stateful ones:
+# `use_after_free` (a deleted resource still answers) and `ensure_resource_availability` (a created one
+# does not). The server's state outlives a scenario, so Hypothesis may find that a replayed prefix now
+# answers differently (`Flaky`): as Schemathesis's own runner does, that attempt ends and another starts.
+# Bounded: STATEFUL_SCENARIOS scenarios of at most STATEFUL_STEPS calls (about 0.4 s each), or
+# STATEFUL_SECONDS, whichever comes first (checked between attempts).
+STATEFUL_SCENARIOS = 15
+STATEFUL_STEPS = 6
+STATEFUL_SECONDS = 15.0
+
+
+class Workflow(schema.as_state_machine()):  # type: ignore[misc]
+    """The same caller and header rules as `test_api`, in scenarios; counts what it called, for the report."""
+
+    tokens: ClassVar[dict[str, Any]] = {}
+    scenarios: ClassVar[int] = 0
+    calls: ClassVar[Counter[str]] = Counter()
+
+    def get_call_kwargs(self, case: Case) -> dict[str, Any]:
+        fresh = case.operation.path == "/api/auth/logout"
+        headers = authorize(case, login() if fresh else self.tokens)
+        for name in STATEFUL_HEADERS:
+            (case.headers or {}).pop(name, None)
+        if case.headers and "Idempotency-Key" in case.headers:
+            case.headers["Idempotency-Key"] = uuid.uuid4().hex
+        return {"headers": headers}
+
+    def validate_response(self, response: Any, case: Case, additional_checks: Any = None, **kwargs: Any) -> None:
+        type(self).calls[f"{case.operation.method.upper()} {case.operation.path} {response.status_code}"] += 1
+        excluded, _reason = EXCLUDED_CHECKS.get((case.operation.method.upper(), case.operation.path), ((), ""))
+        case.validate_response(
+            response, excluded_checks=excluded, transport_kwargs=kwargs or None, recorder=self.recorder
+        )
+
+    def teardown(self) -> None:
+        type(self).scenarios += 1
+
+
+def test_stateful(fuzz_app: FastAPI, tokens: dict[str, Any]) -> None:
+    Workflow.tokens, Workflow.scenarios, Workflow.calls = tokens, 0, Counter()
+    deadline = time.monotonic() + STATEFUL_SECONDS
+    attempts = 0
+    while Workflow.scenarios < STATEFUL_SCENARIOS and time.monotonic() < deadline:
+        attempts += 1
+        try:
+            Workflow.run(
+                settings=settings(
+                    max_examples=STATEFUL_SCENARIOS - Workflow.scenarios,
+                    stateful_step_count=STATEFUL_STEPS,
+                    derandomize=attempts == 1,  # the first attempt is the same every run; a retry explores
+                    phases=[Phase.generate],  # no shrinking: a replay against a changed server differs anyway
+                    deadline=None,
+                    database=None,
+                    suppress_health_check=list(HealthCheck),
+                )
+            )
+        except Flaky:
+            continue  # that attempt ran clean until a replay diverged: start another
+    print(
+        f"stateful phase: {Workflow.scenarios} scenarios in {attempts} attempts;",
+        ", ".join(f"{k}: {n}" for k, n in Workflow.calls.items()),
+    )
+    assert Workflow.scenarios >= STATEFUL_SCENARIOS // 2, Workflow.scenarios
+    # The scenarios reached what they are for: a deleted project read again (the 404 the contract promises).
+    unpins = ("DELETE /api/{user_id}/projects/{project_id} 200", "DELETE /api/projects/unpin/{project_id} 200")
+    assert sum(Workflow.calls[unpin] for unpin in unpins) > 0, Workflow.calls

@@ -27,10 +27,28 @@ from backend.services import auth as auth_service
 router = APIRouter(tags=["events"])
 log = logging.getLogger("taskdeck.events")
 
-EVENT_TYPES = (
-    "`task.created`, `task.updated`, `task.deleted`, `project.pinned`, `project.updated`, `project.unpinned`, "
-    "`sync.progress`, `sync.finished`"
+EVENT_NAMES = (
+    "task.created",
+    "task.updated",
+    "task.deleted",
+    "project.pinned",
+    "project.updated",
+    "project.unpinned",
+    "sync.progress",
+    "sync.finished",
 )
+EVENT_TYPES = ", ".join(f"`{name}`" for name in EVENT_NAMES)
+# One event of the stream (OpenAPI 3.1: a `text/event-stream` schema describes each event, as a client parses it).
+EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["id", "event", "data"],
+    "properties": {
+        "id": {"type": "string"},
+        "event": {"type": "string", "enum": list(EVENT_NAMES)},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "retry": {"type": "integer"},
+    },
+}
 
 
 class StreamTicket(BaseModel):
@@ -128,7 +146,7 @@ class EventStreamResponse(StreamingResponse):
             "streams per user and `EVENTS_MAX_STREAMS_PER_IP` per client address are open at once: the next is "
             "`429 TOO_MANY_STREAMS`. A stream belongs to the login session that opened it (bearer or ticket): it "
             "closes within 5 s of that session ending (logout, refresh-token reuse, account disabled or erased).",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": EVENT_SCHEMA}},
         },
         **responses(401, 403, 422, 429, 503),
     },
