@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend.errors import NotFound, PinLimitReached, ProjectAlreadyPinned
+from backend.errors import NotFound, PinLimitReached, ProjectAlreadyPinned, ValidationFailed
 from backend.models.project import MAX_ACTIVE_PINS, ProjectCreate, ProjectUpdate
 from backend.services import projects
 
@@ -66,11 +66,14 @@ class TestUnpin:
         project_id = project.id
         await projects.unpin_project(db_session, owner, project_id)
         assert await projects.list_projects(db_session, owner) == []
-        assert (await projects.get_project(db_session, owner, project_id)).is_active is False
-        with pytest.raises(NotFound):
-            await projects.get_project(db_session, owner, project_id, active=True)
+        with pytest.raises(NotFound):  # gone for every read, though the row stays
+            await projects.get_project(db_session, owner, project_id)
+        with pytest.raises(ValidationFailed):  # and no new task can be linked to it
+            await projects.ensure_project(db_session, owner, project_id)
         back = await pin(db_session, owner, "OCTO/hello")
         assert (back.id, back.is_active, back.github_repo_name) == (project_id, True, "OCTO/hello")
+        assert back.display_name == "Old name"
+        assert (await projects.get_project(db_session, owner, project_id)).id == project_id
 
     async def test_twice_or_someone_elses_is_not_found(self, db_session, owner, stranger):
         project = await pin(db_session, owner)
