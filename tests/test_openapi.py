@@ -264,7 +264,9 @@ def test_the_api_spec_explains_every_error_code_and_stays_in_the_repository():
     spec = "".join(path.read_text(encoding="utf-8") for path in sorted((ROOT / "specs" / "api").glob("*.md")))
     assert [code for code in error_codes() if f"`{code}`" not in spec] == []
     for path in [ROOT / "README.md", *sorted((ROOT / "specs").rglob("*.md"))]:
-        assert "../shared" not in path.read_text(encoding="utf-8"), path
+        for target in re.findall(r"\]\(([^)#\s]+)", path.read_text(encoding="utf-8")):
+            if "://" not in target and not target.startswith("mailto:"):
+                assert (path.parent / target).resolve().is_relative_to(ROOT), f"{path.name} links to {target}"
 
 
 def test_the_committed_schema_is_the_served_one(schema):
