@@ -45,6 +45,9 @@ class CircuitBreaker:
     success -> closed, failure -> open again. Each call through it is bounded by `timeout` seconds."""
 
     def __init__(self, *, failures: int, open_seconds: float, timeout: float, name: str = "redis") -> None:
+        # Told of every attempted call: its outcome (`ok`, `error` for an error answer, `failed` for no answer
+        # in time) and how long it took; `main` hands it the metrics. Refused calls (open) are not attempted.
+        self.observe: Callable[[str, float], None] | None = None
         self.threshold = failures
         self.open_seconds = open_seconds
         self.timeout = timeout
@@ -93,23 +96,32 @@ class CircuitBreaker:
         """`operation()` within `timeout`; RedisUnavailable at once while open, a redis-py TimeoutError when late."""
         if not self._admit():
             raise RedisUnavailable(f"{self.name} circuit breaker is open")
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout):
                 result = await operation()
         except TimeoutError as exc:  # our deadline (redis-py's own timeouts raise its TimeoutError, below)
+            self._observe("failed", started)
             self._failed(exc)
             raise RedisTimeoutError(f"{self.name} did not answer within {self.timeout:g} s") from None
         except FAILURES as exc:
+            self._observe("failed", started)
             self._failed(exc)
             raise
         except RedisError:  # an error answer (a script error, a wrong type): Redis is there
+            self._observe("error", started)
             self._succeeded()
             raise
         except BaseException:  # cancelled: says nothing about Redis; a probe's turn goes to the next call
             self._probing = False
             raise
+        self._observe("ok", started)
         self._succeeded()
         return result
+
+    def _observe(self, outcome: str, started: float) -> None:
+        if self.observe is not None:
+            self.observe(outcome, time.perf_counter() - started)
 
 
 class RedisLink:

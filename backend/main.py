@@ -125,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.redis = redis
     app.state.limiter = limiter
     app.state.metrics = Metrics(engine)
+    redis.breaker.observe = app.state.metrics.observe_redis_call
     app.state.events = EventBus(settings, app.state.metrics, redis)
     app.state.health = health.HealthCache(settings.HEALTH_CACHE_SECONDS)
     sync_runner.notify = partial(publish, app.state)

@@ -17,6 +17,9 @@ SYNC_OUTCOMES = ("succeeded", "failed")
 EVENT_DROP_REASONS = ("queue_full", "redis_unavailable")
 # Seconds; API calls are fast, so the buckets are finer below one second.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+REDIS_OUTCOMES = ("ok", "error", "failed")
+# A Redis call is bounded by REDIS_TIMEOUT_SECONDS (default 0.2): fine buckets up to a little beyond it.
+REDIS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 1.0, 2.5)
 
 
 class PoolCollector(Collector):
@@ -70,7 +73,20 @@ class Metrics:
         )
         for reason in EVENT_DROP_REASONS:
             self.events_dropped.labels(reason)
+        self.redis_calls = Histogram(
+            "taskdeck_redis_call_duration_seconds",
+            "Redis calls attempted through the circuit breaker, by outcome (ok, error answer, failed: no answer in"
+            " time or no connection); refused calls while the breaker is open are not attempted",
+            ["outcome"],
+            buckets=REDIS_BUCKETS,
+            registry=self.registry,
+        )
+        for outcome in REDIS_OUTCOMES:
+            self.redis_calls.labels(outcome)
         self.registry.register(PoolCollector(engine))
+
+    def observe_redis_call(self, outcome: str, seconds: float) -> None:
+        self.redis_calls.labels(outcome).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -142,3 +142,18 @@ async def test_a_hung_redis_costs_one_timeout_per_call_then_nothing(hung):
         assert time.perf_counter() - started < 0.1
     finally:
         await client.aclose()
+
+
+async def test_every_attempted_call_is_reported_with_its_outcome_and_duration(live, dead, prefix):
+    seen: list[tuple[str, float]] = []
+    subject = breaker(failures=1)
+    subject.observe = lambda outcome, seconds: seen.append((outcome, seconds))
+    await subject.call(lambda: live.set(f"{prefix}:observed", "x"))
+    with pytest.raises(ResponseError):
+        await subject.call(lambda: live.incr(f"{prefix}:observed"))  # an error answer: not an integer
+    with pytest.raises(RedisConnectionError):
+        await subject.call(lambda: dead.ping())
+    with pytest.raises(RedisUnavailable):  # open: refused, never attempted, so not reported
+        await subject.call(lambda: live.ping())
+    assert [outcome for outcome, _ in seen] == ["ok", "error", "failed"]
+    assert all(0 <= seconds < 1.0 for _, seconds in seen), seen
