@@ -16,6 +16,7 @@ from backend.config import Settings, readable_message
 from backend.db import is_foreign_key_violation, violated_constraint
 from backend.envelope import ErrorEnvelope
 from backend.logging_setup import describe_exception
+from backend.models.common import NO_NUL, NON_BLANK
 from backend.routing import RouteTable, route_path
 
 log = logging.getLogger("taskdeck.errors")
@@ -220,6 +221,13 @@ async def _app_error(_: Request, exc: Exception) -> JSONResponse:
     return render_error(exc)
 
 
+# The input patterns, said in words instead of pydantic's "String should match pattern '^[^\x00]*…'".
+_PATTERN_MESSAGES = {
+    NO_NUL: "must not contain the character U+0000",
+    NON_BLANK: "must contain a character other than white space, and no U+0000",
+}
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = list(exc.errors())
@@ -232,7 +240,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     details = [
         {
             "field": _field_name(tuple(err.get("loc", ()))),
-            "message": readable_message(err),
+            "message": _PATTERN_MESSAGES.get(str((err.get("ctx") or {}).get("pattern"))) or readable_message(err),
             "type": err.get("type", ""),
         }
         for err in errors

@@ -47,6 +47,11 @@ def new_id() -> str:
 USER_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 # PostgreSQL text cannot hold U+0000: it is refused on every backend (422), never left to fail in the database (500).
 NO_NUL = r"^[^\x00]*$"
+# NO_NUL and at least one character that is not Unicode White_Space (what `strip_whitespace` removes): a
+# blank text is refused by the schema too, so a client or a fuzzer that follows the schema never sends one.
+# `\uXXXX` escapes read the same in pydantic's Rust regex, Python's `re` and JavaScript.
+WHITE_SPACE = r"\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NON_BLANK = rf"^[^\x00]*[^\x00{WHITE_SPACE}][^\x00]*$"
 # Row ids are 32-bit `integer` columns: a larger id cannot exist, and the drivers fail on it (a 500).
 MAX_ROW_ID = 2_147_483_647
 

@@ -12,6 +12,7 @@ from sqlmodel import Field, SQLModel
 
 from backend.models.common import (
     NO_NUL,
+    NON_BLANK,
     NOT_NULL,
     RESPONSE_CONFIG,
     JsonBool,
@@ -34,7 +35,7 @@ class TaskPriority(StrEnum):
     HIGH = "high"
 
 
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255, pattern=NO_NUL)]
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255, pattern=NON_BLANK)]
 Description = Annotated[str, StringConstraints(max_length=10_000, pattern=NO_NUL)]
 
 
