@@ -1,8 +1,14 @@
-"""The reference: the list's bare work (one `SELECT ... LIMIT 50` through the same async engine).
+"""The references: the list's bare work, served by uvicorn with the same options as `python -m backend serve`
+(`python -m tests.perf.reference_app --port 8001`), on a pool of the same size as ours.
 
-No auth, no ownership check, no envelope, no middleware, no rate limiting, no logging: the ratio
-of our list throughput to this app's is what all of those cost. Served by uvicorn with the same
-options as `python -m backend serve`: `python -m tests.perf.reference_app --port 8001`.
+- `GET /lean/users/{user_id}/tasks` — the **lean reference** (the one the target is set against): FastAPI +
+  async SQLAlchemy **Core** + psycopg, `engine.connect()`, one `SELECT <columns> … WHERE user_id = … ORDER BY
+  created_at DESC LIMIT 50`, the rows returned through a Pydantic response model. No ORM entities.
+- `GET /users/{user_id}/tasks` — the older, heavier ORM reference (a session loading `Task` entities,
+  validated by `response_model`), kept as a second row.
+
+No auth, no ownership check, no envelope, no middleware, no rate limiting, no logging: the ratio of our list
+throughput to these is what all of those cost.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy import desc
+from sqlalchemy import select as core_select
 from sqlmodel import col, select
 
 from backend.db import create_engine, session_factory
@@ -45,6 +53,20 @@ def create_app() -> FastAPI:
                 .limit(50)
             )
             return list((await session.exec(query)).all())
+
+    table = Task.__table__  # type: ignore[attr-defined]
+    columns = [table.c[name] for name in TaskPublic.model_fields]
+
+    @app.get("/lean/users/{user_id}/tasks", response_model=list[TaskPublic])
+    async def lean_list_tasks(user_id: str) -> list[dict[str, object]]:
+        query = (
+            core_select(*columns)
+            .where(table.c.user_id == user_id)
+            .order_by(desc(table.c.created_at), desc(table.c.id))
+            .limit(50)
+        )
+        async with engine.connect() as connection:
+            return [dict(row._mapping) for row in await connection.execute(query)]
 
     return app
 
