@@ -401,3 +401,26 @@ def test_limit_is_shared_by_two_processes(tmp_path: Path, prefix: str) -> None:
     assert statuses.count(404) == 5
     assert statuses.count(429) == 7
     assert statuses[:5] == [404] * 5
+
+
+async def test_a_limited_request_costs_one_redis_call(
+    database_url: str, data_dir: Path, own_redis: RedisServer, prefix: str
+) -> None:
+    """The hit and the window's stats (for the RateLimit-* headers) are one script call: one round trip, counted
+    by the Redis server itself (INFO commandstats). Two calls per request before (issue #16)."""
+    import redis as redis_sync
+
+    overrides = limited(prefix, own_redis.url, RATE_LIMIT_DEFAULT="3/minute")
+    app = create_app(make_settings(database_url, data_dir, **overrides))
+    add_ok_route(app)
+    with redis_sync.Redis.from_url(own_redis.url) as server:
+        async with app.router.lifespan_context(app), client_for(app) as http:
+            await http.get("/test/ok")  # loads the script (SCRIPT LOAD / EVAL on first use)
+            server.config_resetstat()
+            answers = [await http.get("/test/ok") for _ in range(3)]
+            stats = server.info("commandstats")
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert [a.headers["RateLimit-Remaining"] for a in answers] == ["1", "0", "0"]
+    calls = {name.removeprefix("cmdstat_"): value["calls"] for name, value in stats.items()}
+    assert calls.pop("evalsha") == 3, calls  # the commands a script runs are counted too: only these
+    assert set(calls) <= {"config|resetstat", "config", "lindex", "lpush", "ltrim", "expire"}, calls

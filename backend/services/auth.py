@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
+from sqlalchemy import select as rows_of
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -109,20 +110,29 @@ async def resolve_access_token(session: AsyncSession, token: str, *, secret: str
     return Principal(user=user, session_id=claims["sid"])
 
 
+# The caller's row, read as columns (Core): building an ORM entity per request cost more than the query.
+_USERS = User.__table__.c  # type: ignore[attr-defined]
+_SESSIONS = AuthSession.__table__.c  # type: ignore[attr-defined]
+_USER_NAMES = [column.key for column in _USERS]
+_LOGIN_QUERY = (
+    rows_of(*_USERS, _SESSIONS.revoked_at, _SESSIONS.expires_at)
+    .join_from(User.__table__, AuthSession.__table__, _SESSIONS.user_id == _USERS.id)  # type: ignore[attr-defined]
+    .where(_SESSIONS.id == bindparam("session_id"), _USERS.id == bindparam("user_id"))
+)
+
+
 async def _login(session: AsyncSession, user_id: str, session_id: str) -> tuple[User, bool] | None:
     """The user of login session `session_id` and whether that login is still alive (None: no such login).
 
-    One indexed query answers both "who" and "is this login still alive" (logout is immediate)."""
-    row = (
-        await session.exec(
-            select(User, AuthSession.revoked_at, AuthSession.expires_at)
-            .join(AuthSession, col(AuthSession.user_id) == User.id)
-            .where(AuthSession.id == session_id, User.id == user_id)
-        )
-    ).first()
+    One indexed query answers both "who" and "is this login still alive" (logout is immediate). The user is a
+    detached `User` built from the row: the caller's identity, read-only (a service that changes the user
+    loads it in its own unit of work)."""
+    connection = await session.connection()  # Core rows: the ORM's execute path is not needed
+    row = (await connection.execute(_LOGIN_QUERY, {"session_id": session_id, "user_id": user_id})).first()
     if row is None:
         return None
-    user, revoked_at, expires_at = row
+    *columns, revoked_at, expires_at = row
+    user = User(**dict(zip(_USER_NAMES, columns, strict=True)))
     return user, revoked_at is None and _aware(expires_at) > utcnow()
 
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, func, over
+from sqlalchemy import select as rows_of
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col, delete, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -14,7 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from backend.db import save
 from backend.errors import NotFound, ValidationFailed
 from backend.models.common import utcnow
-from backend.models.task import Task, TaskCreate, TaskSort, TaskStatus, TaskUpdate
+from backend.models.task import Task, TaskCreate, TaskPublic, TaskSort, TaskStatus, TaskUpdate
 from backend.services.projects import ensure_project
 
 
@@ -35,14 +36,18 @@ def like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-_PRIORITY_RANK = case({"low": 0, "medium": 1, "high": 2}, value=col(Task.priority))
+# Lists read rows, not entities: the table's own columns (Core), so no ORM entity is built for a list.
+_TASKS = Task.__table__.c  # type: ignore[attr-defined]
+_PUBLIC_COLUMNS = [_TASKS[name] for name in TaskPublic.model_fields]
+
+_PRIORITY_RANK = case({"low": 0, "medium": 1, "high": 2}, value=_TASKS.priority)
 
 _SORT_KEYS: dict[str, Any] = {
-    "created_at": col(Task.created_at),
-    "updated_at": col(Task.updated_at),
-    "due_date": col(Task.due_date),
+    "created_at": _TASKS.created_at,
+    "updated_at": _TASKS.updated_at,
+    "due_date": _TASKS.due_date,
     "priority": _PRIORITY_RANK,
-    "title": func.lower(col(Task.title)),
+    "title": func.lower(_TASKS.title),
 }
 
 
@@ -54,49 +59,57 @@ def _order_by(sort: TaskSort) -> list[Any]:
     ordered = key.desc() if descending else key.asc()
     if sort.value.lstrip("-") == "due_date":
         ordered = ordered.nulls_last()
-    return [ordered, col(Task.id).desc() if descending else col(Task.id).asc()]
+    return [ordered, _TASKS.id.desc() if descending else _TASKS.id.asc()]
 
 
 def _conditions(owner_id: str, filters: TaskFilters) -> list[ColumnElement[bool]]:
-    conditions: list[ColumnElement[bool]] = [col(Task.user_id) == owner_id]
+    conditions: list[ColumnElement[bool]] = [_TASKS.user_id == owner_id]
     if filters.status is not None:
-        conditions.append(col(Task.status) == filters.status)
+        conditions.append(_TASKS.status == filters.status)
     if filters.priority is not None:
-        conditions.append(col(Task.priority) == filters.priority)
+        conditions.append(_TASKS.priority == filters.priority)
     if filters.completed is not None:
-        conditions.append(col(Task.completed) == filters.completed)
+        conditions.append(_TASKS.completed == filters.completed)
     if filters.project_id is not None:
-        conditions.append(col(Task.project_id) == filters.project_id)
+        conditions.append(_TASKS.project_id == filters.project_id)
     if filters.due_before is not None:
-        conditions.append(col(Task.due_date) < filters.due_before)
+        conditions.append(_TASKS.due_date < filters.due_before)
     if filters.due_after is not None:
-        conditions.append(col(Task.due_date) > filters.due_after)
+        conditions.append(_TASKS.due_date > filters.due_after)
     if filters.q:
         pattern = like_pattern(filters.q)
-        conditions.append(
-            or_(col(Task.title).ilike(pattern, escape="\\"), col(Task.description).ilike(pattern, escape="\\"))
-        )
+        conditions.append(or_(_TASKS.title.ilike(pattern, escape="\\"), _TASKS.description.ilike(pattern, escape="\\")))
     return conditions
 
 
 async def list_tasks(
     session: AsyncSession, owner_id: str, filters: TaskFilters, sort: TaskSort, limit: int, offset: int
-) -> tuple[list[Task], int]:
-    """One page of the owner's matching tasks and the total count of matches, in one round trip."""
-    rows = (await session.exec(list_query(owner_id, filters, sort, limit, offset))).all()
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of the owner's matching tasks (each a dict of `TaskPublic`'s fields) and the total count of
+    matches, in one round trip."""
+    connection = await session.connection()  # Core rows: the ORM's execute path is not needed
+    rows = (await connection.execute(list_query(owner_id, filters, sort, limit, offset))).all()
     if rows:
-        return [task for task, _ in rows], int(rows[0][1])
+        return _page(rows), int(rows[0][-1])
     if offset == 0:
         return [], 0
     # Past the last page the window count has no row to ride on: count separately.
-    total = (await session.exec(count_query(owner_id, filters))).one()
+    total = (await connection.execute(count_query(owner_id, filters))).scalar_one()
     return [], int(total)
 
 
+_NAMES = list(TaskPublic.model_fields)
+
+
+def _page(rows: Any) -> list[dict[str, Any]]:
+    """Each row as a dict of `TaskPublic`'s fields (its last column, the window count, left out)."""
+    return [dict(zip(_NAMES, row, strict=False)) for row in rows]
+
+
 def list_query(owner_id: str, filters: TaskFilters, sort: TaskSort, limit: int, offset: int) -> Any:
-    """A page of tasks, each row carrying the total number of matches (a window count)."""
+    """A page of tasks (`TaskPublic`'s columns), each row carrying the total number of matches (a window count)."""
     return (
-        select(Task, over(func.count()).label("total"))
+        rows_of(*_PUBLIC_COLUMNS, over(func.count()).label("total"))
         .where(*_conditions(owner_id, filters))
         .order_by(*_order_by(sort))
         .limit(limit)
@@ -105,7 +118,7 @@ def list_query(owner_id: str, filters: TaskFilters, sort: TaskSort, limit: int, 
 
 
 def count_query(owner_id: str, filters: TaskFilters) -> Any:
-    return select(func.count()).select_from(Task).where(*_conditions(owner_id, filters))
+    return rows_of(func.count()).select_from(Task.__table__).where(*_conditions(owner_id, filters))  # type: ignore[attr-defined]
 
 
 async def get_task(session: AsyncSession, owner_id: str, task_id: int, *, for_update: bool = False) -> Task:
