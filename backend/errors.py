@@ -305,7 +305,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     # Handled inside the middleware stack, so request ids and security headers still apply.
-    # Anything else that escapes is rendered by RequestContextMiddleware.
+    # Anything else that escapes is rendered by middleware.InnerMiddleware (OuterMiddleware: a backstop).
     for exc_class in (DBAPIError, PoolTimeoutError, OSError, TimeoutError):
         app.add_exception_handler(exc_class, _unexpected)
     app.add_exception_handler(IntegrityError, _integrity_error)

@@ -15,19 +15,8 @@ from backend.docs import OPENAPI_TAGS, install_docs
 from backend.errors import EVERY_OPERATION, install_error_handlers
 from backend.events import EventBus, publish
 from backend.logging_setup import configure_logging
-from backend.metrics import Metrics, MetricsMiddleware, record_sync_outcome
-from backend.middleware import (
-    CORS_EXPOSE,
-    CORS_HEADERS,
-    CORS_METHODS,
-    BodySizeLimitMiddleware,
-    CORSMiddleware,
-    DeprecationMiddleware,
-    ErrorRenderingMiddleware,
-    MethodNotAllowedMiddleware,
-    RequestContextMiddleware,
-    SecurityHeadersMiddleware,
-)
+from backend.metrics import Metrics, record_sync_outcome
+from backend.middleware import CORS_EXPOSE, CORS_HEADERS, CORS_METHODS, CORSMiddleware, InnerMiddleware, OuterMiddleware
 from backend.ratelimit import RateLimiter, RateLimitMiddleware
 from backend.routers import account, auth, events, health, legacy, projects, sync, tasks
 from backend.routers import metrics as metrics_router
@@ -145,13 +134,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events.router)
     install_docs(app)
 
-    # Added innermost first. Errors are rendered innermost, so 413/429/500 responses still pass
-    # through rate-limit headers and CORS. The request context gives every response (a CORS
-    # preflight too) an id; security headers wrap even the 500 it renders for a middleware failure.
-    app.add_middleware(MethodNotAllowedMiddleware)  # 405s that routing alone would get wrong (backend/routing.py)
-    app.add_middleware(ErrorRenderingMiddleware)
-    app.add_middleware(DeprecationMiddleware, successors=legacy.SUCCESSORS, since=legacy.DEPRECATED_SINCE)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.MAX_BODY_BYTES)
+    # Added innermost first. The stack, outermost first (specs/architecture.md, "A request's path through
+    # the layers"): Outer (metrics, request id + access log + backstop errors, security headers) -> CORS
+    # -> rate limit -> Inner (body size limit, Deprecation/Link, error rendering, 405s) -> FastAPI's handlers.
+    # Errors are rendered innermost, so 405/413/500 answers still pass through rate-limit headers and CORS
+    # (the limiter's 429 through CORS). Outer sits outside CORS, so a preflight gets a request id and security
+    # headers, as does the 500 Outer renders when a layer inside it fails. Every layer costs a call and a
+    # `send` wrapper on every request: a new concern goes into Outer or Inner, not into a layer of its own.
+    app.add_middleware(
+        InnerMiddleware,
+        max_bytes=settings.MAX_BODY_BYTES,
+        successors=legacy.SUCCESSORS,
+        since=legacy.DEPRECATED_SINCE,
+    )
     app.add_middleware(RateLimitMiddleware, limiter=limiter)
     app.add_middleware(
         CORSMiddleware,
@@ -161,7 +156,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=CORS_HEADERS,
         expose_headers=CORS_EXPOSE,
     )
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    app.add_middleware(RequestContextMiddleware)
-    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.HSTS_ENABLED)
+    app.add_middleware(OuterMiddleware, metrics=app.state.metrics, hsts=settings.HSTS_ENABLED)
     return app

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Scope
 
 UNMATCHED = "<unmatched>"
 SYNC_OUTCOMES = ("succeeded", "failed")
@@ -85,6 +84,15 @@ class Metrics:
             self.redis_calls.labels(outcome)
         self.registry.register(PoolCollector(engine))
 
+    def observe_request(self, scope: Scope, status: int, seconds: float | None) -> None:
+        """Count a response by route template (never the concrete path: bounded label values), method and
+        status; time it unless `seconds` is None (an event stream: its lifetime is not a latency)."""
+        route = str(getattr(scope.get("route"), "path", UNMATCHED))
+        method = str(scope["method"])
+        self.requests.labels(route, method, str(status)).inc()
+        if seconds is not None:
+            self.latency.labels(route, method).observe(seconds)
+
     def observe_redis_call(self, outcome: str, seconds: float) -> None:
         self.redis_calls.labels(outcome).observe(seconds)
 
@@ -104,41 +112,15 @@ def record_sync_outcome(state: Any, status: str) -> None:
         metrics.sync_runs.labels(status).inc()
 
 
+def is_event_stream(start: Message) -> bool:
+    """Whether a response start message begins an event stream (`Content-Type: text/event-stream`)."""
+    for key, value in start.get("headers", ()):
+        if key.lower() == b"content-type" and value.startswith(b"text/event-stream"):
+            return True
+    return False
+
+
 def record_rate_limited(scope: Scope, policy: str) -> None:
     metrics = _metrics(getattr(scope.get("app"), "state", None))
     if metrics is not None:
         metrics.rate_limited.labels(policy).inc()
-
-
-class MetricsMiddleware:
-    """Counts every response by route template (never the concrete path: bounded label values)."""
-
-    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-        streaming = False
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status, streaming
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                for key, value in message.get("headers", []):
-                    if key.lower() == b"content-type" and value.startswith(b"text/event-stream"):
-                        streaming = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            route = str(getattr(scope.get("route"), "path", UNMATCHED))
-            method = str(scope["method"])
-            self.metrics.requests.labels(route, method, str(status)).inc()
-            if not streaming:  # a stream's lifetime is not a latency
-                self.metrics.latency.labels(route, method).observe(time.perf_counter() - started)

@@ -1,4 +1,8 @@
-"""Pure ASGI middleware: request id + access log + last-resort errors, security headers, body limit."""
+"""Our two pure-ASGI layers, either side of the rate limiter and CORS (backend/main.py), and what they share.
+
+`OuterMiddleware` (outermost of ours): metrics, request id + access log + backstop error rendering,
+security headers. `InnerMiddleware` (next to FastAPI's own): body size limit, `Deprecation`/`Link`, error
+rendering, 405s. Each wraps `send` once; a body chunk passes through with one comparison."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -23,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from backend.docs import DOCS_CSP as DOCS_CSP  # re-exported: the header the docs paths get
 from backend.errors import CorsNotAllowed, MethodNotAllowed, PayloadTooLarge, render_error, render_unexpected
 from backend.logging_setup import request_id_var
+from backend.metrics import Metrics, is_event_stream
 from backend.routing import RouteTable, route_path
 
 access_log = logging.getLogger("taskdeck.access")
@@ -32,6 +37,10 @@ REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 # The docs pages and their assets get DOCS_CSP (backend/docs.py): exactly their own scripts.
 DOCS_PATHS = ("/docs", "/redoc", "/static/")
+NO_STORE_PREFIX = "/api/auth"  # tokens and sessions: never cached
+HSTS = "max-age=63072000; includeSubDomains"
+
+RawHeaders = list[tuple[bytes, bytes]]
 
 
 class HttpMiddleware:
@@ -50,8 +59,30 @@ class HttpMiddleware:
         raise NotImplementedError
 
 
-class RequestContextMiddleware(HttpMiddleware):
-    """Gives every request an id, writes the access log line, renders escaped errors (inside the security headers)."""
+class OuterMiddleware(HttpMiddleware):
+    """Outermost of ours, outside CORS, so a CORS preflight gets all of it too. Its effects on a response's
+    start, in this order (what the three layers it replaced did, innermost first):
+
+    1. metrics: the response counted by route template, method and status; timed unless an event stream
+       (its lifetime is no latency);
+    2. request context: `X-Request-ID` (the caller's if well formed, else a new one; also in `scope["state"]`
+       and the log context), one access log line per request, and a backstop: an exception escaping the
+       layers inside (the rate limiter, CORS) before the response started is answered as the 500 (or 503)
+       envelope, counted by the metrics as the 500 it is;
+    3. security headers, on that backstop 500 too; the docs paths get their own CSP, `/api/auth` no-store.
+    """
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, hsts: bool = False) -> None:
+        super().__init__(app)
+        self.metrics = metrics
+        self.api_headers = security_headers(API_CSP, no_store=False, hsts=hsts)
+        self.docs_headers = security_headers(DOCS_CSP, no_store=False, hsts=hsts)
+        self.auth_headers = security_headers(API_CSP, no_store=True, hsts=hsts)
+
+    def headers_for(self, path: str) -> RawHeaders:
+        if path.startswith(DOCS_PATHS):
+            return self.docs_headers
+        return self.auth_headers if path.startswith(NO_STORE_PREFIX) else self.api_headers
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         incoming = _header(scope, b"x-request-id")
@@ -59,19 +90,31 @@ class RequestContextMiddleware(HttpMiddleware):
         token = request_id_var.set(request_id)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
+        added = [(b"x-request-id", request_id.encode("latin-1")), *self.headers_for(scope["path"])]
         started = time.perf_counter()
-        status = 500
+        status = 500  # what the metrics and the log say of a request that ends without a response
+        streaming = False
+        response_started = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, streaming, response_started
             if message["type"] == "http.response.start":
+                response_started = True
                 status = message["status"]
-                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+                streaming = is_event_stream(message)
+                set_headers(message, added)
             await send(message)
 
         try:
-            # A backstop: errors from the app itself are rendered by ErrorRenderingMiddleware, innermost.
-            await call_rendering_errors(self.app, scope, receive, send_wrapper)
+            try:
+                await self.app(scope, receive, send_wrapper)
+            finally:  # the answer of the layers inside, before any backstop answer below
+                elapsed = None if streaming else time.perf_counter() - started
+                self.metrics.observe_request(scope, status, elapsed)
+        except Exception as exc:  # the backstop: errors of the app itself are rendered by InnerMiddleware
+            if response_started:
+                raise
+            await render_unexpected(exc)(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
             access_log.info(
@@ -89,67 +132,114 @@ class RequestContextMiddleware(HttpMiddleware):
             request_id_var.reset(token)
 
 
-async def call_rendering_errors(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
-    """Run `app`; an exception before the response started becomes the 500 (or 503) envelope."""
-    response_started = False
-
-    async def send_wrapper(message: Message) -> None:
-        nonlocal response_started
-        response_started = response_started or message["type"] == "http.response.start"
-        await send(message)
-
-    try:
-        await app(scope, receive, send_wrapper)
-    except Exception as exc:  # the one place nothing escapes: render, never re-raise
-        if response_started:
-            raise
-        await render_unexpected(exc)(scope, receive, send)
-
-
-class ErrorRenderingMiddleware(HttpMiddleware):
-    """Innermost: a 500 rendered here still passes through CORS, security headers and rate-limit headers."""
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await call_rendering_errors(self.app, scope, receive, send)
+def security_headers(csp: str, *, no_store: bool, hsts: bool) -> RawHeaders:
+    """The security headers (contract §7) of one kind of path, as raw headers in the order they are set."""
+    headers = {
+        "X-Content-Type-Options": "nosniff",
+        "X-Frame-Options": "DENY",
+        "Referrer-Policy": "no-referrer",
+        "Cross-Origin-Opener-Policy": "same-origin",
+        "Content-Security-Policy": csp,
+    }
+    if no_store:
+        headers |= {"Cache-Control": "no-store", "Pragma": "no-cache"}
+    if hsts:
+        headers["Strict-Transport-Security"] = HSTS
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
 
 
-class MethodNotAllowedMiddleware(HttpMiddleware):
-    """405 with `Allow` where routing alone would hand a path to a less specific template than its own
-    (backend/routing.py): `PUT /api/{user_id}/tasks/search` is no task update with task id `search`."""
+def set_headers(message: Message, added: Sequence[tuple[bytes, bytes]]) -> None:
+    """Set each of `added` (lower-case raw names, each once) on a response start `message`, in one pass over
+    its headers: what `MutableHeaders(scope=message)[name] = value` for each in turn does. A header already
+    there takes the new value where it stands (its repeats dropped); the others are appended in order."""
+    values = dict(added)
+    seen: set[bytes] = set()
+    headers: RawHeaders = []
+    for name, value in message.get("headers", ()):
+        if name in values:
+            if name in seen:
+                continue
+            seen.add(name)
+            value = values[name]
+        headers.append((name, value))
+    if len(seen) < len(values):
+        headers.extend(item for item in added if item[0] not in seen)
+    message["headers"] = headers
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        allowed = RouteTable.of(scope["app"]).refused(scope["method"], route_path(scope))
-        if allowed is None:
-            await self.app(scope, receive, send)
-            return
-        refused = MethodNotAllowed(headers={"Allow": ", ".join(sorted(allowed))})
-        await render_error(refused)(scope, receive, send)
 
+class InnerMiddleware(HttpMiddleware):
+    """Ours next to FastAPI's own, inside the rate limiter, so that what it answers (413, 405, 500) still
+    gets rate-limit headers, CORS and all of OuterMiddleware. In order of effect (what the four layers it
+    replaced did, outermost first):
 
-class DeprecationMiddleware(HttpMiddleware):
-    """Deprecated routes say so on every answer (RFC 9745, RFC 8288): `Deprecation: @<unix seconds>` and, once
-    the caller is known, `Link: <successor>; rel="successor-version"` with the caller's id and the request's
-    path parameters filled in. `successors`: (method, route path template) -> successor path template."""
+    1. body size limit: 413 for a `Content-Length` over `max_bytes` (or not a number), before anything else;
+       a streamed body is counted as it is read, and going over is an HTTPException(413) that FastAPI's
+       body reader passes on to the error handlers;
+    2. deprecated routes say so on every answer (RFC 9745, RFC 8288): `Deprecation: @<unix seconds>` and,
+       once the caller is known, `Link: <successor>; rel="successor-version"` with the caller's id and the
+       request's path parameters filled in. `successors`: (method, route path template) -> successor path
+       template;
+    3. error rendering: an exception before the response started becomes the 500 (or 503) envelope;
+    4. 405 with `Allow` where routing alone would hand a path to a less specific template than its own
+       (backend/routing.py): `PUT /api/{user_id}/tasks/search` is no task update with task id `search`.
+    """
 
-    def __init__(self, app: ASGIApp, *, successors: Mapping[tuple[str, str], str], since: datetime) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, successors: Mapping[tuple[str, str], str], since: datetime
+    ) -> None:
         super().__init__(app)
+        self.max_bytes = max_bytes
         self.successors = successors
         self.deprecation = f"@{int(since.timestamp())}"
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        max_bytes = self.max_bytes
+        length = _header(scope, b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > max_bytes):
+            await render_error(PayloadTooLarge.over(max_bytes))(scope, receive, send)
+            return
+        received = 0
+        response_started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > max_bytes:
+                    # An HTTPException passes through FastAPI's body reader to the error handlers.
+                    raise HTTPException(413, PayloadTooLarge.over(max_bytes).message)
+            return message
+
         async def send_wrapper(message: Message) -> None:
+            nonlocal response_started
             if message["type"] == "http.response.start":
-                route = getattr(scope.get("route"), "path", None)
-                successor = self.successors.get((scope["method"], route)) if route else None
-                if successor is not None:
-                    headers = MutableHeaders(scope=message)
-                    headers["Deprecation"] = self.deprecation
-                    target = _fill(successor, scope)
-                    if target is not None:
-                        headers.append("Link", f'<{target}>; rel="successor-version"')
+                response_started = True
+                self.mark_deprecated(scope, message)
             await send(message)
 
-        await self.app(scope, receive, send_wrapper)
+        try:
+            allowed = RouteTable.of(scope["app"]).refused(scope["method"], route_path(scope))
+            if allowed is None:
+                await self.app(scope, limited_receive, send_wrapper)
+            else:
+                refused = MethodNotAllowed(headers={"Allow": ", ".join(sorted(allowed))})
+                await render_error(refused)(scope, limited_receive, send_wrapper)
+        except Exception as exc:  # the one place nothing escapes: render, never re-raise
+            if response_started:
+                raise
+            await render_unexpected(exc)(scope, limited_receive, send_wrapper)
+
+    def mark_deprecated(self, scope: Scope, message: Message) -> None:
+        route = getattr(scope.get("route"), "path", None)
+        successor = self.successors.get((scope["method"], route)) if route else None
+        if successor is None:
+            return
+        headers = MutableHeaders(scope=message)
+        headers["Deprecation"] = self.deprecation
+        target = _fill(successor, scope)
+        if target is not None:
+            headers.append("Link", f'<{target}>; rel="successor-version"')
 
 
 def _fill(template: str, scope: Scope) -> str | None:
@@ -197,61 +287,6 @@ class CORSMiddleware(StarletteCORSMiddleware):
             if name.startswith("access-control-") or name == "vary":
                 refused.headers[name] = value
         return refused
-
-
-class SecurityHeadersMiddleware(HttpMiddleware):
-    def __init__(self, app: ASGIApp, *, hsts: bool = False) -> None:
-        super().__init__(app)
-        self.hsts = hsts
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope["path"]
-        docs = path.startswith(DOCS_PATHS)
-        no_store = path.startswith("/api/auth")
-
-        async def send_wrapper(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers["X-Content-Type-Options"] = "nosniff"
-                headers["X-Frame-Options"] = "DENY"
-                headers["Referrer-Policy"] = "no-referrer"
-                headers["Cross-Origin-Opener-Policy"] = "same-origin"
-                headers["Content-Security-Policy"] = DOCS_CSP if docs else API_CSP
-                if no_store:
-                    headers["Cache-Control"] = "no-store"
-                    headers["Pragma"] = "no-cache"
-                if self.hsts:
-                    headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
-            await send(message)
-
-        await self.app(scope, receive, send_wrapper)
-
-
-class BodySizeLimitMiddleware(HttpMiddleware):
-    """413 for bodies over the limit, whether announced by Content-Length or streamed."""
-
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
-        super().__init__(app)
-        self.max_bytes = max_bytes
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        length = _header(scope, b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            await render_error(PayloadTooLarge.over(self.max_bytes))(scope, receive, send)
-            return
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    # An HTTPException passes through FastAPI's body reader to the error handlers.
-                    raise HTTPException(413, PayloadTooLarge.over(self.max_bytes).message)
-            return message
-
-        await self.app(scope, limited_receive, send)
 
 
 def route_of(scope: Scope) -> Any | None:

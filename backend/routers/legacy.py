@@ -1,7 +1,7 @@
 """The earlier drafts' routes: `/api/tasks...` and `/api/projects/...`, owned by the token's user.
 
 Deprecated in the OpenAPI document and kept for old clients; every answer says so with `Deprecation` and
-`Link: <successor>; rel="successor-version"` (middleware.DeprecationMiddleware, from SUCCESSORS below).
+`Link: <successor>; rel="successor-version"` (middleware.InnerMiddleware, from SUCCESSORS below).
 They are the very operations of routers/tasks.py and routers/projects.py (same endpoint functions,
 dependencies and documentation), served at the earlier paths without `{user_id}`: whose data it is comes
 from the token alone.
