@@ -443,7 +443,9 @@ def run_profile(server: Server, data: seed.Dataset, workdir: Path) -> None:
     time.sleep(0.5)
     closed(server, scenarios(data, server.port)["list"], 64, workdir)
     recorder.wait()
-    (RESULTS / "profile-list.md").write_text(summarise_profile(raw.read_text(), int(os.environ.get("PERF_PROFILE_TOP", "40"))))
+    (RESULTS / "profile-list.md").write_text(
+        summarise_profile(raw.read_text(), int(os.environ.get("PERF_PROFILE_TOP", "40")))
+    )
     print(f"  profile written to {RESULTS / 'profile-list.md'}")
 
 
