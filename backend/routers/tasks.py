@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends
+from fastapi.responses import Response
 
 from backend import openapi_examples as examples
 from backend.deps import CallerId, SessionDep, require_owner
@@ -46,7 +47,7 @@ async def list_tasks(
     sort: TaskSortQuery = TaskSort.CREATED_AT_DESC,
     limit: LimitQuery = 50,
     offset: OffsetQuery = 0,
-) -> dict[str, Any]:
+) -> Response:
     """Filter, search (`q`), sort and paginate; `meta.total` counts every match."""
     return await task_page(session, owner_id, filters, sort, limit, offset)
 
@@ -86,7 +87,7 @@ async def search_tasks(
     sort: TaskSortQuery = TaskSort.CREATED_AT_DESC,
     limit: LimitQuery = 50,
     offset: OffsetQuery = 0,
-) -> dict[str, Any]:
+) -> Response:
     """Same as the list with `q` required. `%`, `_` and `\\` match literally."""
     return await task_page(session, owner_id, searching(filters, q), sort, limit, offset)
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import jwt
@@ -31,6 +33,14 @@ def create_access_token(*, secret: str, user_id: str, session_id: str, minutes: 
     return jwt.encode(claims, secret, algorithm=ALGORITHM), minutes * 60
 
 
+# A client sends the same access token with every request until it expires: the work that depends only on the
+# token's text (parsing, the signature, the required claims) is done once per token and secret and remembered
+# (bounded, least recently used first out); what depends on the clock (`exp`) is checked on every request.
+# A token that fails is not remembered: it costs its full check every time.
+TOKEN_CACHE_SIZE = 4096
+
+
+@lru_cache(maxsize=TOKEN_CACHE_SIZE)
 def is_own_token(token: str) -> bool:
     """Ours if it claims our issuer; the signature is checked afterwards by `decode_access_token`."""
     try:
@@ -40,23 +50,31 @@ def is_own_token(token: str) -> bool:
     return unverified.get("iss") == ISSUER
 
 
+@lru_cache(maxsize=TOKEN_CACHE_SIZE)
+def _verified_claims(token: str, secret: str) -> dict[str, Any]:
+    """The claims of a token signed with `secret`, with every check but the expiry's (PyJWTError otherwise)."""
+    claims: dict[str, Any] = jwt.decode(
+        token,
+        secret,
+        algorithms=[ALGORITHM],
+        issuer=ISSUER,
+        options={"require": REQUIRED_CLAIMS, "verify_exp": False},
+    )
+    if claims.get("type") != "access" or not isinstance(claims.get("sid"), str):
+        raise jwt.InvalidTokenError("not an access token")
+    if not isinstance(claims["exp"], int | float):
+        raise jwt.DecodeError("exp must be a number")
+    return claims
+
+
 def decode_access_token(token: str, *, secret: str, leeway: int) -> dict[str, Any]:
     try:
-        claims: dict[str, Any] = jwt.decode(
-            token,
-            secret,
-            algorithms=[ALGORITHM],
-            issuer=ISSUER,
-            leeway=leeway,
-            options={"require": REQUIRED_CLAIMS},
-        )
-    except jwt.ExpiredSignatureError:
-        raise TokenExpired() from None
+        claims = _verified_claims(token, secret)
     except jwt.PyJWTError:
         raise InvalidToken() from None
-    if claims.get("type") != "access" or not isinstance(claims.get("sid"), str):
-        raise InvalidToken()
-    return claims
+    if claims["exp"] <= time.time() - leeway:  # as PyJWT's own expiry check
+        raise TokenExpired()
+    return dict(claims)
 
 
 def issued_at(token: str) -> datetime | None:

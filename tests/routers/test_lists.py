@@ -106,3 +106,36 @@ async def test_limit_and_offset_out_of_range_are_422_on_every_list(app, client, 
             response = await as_user.request(method, url + query, json=body)
             assert response.status_code == 422, (method, path, query, response.text)
             assert response.json()["error"]["field"] == query.split("=")[0], (method, path, query)
+
+
+async def test_a_task_list_is_exactly_what_its_response_model_sends(client, user):
+    """The task lists are serialised straight from their rows (no second pass through `response_model`): the
+    bytes must be the ones that pass would have produced — every field, in order, datetimes in UTC with `Z`, and
+    nulls — for the list, the search and the earlier drafts' list, with every kind of value present."""
+    from backend.envelope import TaskListEnvelope
+
+    project = await pin_project(client, user, "octo/bytes")
+    await make_task(client, user, title="find plain")
+    await make_task(
+        client,
+        user,
+        title="find full ✓",
+        description="with \"quotes\" and é",
+        priority="high",
+        due_date="2026-03-29T01:30:00.123456+02:00",
+        project_id=project["id"],
+        completed=True,
+    )
+    for url in (
+        f"/api/{user.id}/tasks",
+        f"/api/{user.id}/tasks/search?q=find&sort=title",
+        "/api/tasks?limit=1&offset=1",
+    ):
+        response = await client.get(url, headers=user.headers)
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == "application/json"
+        expected = TaskListEnvelope.model_validate(response.json()).model_dump_json().encode()
+        assert response.content == expected, url
+    full = (await client.get(f"/api/{user.id}/tasks?sort=-priority", headers=user.headers)).json()["data"][0]
+    assert (full["due_date"], full["completed"]) == ("2026-03-28T23:30:00.123456Z", True)
+    assert full["completed_at"].endswith("Z")

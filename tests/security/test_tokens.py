@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import jwt
@@ -63,3 +64,44 @@ def test_issued_at_reads_iat_of_any_token():
     assert issued_at(jwt.encode({"sub": "u1"}, SECRET, algorithm="HS256")) is None
     assert issued_at("garbage") is None
     assert issued_at("") is None
+
+
+def _token(seconds: float, secret: str = SECRET, **claims: object) -> str:
+    now = time.time()
+    body = {"iss": "taskdeck", "sub": "u1", "sid": "s1", "jti": "j", "type": "access", "iat": int(now)}
+    return jwt.encode({**body, "exp": now + seconds, **claims}, secret, algorithm="HS256")
+
+
+def test_a_remembered_token_still_expires_on_time():
+    """The signature check is remembered per token; the expiry is checked on every call."""
+    token = _token(1.0)
+    assert decode_access_token(token, secret=SECRET, leeway=0)["sub"] == "u1"
+    assert decode_access_token(token, secret=SECRET, leeway=0)["sub"] == "u1"  # from the cache
+    time.sleep(1.2)
+    with pytest.raises(Unauthorized) as caught:
+        decode_access_token(token, secret=SECRET, leeway=0)
+    assert caught.value.code == "TOKEN_EXPIRED"
+    assert decode_access_token(token, secret=SECRET, leeway=30)["sub"] == "u1"  # the leeway is the caller's
+
+
+def test_a_remembered_token_is_remembered_for_its_secret_only():
+    token = _token(60)
+    assert decode_access_token(token, secret=SECRET, leeway=0)["sid"] == "s1"
+    with pytest.raises(Unauthorized) as caught:
+        decode_access_token(token, secret="w" * 48, leeway=0)
+    assert caught.value.code == "INVALID_TOKEN"
+
+
+@pytest.mark.parametrize("claims", [{"type": "refresh"}, {"sid": 7}, {"exp": "soon"}, {"iss": "someone-else"}], ids=str)
+def test_a_token_that_fails_a_check_is_refused_every_time(claims):
+    token = _token(60, **claims)
+    for _ in range(2):
+        with pytest.raises(Unauthorized) as caught:
+            decode_access_token(token, secret=SECRET, leeway=0)
+        assert caught.value.code == "INVALID_TOKEN"
+
+
+def test_a_returned_claim_set_is_the_callers_own():
+    token = _token(60)
+    decode_access_token(token, secret=SECRET, leeway=0)["sub"] = "someone else"
+    assert decode_access_token(token, secret=SECRET, leeway=0)["sub"] == "u1"
