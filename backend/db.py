@@ -17,7 +17,7 @@ from psycopg import generators, pq
 from psycopg.abc import PQGen
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InvalidatePoolError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -71,13 +71,12 @@ def create_engine(
         engine = create_async_engine(full, connect_args={"timeout": 30})
         _configure_sqlite(engine, foreign_keys=not for_migrations)
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         full,
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=pool_timeout,
         pool_recycle=pool_recycle,
-        pool_pre_ping=True,
         connect_args={
             # No server-side prepared statements: psycopg prepares a query after 5 runs (`_pg3_0`, ...), and a
             # transaction-mode pooler (PgBouncer, Neon's `-pooler` host) hands the next transaction another
@@ -96,6 +95,40 @@ def create_engine(
             "async_creator_fn": Connector(connect_timeout, statement_timeout),
         },
     )
+    _ping_when_idle(engine)
+    return engine
+
+
+# A pooled connection back within this long of its last use is handed out without a ping.
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """SQLAlchemy's pre-ping, for connections that sat idle in the pool only.
+
+    `pool_pre_ping` costs every request a round trip (and two autocommit switches). Under traffic a connection
+    comes back to the pool and goes out again within milliseconds, and one that fails then fails the request
+    as a failure during it would. A connection idle for `PING_AFTER_IDLE_SECONDS` or more (after an outage, a
+    restart, a quiet night) is pinged as before: a dead one invalidates the pool, and the request gets a new
+    connection (`InvalidatePoolError`, SQLAlchemy's own pre-ping path). A fresh connection is not pinged."""
+    sync_engine = engine.sync_engine
+    dialect = sync_engine.dialect
+
+    @event.listens_for(sync_engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(sync_engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.pop("idle_since", None)  # none: a fresh connection
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as error:
+            if dialect.is_disconnect(error, dbapi_connection, None):
+                raise InvalidatePoolError() from None
+            raise
 
 
 class BoundedConnection(psycopg.AsyncConnection[Any]):

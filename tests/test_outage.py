@@ -99,3 +99,27 @@ async def test_write_in_flight_when_the_database_stops(cluster, data_dir):
             assert (
                 await client.post(projects, json={"github_repo_name": "octo/a"}, headers=headers)
             ).status_code == 201
+
+
+async def test_a_pooled_connection_that_died_while_idle_is_replaced_unnoticed(cluster, data_dir):
+    """The pool pings a connection that sat idle for a second or more before handing it out (backend/db.py,
+    `_ping_when_idle`): after a database restart between two requests, the next request gets a new connection
+    and succeeds, instead of failing on the dead one."""
+    upgrade(cluster.url)
+    app = create_app(make_settings(cluster.url, data_dir, DB_CONNECT_TIMEOUT=5, DB_POOL_TIMEOUT=5))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            email = "idle@example.com"
+            await client.post("/api/auth/register", json={"email": email, "password": PASSWORD})
+            login = await client.post("/api/auth/login", json={"email": email, "password": PASSWORD})
+            headers = {"Authorization": f"Bearer {login.json()['data']['access_token']}"}
+            assert (await client.get("/api/auth/me", headers=headers)).status_code == 200
+            assert app.state.engine.sync_engine.pool.checkedin() >= 1  # the connection waits in the pool
+
+            cluster.stop()
+            cluster.start()
+            await asyncio.sleep(1.2)  # idle for longer than PING_AFTER_IDLE_SECONDS
+            for _ in range(3):
+                me = await client.get("/api/auth/me", headers=headers)
+                assert me.status_code == 200, me.text

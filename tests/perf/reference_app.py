@@ -21,9 +21,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy import desc
 from sqlalchemy import select as core_select
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import col, select
 
-from backend.db import create_engine, session_factory
+from backend.db import async_url, create_engine, session_factory
 from backend.models.task import Task, TaskPublic
 
 
@@ -35,11 +36,19 @@ def create_app() -> FastAPI:
         pool_timeout=float(os.environ.get("DB_POOL_TIMEOUT", "5")),
     )
     sessions = session_factory(engine)
+    # The lean reference's own engine: SQLAlchemy's and psycopg's defaults (no pre-ping, psycopg's prepared
+    # statements, none of our bounds), the same pool size as ours.
+    lean_engine = create_async_engine(
+        async_url(os.environ["DATABASE_URL"]),
+        pool_size=int(os.environ.get("DB_POOL_SIZE", "10")),
+        max_overflow=int(os.environ.get("DB_MAX_OVERFLOW", "10")),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         await engine.dispose()
+        await lean_engine.dispose()
 
     app = FastAPI(lifespan=lifespan)
 
@@ -65,7 +74,7 @@ def create_app() -> FastAPI:
             .order_by(desc(table.c.created_at), desc(table.c.id))
             .limit(50)
         )
-        async with engine.connect() as connection:
+        async with lean_engine.connect() as connection:
             return [dict(row._mapping) for row in await connection.execute(query)]
 
     return app
