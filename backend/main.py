@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from backend.breaker import RedisLink
 from backend.config import VERSION, Settings, load_settings
-from backend.db import create_engine, session_factory
+from backend.db import ConnectionGate, create_engine, is_sqlite, session_factory
 from backend.docs import OPENAPI_TAGS, install_docs
 from backend.errors import EVERY_OPERATION, install_error_handlers
 from backend.events import EventBus, publish
@@ -109,6 +109,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = sessionmaker
+    pool_slots = None if is_sqlite(settings.DATABASE_URL) else settings.DB_POOL_SIZE + settings.DB_MAX_OVERFLOW
+    app.state.db_gate = ConnectionGate(pool_slots, settings.DB_POOL_TIMEOUT)
     app.state.sync_runner = sync_runner
     app.state.external_verifier = verifier or no_external_verifier
     app.state.redis = redis
