@@ -120,7 +120,7 @@ async def test_a_task_list_is_exactly_what_its_response_model_sends(client, user
         client,
         user,
         title="find full ✓",
-        description="with \"quotes\" and é",
+        description='with "quotes" and é',
         priority="high",
         due_date="2026-03-29T01:30:00.123456+02:00",
         project_id=project["id"],
