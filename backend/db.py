@@ -137,7 +137,7 @@ class BoundedConnection(psycopg.AsyncConnection[Any]):
 
     A SIGSTOPped (or wedged) server's kernel still accepts connections and acknowledges what is sent: TCP
     never fails, and the server's own `statement_timeout` never fires. So each round trip (a statement, a
-    fetch, COMMIT, ROLLBACK, the pool's pre-ping) waits at most `round_trip_timeout`; then the connection is
+    fetch, COMMIT, ROLLBACK, the pool's ping of an idle connection) waits at most `round_trip_timeout`; then the connection is
     closed, not cancelled (a cancel request to a stopped server is not answered either, and psycopg would
     wait for it), and an OperationalError on a closed connection makes SQLAlchemy discard it and every
     pooled connection of its generation: after the server resumes, only new connections are used.
