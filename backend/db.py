@@ -137,10 +137,10 @@ class BoundedConnection(psycopg.AsyncConnection[Any]):
 
     A SIGSTOPped (or wedged) server's kernel still accepts connections and acknowledges what is sent: TCP
     never fails, and the server's own `statement_timeout` never fires. So each round trip (a statement, a
-    fetch, COMMIT, ROLLBACK, the pool's ping of an idle connection) waits at most `round_trip_timeout`; then the connection is
-    closed, not cancelled (a cancel request to a stopped server is not answered either, and psycopg would
-    wait for it), and an OperationalError on a closed connection makes SQLAlchemy discard it and every
-    pooled connection of its generation: after the server resumes, only new connections are used.
+    fetch, COMMIT, ROLLBACK, the pool's ping of an idle connection) waits at most `round_trip_timeout`; then
+    the connection is closed, not cancelled (a cancel request to a stopped server is not answered either, and
+    psycopg would wait for it), and an OperationalError on a closed connection makes SQLAlchemy discard it and
+    every pooled connection of its generation: after the server resumes, only new connections are used.
 
     The server is asked to end a slow statement itself a little earlier (`SET LOCAL statement_timeout`, sent
     in the same message as the transaction's `BEGIN`: no extra round trip, and transaction-scoped, which a
