@@ -171,6 +171,69 @@ async def test_0006_refuses_a_collision_instead_of_merging_accounts(fresh_url):
     assert "carol@" not in record.getMessage().lower()  # masked: no address in the logs
 
 
+OWNER_SEARCH = "ix_tasks_user_id_text_trgm"
+WHOLE_TABLE_TRGM = {"ix_tasks_title_trgm", "ix_tasks_description_trgm"}
+
+
+def _trigram_indexes(connection) -> set[str]:
+    return {name for name in _indexes(connection)["tasks"] if name.endswith("_trgm")}
+
+
+async def test_0008_replaces_the_whole_table_trigram_indexes_by_the_owners(fresh_url):
+    upgrade(fresh_url)
+    postgres = fresh_url.startswith("postgresql")
+    assert await _inspect(fresh_url, _trigram_indexes) == ({OWNER_SEARCH} if postgres else set())
+    downgrade(fresh_url, "0007")
+    assert await _inspect(fresh_url, _trigram_indexes) == (WHOLE_TABLE_TRGM if postgres else set())
+    upgrade(fresh_url)
+    assert await _inspect(fresh_url, _trigram_indexes) == ({OWNER_SEARCH} if postgres else set())
+
+
+@pytest.fixture
+def restricted_url() -> Iterator[str]:
+    """A database the migrating role may create tables in but not extensions (no CREATE on the database):
+    pg_trgm is there (installed by the administrator), btree_gin is not."""
+    if "postgresql" not in BACKENDS:
+        pytest.skip("PostgreSQL only")
+    suffix = uuid.uuid4().hex[:10]
+    name, role = f"taskdeck_mig_{suffix}", f"taskdeck_noext_{suffix}"
+    with psycopg.connect(_pg_conninfo(PG_ADMIN_URL), autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    with psycopg.connect(_pg_conninfo(PG_ADMIN_URL, name), autocommit=True) as admin:
+        admin.execute("CREATE EXTENSION pg_trgm")
+        admin.execute(f'GRANT CREATE ON SCHEMA public TO "{role}"')
+    url = _pg_conninfo(PG_ADMIN_URL, name).replace("://postgres@", f"://{role}@", 1)
+    try:
+        yield url
+    finally:
+        with psycopg.connect(_pg_conninfo(PG_ADMIN_URL), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+async def test_0008_without_btree_gin_keeps_the_whole_table_indexes(restricted_url):
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("taskdeck.migrations")
+    logger.addHandler(handler)
+    try:
+        upgrade(restricted_url)  # refused extension: the revision still applies, without its index
+    finally:
+        logger.removeHandler(handler)
+    assert await _inspect(restricted_url, _revision) == "0008"
+    assert await _inspect(restricted_url, _trigram_indexes) == WHOLE_TABLE_TRGM
+    [record] = records
+    assert record.levelno == logging.WARNING
+    assert "btree_gin" in record.getMessage()
+    assert "permission denied" in record.getMessage()
+    with psycopg.connect(restricted_url) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'btree_gin'").fetchone() == (0,)
+    downgrade(restricted_url, "base")
+    assert await _inspect(restricted_url, _tables) == {"alembic_version"}
+
+
 def test_a_failing_migration_is_reported(tmp_path):
     with pytest.raises(Exception, match="nope"):
         upgrade(f"sqlite:///{tmp_path / 'x.db'}", "nope")

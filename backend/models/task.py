@@ -56,15 +56,15 @@ class Task(TaskBase, table=True):
         Index("ix_tasks_user_id_status", "user_id", "status"),
         Index("ix_tasks_user_id_due_date", "user_id", "due_date"),
         Index("ix_tasks_user_id_project_id", "user_id", "project_id"),
-        # Substring search (ILIKE) stays indexed at millions of rows: trigram GIN, PostgreSQL only.
-        Index("ix_tasks_title_trgm", "title", postgresql_using="gin", postgresql_ops={"title": "gin_trgm_ops"}).ddl_if(
-            dialect="postgresql"
-        ),
+        # Substring search (ILIKE) of one owner's tasks: one trigram GIN index keyed by user_id too (btree_gin),
+        # PostgreSQL only (revision 0008; without btree_gin the migration keeps 0002's whole-table indexes).
         Index(
-            "ix_tasks_description_trgm",
+            "ix_tasks_user_id_text_trgm",
+            "user_id",
+            "title",
             "description",
             postgresql_using="gin",
-            postgresql_ops={"description": "gin_trgm_ops"},
+            postgresql_ops={"title": "gin_trgm_ops", "description": "gin_trgm_ops"},
         ).ddl_if(dialect="postgresql"),
         CheckConstraint("status IN ('pending', 'in_progress', 'completed')", name="status"),
         CheckConstraint("priority IN ('low', 'medium', 'high')", name="priority"),

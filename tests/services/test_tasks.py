@@ -166,3 +166,86 @@ class TestListFilters:
         assert ([task["title"] for task in page], total) == (["Call Bob", "Plan trip"], 4)
         past_the_end = await tasks.list_tasks(db_session, owner, EVERYTHING, TaskSort("title"), limit=2, offset=10)
         assert past_the_end == ([], 4)
+
+
+class TestSearch:
+    """`q`: text contained in the title or the description, case-insensitive, `%`, `_` and `\\` literal.
+    The search query (a subquery of the matches, revision 0008's index on PostgreSQL) finds exactly the rows
+    and order of the plain list filtered in Python, for every sort, on both databases."""
+
+    TASKS = (  # (title, description)
+        ("Send INVOICE to Acme", None),  # title only, upper case
+        ("Pay rent", "the invoice is late"),  # description only
+        ("Invoice review", "check the invoice twice"),  # both
+        ("Discount 50%", "50% off, code a_b"),
+        ("Path C:\\tmp", "back\\slash"),
+        ("Crème BRÛLÉE", "dessert, déjà vu"),  # non-ASCII letters in one case (SQLite lowers ASCII only)
+        ("ab", ""),
+        ("x", "single"),
+        ("Abacus", None),
+    )
+    QUERIES = (
+        "invoice",
+        "INVOICE",
+        "InVoIcE",
+        "voice to",
+        "%",
+        "50%",
+        "_",
+        "a_b",
+        "a%b",
+        "\\",
+        "c:\\tmp",
+        "brÛlÉe",
+        "Û",
+        "déjà vu",
+        "a",
+        "ab",
+        "AB",
+        "x",
+        "e",
+        "nothing here",
+        "é",
+    )
+
+    @staticmethod
+    def contains(task: dict, q: str) -> bool:
+        return q.lower() in task["title"].lower() or q.lower() in (task["description"] or "").lower()
+
+    @pytest.fixture
+    async def tasks_of_owner(self, db_session, owner, stranger):
+        for title, description in self.TASKS:
+            await create(db_session, owner, title, description=description)
+        await create(db_session, stranger, "invoice of someone else", description="% _ \\ ab x")
+
+    async def test_the_same_rows_as_the_list_filtered_in_python(self, db_session, owner, tasks_of_owner):
+        for sort in TaskSort:
+            everything, _ = await tasks.list_tasks(db_session, owner, EVERYTHING, sort, limit=100, offset=0)
+            for q in self.QUERIES:
+                expected = [task for task in everything if self.contains(task, q)]
+                found, total = await tasks.list_tasks(db_session, owner, TaskFilters(q=q), sort, limit=100, offset=0)
+                assert (found, total) == (expected, len(expected)), (sort, q)
+
+    @pytest.mark.parametrize(
+        ("q", "expected"),
+        [
+            ("invoice", {"Send INVOICE to Acme", "Pay rent", "Invoice review"}),
+            ("%", {"Discount 50%"}),
+            ("_", {"Discount 50%"}),
+            ("a%b", set()),
+            ("\\", {"Path C:\\tmp"}),
+            ("brÛlÉe", {"Crème BRÛLÉE"}),
+            ("ab", {"ab", "Abacus"}),
+            ("x", {"x"}),
+        ],
+    )
+    async def test_matches(self, db_session, owner, tasks_of_owner, q, expected):
+        assert set(await titles(db_session, owner, TaskFilters(q=q))) == expected
+
+    async def test_pages_and_total(self, db_session, owner, tasks_of_owner):
+        search = TaskFilters(q="invoice")
+        first, total = await tasks.list_tasks(db_session, owner, search, TaskSort("title"), limit=2, offset=0)
+        assert ([task["title"] for task in first], total) == (["Invoice review", "Pay rent"], 3)
+        last, total = await tasks.list_tasks(db_session, owner, search, TaskSort("title"), limit=2, offset=2)
+        assert ([task["title"] for task in last], total) == (["Send INVOICE to Acme"], 3)
+        assert await tasks.list_tasks(db_session, owner, search, TaskSort("title"), limit=2, offset=5) == ([], 3)
