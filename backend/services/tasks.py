@@ -12,7 +12,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col, delete, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.db import save
+from backend.db import lock_user_row, save
 from backend.errors import NotFound, ValidationFailed
 from backend.models.common import utcnow
 from backend.models.task import Task, TaskCreate, TaskPublic, TaskSort, TaskStatus, TaskUpdate
@@ -180,6 +180,10 @@ def _completion(current: Task | None, status: TaskStatus | None, completed: bool
 async def create_task(session: AsyncSession, owner_id: str, payload: TaskCreate) -> Task:
     if payload.project_id is not None:
         await ensure_project(session, owner_id, payload.project_id)
+    if payload.labels:
+        # Before the INSERT: its foreign-key check share-locks the user row, and two creates upgrading that
+        # share lock to the label writers' exclusive one would deadlock each other (PostgreSQL).
+        await lock_user_row(session, owner_id)
     data = payload.model_dump(exclude={"status", "completed", "labels"})
     data.update(_completion(None, payload.status, payload.completed) or {"status": TaskStatus.PENDING})
     task = Task.model_validate(data, update={"user_id": owner_id})
