@@ -59,12 +59,12 @@ async def task_filters(
         str | None, Query(max_length=200, pattern=NO_NUL, description="Text in title or description (literal)")
     ] = None,
     label: Annotated[
-        list[LabelQuery] | None,
+        list[LabelQuery],
         Query(
             max_length=MAX_LABELS_PER_TASK,
             description="Only tasks carrying this label (any case); repeat it for tasks carrying every one",
         ),
-    ] = None,
+    ] = [],  # noqa: B006 - FastAPI copies a default, never shares it
 ) -> TaskFilters:
     # async: a plain `def` dependency costs a thread-pool hop on every list request.
     return TaskFilters(
@@ -75,7 +75,7 @@ async def task_filters(
         due_before=due_before,
         due_after=due_after,
         q=q or None,
-        labels=tuple(label or ()),
+        labels=tuple(label),
     )
 
 
