@@ -218,6 +218,20 @@ class TestEarlierDrafts:
             assert [set(task) for task in (await as_user.get(url)).json()["data"]] == [old_fields]
 
 
+class TestIdempotentCreate:
+    async def test_a_replayed_create_answers_the_same_labels(self, client, user):
+        as_user = authed(client, user)
+        body, key = {"title": "once", "labels": ["b", "A", "a"]}, {"Idempotency-Key": "labels-once"}
+        first = await as_user.post("/api/{uid}/tasks", json=body, headers=key)
+        assert first.status_code == 201, first.text
+        assert first.json()["data"]["labels"] == ["b", "A"]
+        again = await as_user.post("/api/{uid}/tasks", json=body, headers=key)
+        assert again.json() == first.json()
+        legacy = await as_user.post("/api/tasks", json=body, headers={"Idempotency-Key": "labels-legacy"})
+        assert legacy.status_code == 201, legacy.text
+        assert "labels" not in legacy.json()["data"]
+
+
 class TestExportsAndEvents:
     async def test_exports_carry_labels(self, client, user):
         as_user = authed(client, user)
