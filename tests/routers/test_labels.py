@@ -232,6 +232,19 @@ class TestIdempotentCreate:
         assert "labels" not in legacy.json()["data"]
 
 
+class TestConditionalWrites:
+    async def test_if_match_then_labels(self, client, user):
+        as_user = authed(client, user)
+        task = await make_task(client, user, labels=["a"])
+        url = f"/api/{{uid}}/tasks/{task['id']}"
+        etag = (await as_user.get(url)).headers["etag"]
+        changed = await as_user.patch(url, json={"labels": ["b"]}, headers={"If-Match": etag})
+        assert changed.json()["data"]["labels"] == ["b"]
+        stale = await as_user.patch(url, json={"labels": ["c"]}, headers={"If-Match": etag})
+        assert_error(stale, 412, "PRECONDITION_FAILED")
+        assert (await as_user.get(url)).json()["data"]["labels"] == ["b"]
+
+
 class TestExportsAndEvents:
     async def test_exports_carry_labels(self, client, user):
         as_user = authed(client, user)
@@ -245,20 +258,22 @@ class TestExportsAndEvents:
 
 
 @pytest.mark.committing  # concurrent requests: one connection cannot serve them
-async def test_a_rename_racing_creates_never_fails(client, user):
-    """Renames onto a name while tasks are created with it (and the old one): each answers 200/201 or 409."""
+async def test_a_rename_racing_label_writes_never_fails(client, user):
+    """A rename onto a name while tasks are created with it and an existing task (under If-Match) is relabelled
+    with it: each answers 200/201 or 409, never a deadlock or a unique violation (500/503)."""
     as_user = authed(client, user)
     for round_number in range(5):
-        await make_task(client, user, labels=[f"old{round_number}"])
-        new = f"new{round_number}"
+        old, new = f"old{round_number}", f"new{round_number}"
+        task = await make_task(client, user, labels=[old])
+        url = f"/api/{{uid}}/tasks/{task['id']}"
+        etag = (await as_user.get(url)).headers["etag"]
         responses = await asyncio.gather(
-            as_user.patch(f"/api/{{uid}}/labels/old{round_number}", json={"name": new}),
-            *(
-                as_user.post("/api/{uid}/tasks", json={"title": "t", "labels": [new, f"old{round_number}"]})
-                for _ in range(3)
-            ),
+            as_user.patch(f"/api/{{uid}}/labels/{old}", json={"name": new}),
+            as_user.patch(url, json={"labels": [new, old]}, headers={"If-Match": etag}),
+            *(as_user.post("/api/{uid}/tasks", json={"title": "t", "labels": [new, old]}) for _ in range(3)),
         )
         assert responses[0].status_code in (200, 409), responses[0].text
-        assert all(r.status_code == 201 for r in responses[1:]), [r.text for r in responses[1:]]
+        assert responses[1].status_code in (200, 412), responses[1].text
+        assert all(r.status_code == 201 for r in responses[2:]), [r.text for r in responses[2:]]
         names = {label["name"].casefold() for label in await labels_of(as_user)}
         assert new in names
