@@ -38,6 +38,11 @@ OPENAPI_TAGS: list[dict[str, Any]] = [
         "complete. `{user_id}` must be the token's subject (else 403).",
     },
     {
+        "name": "labels",
+        "description": "Your labels under `/api/{user_id}/labels`, with the number of tasks carrying each: "
+        "rename or delete one on every task. A task's labels are set on the task (`labels`).",
+    },
+    {
         "name": "projects",
         "description": "GitHub repositories pinned to your dashboard (at most 50): pin, reorder, "
         "update, unpin, export as JSON.",

@@ -13,10 +13,11 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, Field
 
 from backend.models.common import RESPONSE_CONFIG
+from backend.models.label import LabelPublic
 from backend.models.project import ProjectPublic
 from backend.models.session import TokenPair
 from backend.models.sync_run import SyncRunPublic
-from backend.models.task import TaskPublic
+from backend.models.task import TaskPublic, TaskPublicV1
 from backend.models.user import UserMe, UserPublic
 
 T = TypeVar("T")
@@ -82,6 +83,22 @@ class TaskEnvelope(Envelope[TaskPublic]):
 
 
 class TaskListEnvelope(ListEnvelope[TaskPublic]):
+    pass
+
+
+class TaskV1Envelope(Envelope[TaskPublicV1]):
+    """A task as the earlier drafts' routes answer it (no `labels`)."""
+
+
+class TaskV1ListEnvelope(ListEnvelope[TaskPublicV1]):
+    """Tasks as the earlier drafts' routes list them (no `labels`)."""
+
+
+class LabelEnvelope(Envelope[LabelPublic]):
+    pass
+
+
+class LabelListEnvelope(ListEnvelope[LabelPublic]):
     pass
 
 

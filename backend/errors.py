@@ -117,6 +117,10 @@ class PinLimitReached(Conflict):
     code, message = "PIN_LIMIT_REACHED", "The pinned-project limit is reached"
 
 
+class LabelExists(Conflict):
+    message = "You already have a label with this name"
+
+
 class PreconditionFailed(AppError):
     status_code, code = 412, "PRECONDITION_FAILED"
     message = "The resource changed since you read it (If-Match does not match its ETag); read it again"

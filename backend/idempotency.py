@@ -87,11 +87,13 @@ def render(request: Request, result: Any, sub_response: Response) -> Response:
     if isinstance(result, Response):
         return result
     route = request.scope.get("route")
-    content = jsonable_encoder(result)
     model = getattr(route, "response_model", None)
     if model is not None:
+        # From the objects, as FastAPI reads them (a task's `labels` is an attribute, not a field of the row).
         adapter = _adapter(model)
-        content = adapter.dump_python(adapter.validate_python(content), mode="json")
+        content = adapter.dump_python(adapter.validate_python(result, from_attributes=True), mode="json")
+    else:
+        content = jsonable_encoder(result)
     status = sub_response.status_code or getattr(route, "status_code", None) or 200
     headers = {k: v for k, v in sub_response.headers.items() if k.lower() != "content-length"}
     return JSONResponse(content, status_code=status, headers=headers)

@@ -32,6 +32,7 @@ TASK_CREATE: dict[str, Example] = {
             "priority": "high",
             "due_date": "2026-12-01T17:00:00Z",
             "project_id": 1,
+            "labels": ["review", "sync"],
         },
     },
 }
@@ -39,6 +40,10 @@ TASK_UPDATE: dict[str, Example] = {
     "retitle": {"summary": "Change the title", "value": {"title": "Write and publish the release notes"}},
     "start": {"summary": "Start working on it", "value": {"status": "in_progress"}},
     "move": {"summary": "Move to another project, no due date", "value": {"project_id": 2, "due_date": None}},
+    "relabel": {"summary": "Replace its labels (`[]` clears them)", "value": {"labels": ["writing", "urgent"]}},
+}
+LABEL_RENAME: dict[str, Example] = {
+    "rename": {"summary": "Rename the label on every task", "value": {"name": "Writing"}},
 }
 PROJECT_PIN: dict[str, Example] = {
     "by_name": {"summary": "Just the repository", "value": {"github_repo_name": "fastapi/fastapi"}},
@@ -67,6 +72,7 @@ _TASK = {
     "created_at": NOW,
     "updated_at": NOW,
     "completed_at": None,
+    "labels": ["writing"],
 }
 _PROJECT = {
     "id": 1,
@@ -105,5 +111,6 @@ LOGGED_IN = example(
 )
 TASK = example(_TASK, "Task created")
 TASKS = example([_TASK], meta={"total": 1, "limit": 50, "offset": 0})
+LABELS = example([{"name": "writing", "task_count": 1}], meta={"total": 1, "limit": 50, "offset": 0})
 PROJECT = example(_PROJECT, "Project pinned")
 PROJECTS = example([_PROJECT], meta={"total": 1, "limit": 1, "offset": 0})

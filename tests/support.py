@@ -261,9 +261,13 @@ def documented_operations() -> list[Operation]:
     ]
 
 
-async def owned_resources(client: httpx.AsyncClient, user: UserCtx, label: str) -> dict[str, int]:
-    """One of each kind of resource a path can name, owned by `user`: `{id parameter name: id}`."""
-    task = await client.post(f"/api/{user.id}/tasks", json={"title": f"{label} task"}, headers=user.headers)
+async def owned_resources(client: httpx.AsyncClient, user: UserCtx, label: str) -> dict[str, Any]:
+    """One of each kind of resource a path can name, owned by `user`: `{id parameter name: id}` (a label: its
+    name)."""
+    name = f"{label}-label".replace(" ", "-")
+    task = await client.post(
+        f"/api/{user.id}/tasks", json={"title": f"{label} task", "labels": [name]}, headers=user.headers
+    )
     project = await client.post(
         f"/api/{user.id}/projects",
         json={"github_repo_name": f"{label}/repo", "display_name": f"{label} project"},
@@ -273,7 +277,12 @@ async def owned_resources(client: httpx.AsyncClient, user: UserCtx, label: str) 
     project_id = project.json()["data"]["id"]
     run = await client.post(f"/api/{user.id}/projects/{project_id}/sync", headers=user.headers)
     assert run.status_code == 202, run.text
-    return {"task_id": task.json()["data"]["id"], "project_id": project_id, "run_id": run.json()["data"]["run_id"]}
+    return {
+        "task_id": task.json()["data"]["id"],
+        "project_id": project_id,
+        "run_id": run.json()["data"]["run_id"],
+        "name": name,
+    }
 
 
 LOCK_WAITERS = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -548,10 +549,15 @@ class TestAPI8SecurityMisconfiguration:
         assert app.debug is False
 
 
+def as_documented(path: str) -> str:
+    """A route's path as OpenAPI names it: `{name:path}` is `{name}`."""
+    return re.sub(r"{(\w+):\w+}", r"{\1}", path)
+
+
 class TestAPI9ImproperInventoryManagement:
     def test_every_route_is_documented(self, app):
         served = {
-            f"{method} {route.path}"
+            f"{method} {as_documented(route.path)}"
             for route in iter_route_contexts(app.routes)
             for method in (route.methods or set()) - {"HEAD"}
             if route.path not in HIDDEN_ROUTES and not route.path.startswith("/static")

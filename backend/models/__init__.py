@@ -1,6 +1,7 @@
 """SQLModel families: one module per entity. Importing this package registers every table."""
 
 from backend.models.idempotency import IdempotencyKey
+from backend.models.label import Label, TaskLabel
 from backend.models.project import Project
 from backend.models.session import AuthSession, RefreshToken
 from backend.models.sync_run import SyncRun
@@ -10,4 +11,4 @@ from backend.models.versioning import install as _install_versioning
 
 _install_versioning(Task, Project)
 
-__all__ = ["AuthSession", "IdempotencyKey", "Project", "RefreshToken", "SyncRun", "Task", "User"]
+__all__ = ["AuthSession", "IdempotencyKey", "Label", "Project", "RefreshToken", "SyncRun", "Task", "TaskLabel", "User"]

@@ -1,4 +1,5 @@
-"""Tasks: TaskBase -> Task (table) / TaskCreate / TaskUpdate / TaskComplete / TaskPublic."""
+"""Tasks: TaskBase -> Task (table) / TaskCreate / TaskUpdate / TaskComplete / TaskPublic (TaskPublicV1: the
+earlier drafts' shape, without the fields added since)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from backend.models.common import (
     refuse_null,
     utcnow,
 )
+from backend.models.label import LabelNames
 
 
 class TaskStatus(StrEnum):
@@ -80,6 +82,19 @@ class Task(TaskBase, table=True):
     completed_at: datetime | None = None
     version: int = Field(default=1, sa_column_kwargs={"server_default": "1"})  # bumped by every update
 
+    # The task's label names in order: rows of `task_labels`, not a column. Loaded (or set) by the labels
+    # service (services/labels.attach) wherever a task is answered; kept outside the model's fields, so
+    # neither a dump of the row nor an UPDATE ever sees it.
+    @property
+    def labels(self) -> list[str]:
+        return list(self.__dict__.get(_LABELS, ()))
+
+    def set_labels(self, names: list[str]) -> None:
+        self.__dict__[_LABELS] = list(names)
+
+
+_LABELS = "_labels"
+
 
 class TaskCreate(SQLModel):
     """What a client may send to create a task. Unknown fields (id, user_id, timestamps) are refused."""
@@ -93,6 +108,7 @@ class TaskCreate(SQLModel):
     completed: JsonBool | None = None
     due_date: UTCDatetime | None = Field(default=None, schema_extra={"examples": ["2026-12-01T17:00:00Z"]})
     project_id: RowIdInt | None = None
+    labels: LabelNames | None = None
 
 
 class TaskUpdate(SQLModel):
@@ -108,8 +124,9 @@ class TaskUpdate(SQLModel):
     completed: JsonBool | None = Field(default=None, schema_extra=NOT_NULL)
     due_date: UTCDatetime | None = None
     project_id: RowIdInt | None = None
+    labels: LabelNames | None = Field(default=None, schema_extra=NOT_NULL)  # replaces the whole list; [] clears
 
-    _not_null = field_validator("title", "status", "priority", "completed", mode="before")(refuse_null)
+    _not_null = field_validator("title", "status", "priority", "completed", "labels", mode="before")(refuse_null)
 
 
 class TaskComplete(SQLModel):
@@ -118,7 +135,9 @@ class TaskComplete(SQLModel):
     completed: JsonBool = True
 
 
-class TaskPublic(TaskBase):
+class TaskPublicV1(TaskBase):
+    """A task as the earlier drafts' routes answer it (routers/legacy.py): the fields they always had."""
+
     model_config = RESPONSE_CONFIG  # type: ignore[assignment]
 
     id: int
@@ -127,6 +146,12 @@ class TaskPublic(TaskBase):
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None
+
+
+class TaskPublic(TaskPublicV1):
+    """A task as every current route answers it."""
+
+    labels: list[str] = Field(schema_extra={"examples": [["work", "urgent"]]})
 
 
 class TaskSort(StrEnum):

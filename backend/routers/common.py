@@ -13,12 +13,14 @@ from typing import Annotated, Any, TypeVar, cast
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
+from pydantic import BaseModel, StringConstraints
 from pydantic_core import to_json
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.deps import CallerId, SessionDep
 from backend.envelope import page
 from backend.models.common import MAX_ROW_ID, NO_NUL, UTCQueryDatetime
+from backend.models.label import MAX_LABELS_PER_TASK
 from backend.models.task import TaskPriority, TaskSort, TaskStatus
 from backend.resource import IfMatch, Versioned, check_if_match
 from backend.services import projects as project_service
@@ -33,6 +35,7 @@ RowIdPath = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="A row id")]
 LimitQuery = Annotated[int, Query(ge=1, le=100, description="Page size, 1-100")]
 OffsetQuery = Annotated[int, Query(ge=0, le=10_000_000, description="Rows to skip")]
 TaskSortQuery = Annotated[TaskSort, Query(description="Sort key; a leading `-` sorts descending")]
+LabelQuery = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=NO_NUL)]
 TaskSearchQuery = Annotated[
     str, Query(min_length=1, max_length=200, pattern=NO_NUL, description="Text in title or description")
 ]
@@ -55,6 +58,13 @@ async def task_filters(
     q: Annotated[
         str | None, Query(max_length=200, pattern=NO_NUL, description="Text in title or description (literal)")
     ] = None,
+    label: Annotated[
+        list[LabelQuery],
+        Query(
+            max_length=MAX_LABELS_PER_TASK,
+            description="Only tasks carrying this label (any case); repeat it for tasks carrying every one",
+        ),
+    ] = [],  # noqa: B006 - FastAPI copies a default, never shares it
 ) -> TaskFilters:
     # async: a plain `def` dependency costs a thread-pool hop on every list request.
     return TaskFilters(
@@ -65,6 +75,7 @@ async def task_filters(
         due_before=due_before,
         due_after=due_after,
         q=q or None,
+        labels=tuple(label),
     )
 
 
@@ -85,7 +96,21 @@ async def task_page(
     declares: FastAPI's second pass (validate the dict against the response model, then dump it) is skipped,
     and `tests/routers/test_lists.py` checks that the bytes are the ones that pass would give."""
     items, total = await task_service.list_tasks(session, owner_id, filters, sort, limit, offset)
-    return Response(to_json(page(items, total, limit, offset)), media_type="application/json")
+    return JSONPage(page(items, total, limit, offset))
+
+
+class JSONPage(Response):
+    """A list answer serialised once from its dict (`data`), which it keeps: a route mirrored with another
+    response shape (mirror's `shapes`) serialises it again through that shape."""
+
+    media_type = "application/json"
+
+    def __init__(self, data: dict[str, Any], status_code: int = 200) -> None:
+        self.data = data
+        super().__init__(data, status_code)
+
+    def render(self, content: Any) -> bytes:
+        return to_json(content)
 
 
 def json_attachment(data: dict[str, Any], filename: str) -> Response:
@@ -153,11 +178,33 @@ DEPRECATION_HEADERS: dict[str, dict[str, Any]] = {
 }
 
 
-def mirror(source: APIRouter, target: APIRouter, paths: dict[str, str]) -> dict[tuple[str, str], str]:
+def reshaped(endpoint: F, shape: type[BaseModel]) -> F:
+    """`endpoint` answering in `shape`, a response model with fewer fields than the route's own. A dict
+    answer needs nothing: FastAPI validates it into the route's response model, which drops the rest. A
+    pre-serialised list page (JSONPage) is serialised again through `shape`."""
+
+    @functools.wraps(endpoint)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        result = await endpoint(*args, **kwargs)
+        if isinstance(result, JSONPage):
+            return JSONPage(shape.model_validate(result.data).model_dump(mode="json"), result.status_code)
+        return result
+
+    return cast(F, wrapper)
+
+
+def mirror(
+    source: APIRouter,
+    target: APIRouter,
+    paths: dict[str, str],
+    shapes: dict[type[BaseModel], type[BaseModel]] | None = None,
+) -> dict[tuple[str, str], str]:
     """Serve some of `source`'s operations again on `target`, at the paths `paths` maps them to
     (`"METHOD /path"` under source's prefix -> path under target's): the same endpoint functions and
     documentation, `legacy_` operation ids, and target's own tags and router dependencies instead of
     source's. Used for the earlier drafts' routes (routers/legacy.py); routes keep source's order.
+    `shapes` maps a route's response model to the one the mirrored route answers instead (the earlier
+    drafts' shape, without the fields added since): see `reshaped`.
 
     Answers each mirrored route's successor: `(method, target path template) -> source path template`.
     """
@@ -169,11 +216,12 @@ def mirror(source: APIRouter, target: APIRouter, paths: dict[str, str]) -> dict[
             if key not in paths:
                 continue
             success = route.status_code or 200
+            shape = (shapes or {}).get(route.response_model)
             target.add_api_route(
                 paths[key],
-                route.endpoint,
+                route.endpoint if shape is None else reshaped(route.endpoint, shape),
                 methods=[method],
-                response_model=route.response_model,
+                response_model=route.response_model if shape is None else shape,
                 status_code=route.status_code,
                 summary=route.summary,
                 description=route.description,

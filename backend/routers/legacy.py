@@ -4,7 +4,8 @@ Deprecated in the OpenAPI document and kept for old clients; every answer says s
 `Link: <successor>; rel="successor-version"` (middleware.InnerMiddleware, from SUCCESSORS below).
 They are the very operations of routers/tasks.py and routers/projects.py (same endpoint functions,
 dependencies and documentation), served at the earlier paths without `{user_id}`: whose data it is comes
-from the token alone.
+from the token alone. Tasks are answered in the earlier shape (TaskPublicV1: no `labels`, see `mirror`'s
+`shapes`); the bodies are the current ones, so `labels` sent there is kept, just not answered.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter
 
+from backend.envelope import TaskEnvelope, TaskListEnvelope, TaskV1Envelope, TaskV1ListEnvelope
 from backend.routers import projects, tasks
 from backend.routers.common import mirror
 
@@ -37,6 +39,8 @@ SUCCESSORS |= mirror(
         "PATCH /{task_id}": "/{task_id}",
         "DELETE /{task_id}": "/{task_id}",
     },
+    # The earlier drafts' shape: a task without the fields added since (`labels`).
+    shapes={TaskEnvelope: TaskV1Envelope, TaskListEnvelope: TaskV1ListEnvelope},
 )
 SUCCESSORS |= mirror(
     projects.router,

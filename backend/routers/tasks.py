@@ -48,7 +48,8 @@ async def list_tasks(
     limit: LimitQuery = 50,
     offset: OffsetQuery = 0,
 ) -> Response:
-    """Filter, search (`q`), sort and paginate; `meta.total` counts every match."""
+    """Filter (`label` repeatable: tasks carrying every one), search (`q`), sort and paginate; `meta.total`
+    counts every match."""
     return await task_page(session, owner_id, filters, sort, limit, offset)
 
 
@@ -67,7 +68,9 @@ async def create_task(
     session: SessionDep,
     live: WriteDep,
 ) -> dict[str, Any]:
-    """Title is required (trimmed, 1-255 chars); `completed` and `status` are kept in agreement."""
+    """Title is required (trimmed, 1-255 chars); `completed` and `status` are kept in agreement. `labels`: up
+    to 20 names (trimmed, 1-60 chars), order kept, duplicates in any case removed; a label you already use is
+    answered as you first wrote it."""
     task = await task_service.create_task(session, owner_id, payload)
     return ok(await live.changed(task, "task.created"), "Task created")
 
@@ -101,7 +104,7 @@ async def search_tasks(
 )
 async def get_task(owner_id: CallerId, task_id: RowIdPath, session: SessionDep, live: ReadDep) -> Any:
     """One of your tasks, with its `ETag`; someone else's id is 404."""
-    return live.read(await task_service.get_task(session, owner_id, task_id))
+    return live.read(await task_service.read_task(session, owner_id, task_id))
 
 
 @router.put(
@@ -126,7 +129,8 @@ async def update_task(
     session: SessionDep,
     live: WriteDep,
 ) -> dict[str, Any]:
-    """Only the fields sent change. `completed` and `status` are kept in agreement."""
+    """Only the fields sent change. `completed` and `status` are kept in agreement. `labels` replaces the
+    whole list (`[]` clears it)."""
     task = await task_service.update_task(session, owner_id, task_id, payload)
     return ok(await live.changed(task, "task.updated"), "Task updated")
 

@@ -16,6 +16,7 @@ from backend.models.project import Project, ProjectPublic
 from backend.models.sync_run import SyncRun, SyncRunPublic
 from backend.models.task import Task, TaskPublic
 from backend.models.user import User
+from backend.services import labels as label_service
 from backend.services import sync as sync_service
 from backend.services.projects import get_project
 
@@ -42,7 +43,8 @@ def _run(run: SyncRun) -> dict[str, Any]:
     return SyncRunPublic.model_validate(run).model_dump(mode="json")
 
 
-def _tasks(tasks: list[Task]) -> list[dict[str, Any]]:
+async def _tasks(session: AsyncSession, tasks: list[Task]) -> list[dict[str, Any]]:
+    await label_service.attach(session, tasks)  # one query for every task's labels
     return [TaskPublic.model_validate(task).model_dump(mode="json") for task in tasks]
 
 
@@ -58,7 +60,7 @@ async def export_project(session: AsyncSession, owner_id: str, project_id: int) 
         "format": PROJECT_EXPORT_FORMAT,
         "exported_at": iso_z(utcnow()),
         "project": ProjectPublic.model_validate(project).model_dump(mode="json"),
-        "tasks": _tasks(list(tasks)),
+        "tasks": await _tasks(session, list(tasks)),
         "sync_runs": [_run(run) for run in await run_history(session, owner_id, project_id)],
     }
 
@@ -80,7 +82,7 @@ async def export_account(session: AsyncSession, user: User) -> dict[str, Any]:
             "created_at": iso_z(user.created_at),
             "updated_at": iso_z(user.updated_at),
         },
-        "tasks": _tasks(list(tasks)),
+        "tasks": await _tasks(session, list(tasks)),
         "projects": [ProjectPublic.model_validate(project).model_dump(mode="json") for project in projects],
         "sync_runs": [{"project_id": run.project_id, **_run(run)} for run in runs],
     }

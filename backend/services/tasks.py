@@ -12,10 +12,11 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col, delete, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.db import save
+from backend.db import lock_user_row, save
 from backend.errors import NotFound, ValidationFailed
 from backend.models.common import utcnow
 from backend.models.task import Task, TaskCreate, TaskPublic, TaskSort, TaskStatus, TaskUpdate
+from backend.services import labels as label_service
 from backend.services.projects import ensure_project
 
 
@@ -28,6 +29,7 @@ class TaskFilters:
     due_before: datetime | None = None
     due_after: datetime | None = None
     q: str | None = None
+    labels: tuple[str, ...] = ()  # the task carries every one of them
 
 
 def like_pattern(text: str) -> str:
@@ -38,7 +40,9 @@ def like_pattern(text: str) -> str:
 
 # Lists read rows, not entities: the table's own columns (Core), so no ORM entity is built for a list.
 _TASKS = Task.__table__.c  # type: ignore[attr-defined]
-_PUBLIC_COLUMNS = [_TASKS[name] for name in TaskPublic.model_fields]
+# `labels` is not a column: a page's labels come from one more query (services/labels.names_by_task).
+_NAMES = [name for name in TaskPublic.model_fields if name != "labels"]
+_PUBLIC_COLUMNS = [_TASKS[name] for name in _NAMES]
 
 
 def _sort_keys(columns: Any) -> dict[str, Any]:
@@ -80,6 +84,7 @@ def _conditions(owner_id: str, filters: TaskFilters) -> list[ColumnElement[bool]
     if filters.q:
         pattern = like_pattern(filters.q)
         conditions.append(or_(_TASKS.title.ilike(pattern, escape="\\"), _TASKS.description.ilike(pattern, escape="\\")))
+    conditions.extend(label_service.carrying(owner_id, filters.labels))
     return conditions
 
 
@@ -87,11 +92,15 @@ async def list_tasks(
     session: AsyncSession, owner_id: str, filters: TaskFilters, sort: TaskSort, limit: int, offset: int
 ) -> tuple[list[dict[str, Any]], int]:
     """One page of the owner's matching tasks (each a dict of `TaskPublic`'s fields) and the total count of
-    matches, in one round trip."""
+    matches, in one round trip, plus one for the page's labels."""
     connection = await session.connection()  # Core rows: the ORM's execute path is not needed
     rows = (await connection.execute(list_query(owner_id, filters, sort, limit, offset))).all()
     if rows:
-        return _page(rows), int(rows[0][-1])
+        items = _page(rows)
+        labels = await label_service.names_by_task(session, [item["id"] for item in items])
+        for item in items:
+            item["labels"] = labels.get(item["id"], [])
+        return items, int(rows[0][-1])
     if offset == 0:
         return [], 0
     # Past the last page the window count has no row to ride on: count separately.
@@ -99,11 +108,8 @@ async def list_tasks(
     return [], int(total)
 
 
-_NAMES = list(TaskPublic.model_fields)
-
-
 def _page(rows: Any) -> list[dict[str, Any]]:
-    """Each row as a dict of `TaskPublic`'s fields (its last column, the window count, left out)."""
+    """Each row as a dict of `TaskPublic`'s column fields (its last column, the window count, left out)."""
     return [dict(zip(_NAMES, row, strict=False)) for row in rows]
 
 
@@ -135,6 +141,22 @@ async def get_task(session: AsyncSession, owner_id: str, task_id: int, *, for_up
     return task
 
 
+async def read_task(session: AsyncSession, owner_id: str, task_id: int) -> Task:
+    """The owner's task with its labels, to answer it; or NotFound."""
+    task = await get_task(session, owner_id, task_id)
+    await label_service.attach(session, [task])
+    return task
+
+
+async def _labels(session: AsyncSession, owner_id: str, task: Task, names: list[str] | None) -> Task:
+    """Replace the task's labels with `names`, or (None) load the ones it has."""
+    if names is None:
+        await label_service.attach(session, [task])
+    else:
+        await label_service.replace_task_labels(session, owner_id, task, names)
+    return task
+
+
 def _completion(current: Task | None, status: TaskStatus | None, completed: bool | None) -> dict[str, Any]:
     """status, completed and completed_at, agreeing with each other, from what one request sent."""
     if status is not None and completed is not None and (status == TaskStatus.COMPLETED) != completed:
@@ -161,27 +183,35 @@ def _completion(current: Task | None, status: TaskStatus | None, completed: bool
 async def create_task(session: AsyncSession, owner_id: str, payload: TaskCreate) -> Task:
     if payload.project_id is not None:
         await ensure_project(session, owner_id, payload.project_id)
-    data = payload.model_dump(exclude={"status", "completed"})
+    if payload.labels:
+        # Before the INSERT: its foreign-key check share-locks the user row, and two creates upgrading that
+        # share lock to the label writers' exclusive one would deadlock each other (PostgreSQL).
+        await lock_user_row(session, owner_id)
+    data = payload.model_dump(exclude={"status", "completed", "labels"})
     data.update(_completion(None, payload.status, payload.completed) or {"status": TaskStatus.PENDING})
     task = Task.model_validate(data, update={"user_id": owner_id})
     session.add(task)
     await session.flush()
+    if payload.labels:
+        await label_service.replace_task_labels(session, owner_id, task, payload.labels)
     return task
 
 
 async def update_task(session: AsyncSession, owner_id: str, task_id: int, payload: TaskUpdate) -> Task:
     task = await get_task(session, owner_id, task_id, for_update=True)
     changes = payload.model_dump(exclude_unset=True)
+    labels = changes.pop("labels", None)
     # A new link must name a pinned project; the current one is kept even while its project is unpinned.
     if changes.get("project_id") is not None and changes["project_id"] != task.project_id:
         await ensure_project(session, owner_id, changes["project_id"])
     changes.update(_completion(task, changes.pop("status", None), changes.pop("completed", None)))
-    return await save(session, task, changes | {"updated_at": utcnow()})
+    return await _labels(session, owner_id, await save(session, task, changes | {"updated_at": utcnow()}), labels)
 
 
 async def set_completed(session: AsyncSession, owner_id: str, task_id: int, completed: bool) -> Task:
     task = await get_task(session, owner_id, task_id, for_update=True)
-    return await save(session, task, _completion(task, None, completed) | {"updated_at": utcnow()})
+    task = await save(session, task, _completion(task, None, completed) | {"updated_at": utcnow()})
+    return await _labels(session, owner_id, task, None)
 
 
 async def delete_task(session: AsyncSession, owner_id: str, task_id: int) -> None:

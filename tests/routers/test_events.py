@@ -108,7 +108,9 @@ class TestInProcess:
             ticket = await ticket_for(http, user)
             async with open_stream(http, user, params={"ticket": ticket}, headers={}) as stream:
                 await http.post(f"/api/{other.id}/tasks", json={"title": "not yours"}, headers=other.headers)
-                created = await http.post(f"/api/{user.id}/tasks", json={"title": "hello"}, headers=user.headers)
+                created = await http.post(
+                    f"/api/{user.id}/tasks", json={"title": "hello", "labels": ["Live"]}, headers=user.headers
+                )
                 task_id = created.json()["data"]["id"]
                 await http.patch(f"/api/{user.id}/tasks/{task_id}", json={"title": "hi"}, headers=user.headers)
                 await http.delete(f"/api/{user.id}/tasks/{task_id}", headers=user.headers)
@@ -129,6 +131,7 @@ class TestInProcess:
             assert received[0]["data"]["title"] == "hello"
             assert received[0]["data"]["user_id"] == user.id
             assert received[1]["data"]["title"] == "hi"
+            assert received[0]["data"]["labels"] == received[1]["data"]["labels"] == ["Live"]
             assert received[2]["data"] == {"id": task_id}
             assert received[3]["data"]["github_repo_name"] == "octo/live"
             assert received[4]["data"] == {"id": project_id}

@@ -25,9 +25,9 @@ def list_operations(app: FastAPI) -> list[tuple[str, str]]:
 
 
 async def seeded(client, user) -> dict[str, Any]:
-    """Three tasks and three pinned projects: every list has three items (sync runs: none)."""
+    """Three tasks with a label each and three pinned projects: every list has three items (sync runs: none)."""
     for title in ("one", "two", "three"):
-        await make_task(client, user, title=f"find {title}")
+        await make_task(client, user, title=f"find {title}", labels=[f"label {title}"])
     projects = [await pin_project(client, user, f"octo/repo-{n}") for n in range(3)]
     return {"pid": projects[0]["id"], "order": [p["id"] for p in projects]}
 
@@ -47,6 +47,7 @@ async def test_every_list_operation_is_found(app):
         ("GET", "/api/projects/pinned"),
         ("GET", "/api/tasks"),
         ("GET", "/api/tasks/search"),
+        ("GET", "/api/{user_id}/labels"),
         ("GET", "/api/{user_id}/projects"),
         ("GET", "/api/{user_id}/projects/{project_id}/sync"),
         ("GET", "/api/{user_id}/tasks"),
@@ -111,8 +112,9 @@ async def test_limit_and_offset_out_of_range_are_422_on_every_list(app, client, 
 async def test_a_task_list_is_exactly_what_its_response_model_sends(client, user):
     """The task lists are serialised straight from their rows (no second pass through `response_model`): the
     bytes must be the ones that pass would have produced — every field, in order, datetimes in UTC with `Z`, and
-    nulls — for the list, the search and the earlier drafts' list, with every kind of value present."""
-    from backend.envelope import TaskListEnvelope
+    nulls — for the list, the search and the earlier drafts' list (in their shape: no `labels`), with every kind
+    of value present."""
+    from backend.envelope import TaskListEnvelope, TaskV1ListEnvelope
 
     project = await pin_project(client, user, "octo/bytes")
     await make_task(client, user, title="find plain")
@@ -125,17 +127,23 @@ async def test_a_task_list_is_exactly_what_its_response_model_sends(client, user
         due_date="2026-03-29T01:30:00.123456+02:00",
         project_id=project["id"],
         completed=True,
+        labels=["Zeta ✓", "alpha", "ZETA ✓"],
     )
-    for url in (
-        f"/api/{user.id}/tasks",
-        f"/api/{user.id}/tasks/search?q=find&sort=title",
-        "/api/tasks?limit=1&offset=1",
+    for url, model in (
+        (f"/api/{user.id}/tasks", TaskListEnvelope),
+        (f"/api/{user.id}/tasks/search?q=find&sort=title", TaskListEnvelope),
+        (f"/api/{user.id}/tasks?label=alpha&label=zeta%20%E2%9C%93", TaskListEnvelope),
+        ("/api/tasks?limit=1&offset=1", TaskV1ListEnvelope),
+        ("/api/tasks/search?q=find", TaskV1ListEnvelope),
     ):
         response = await client.get(url, headers=user.headers)
         assert response.status_code == 200, response.text
         assert response.headers["content-type"] == "application/json"
-        expected = TaskListEnvelope.model_validate(response.json()).model_dump_json().encode()
+        expected = model.model_validate(response.json()).model_dump_json().encode()
         assert response.content == expected, url
+        assert all(("labels" in task) == (model is TaskListEnvelope) for task in response.json()["data"]), url
+    labelled = (await client.get(f"/api/{user.id}/tasks?label=ALPHA", headers=user.headers)).json()["data"]
+    assert [task["labels"] for task in labelled] == [["Zeta ✓", "alpha"]]
     full = (await client.get(f"/api/{user.id}/tasks?sort=-priority", headers=user.headers)).json()["data"][0]
     assert (full["due_date"], full["completed"]) == ("2026-03-28T23:30:00.123456Z", True)
     assert full["completed_at"].endswith("Z")
