@@ -385,3 +385,20 @@ def test_migrate_waits_for_a_database_that_wakes_up(tmp_path):
         forwarder.close()
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_the_app_builds_on_the_embedded_defaults(tmp_path):
+    """No DATABASE_URL at all (the README's `make run`): the SQLite default under DATA_DIR. A setting read raw
+    instead of through `Settings.database_url` (empty here) once crashed create_app on a fresh clone."""
+    env = clean_env(tmp_path)
+    del env["DATABASE_URL"]
+    done = subprocess.run(
+        [sys.executable, "-m", "backend", "openapi", "--output", str(tmp_path / "openapi.json")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "openapi.json").read_text().startswith("{")

@@ -219,7 +219,7 @@ async def test_0008_without_btree_gin_keeps_the_whole_table_indexes(restricted_u
     logger = logging.getLogger("taskdeck.migrations")
     logger.addHandler(handler)
     try:
-        upgrade(restricted_url)  # refused extension: the revision still applies, without its index
+        upgrade(restricted_url, "0008")  # refused extension: the revision still applies, without its index
     finally:
         logger.removeHandler(handler)
     assert await _inspect(restricted_url, _revision) == "0008"

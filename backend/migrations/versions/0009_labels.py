@@ -1,7 +1,7 @@
 """labels: per-user labels and the tasks carrying them
 
 Revision ID: 0009_labels
-Revises: 0007
+Revises: 0008
 Create Date: 2026-11-29
 """
 
@@ -12,7 +12,7 @@ import sqlmodel  # noqa: F401 - autogenerate renders sqlmodel.sql.sqltypes types
 from alembic import op
 
 revision: str = '0009_labels'
-down_revision: str | None = '0007'
+down_revision: str | None = '0008'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
