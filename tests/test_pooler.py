@@ -49,6 +49,7 @@ TASK_FIELDS = {
     "created_at",
     "updated_at",
     "completed_at",
+    "labels",
 }
 
 
