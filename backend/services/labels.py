@@ -16,6 +16,7 @@ from sqlalchemy import func, over
 from sqlalchemy import insert as insert_rows
 from sqlalchemy import select as rows_of
 from sqlalchemy import update as update_rows
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -42,6 +43,17 @@ def carrying(owner_id: str, names: Iterable[str]) -> list[ColumnElement[bool]]:
         )
         for key in dict.fromkeys(label_key(name.strip()) for name in names)
     ]
+
+
+def names_of(task_id: Any) -> Any:
+    """PostgreSQL: a task's label names in their order, as a column correlated to `task_id` (NULL: none)."""
+    return (
+        rows_of(func.array_agg(aggregate_order_by(_LABELS.name, _LINKS.position)))
+        .select_from(LINKS.join(LABELS, _LABELS.id == _LINKS.label_id))
+        .where(_LINKS.task_id == task_id)
+        .scalar_subquery()
+        .label("labels")
+    )
 
 
 async def names_by_task(session: AsyncSession, task_ids: Any) -> dict[int, list[str]]:

@@ -92,14 +92,21 @@ async def list_tasks(
     session: AsyncSession, owner_id: str, filters: TaskFilters, sort: TaskSort, limit: int, offset: int
 ) -> tuple[list[dict[str, Any]], int]:
     """One page of the owner's matching tasks (each a dict of `TaskPublic`'s fields) and the total count of
-    matches, in one round trip, plus one for the page's labels."""
+    matches, in one round trip. On PostgreSQL each row carries its labels (a correlated `array_agg`); on SQLite
+    the page's labels are one more query."""
     connection = await session.connection()  # Core rows: the ORM's execute path is not needed
-    rows = (await connection.execute(list_query(owner_id, filters, sort, limit, offset))).all()
+    folded = connection.dialect.name == "postgresql"
+    rows = (await connection.execute(list_query(owner_id, filters, sort, limit, offset, labels=folded))).all()
     if rows:
-        items = _page(rows)
-        labels = await label_service.names_by_task(session, [item["id"] for item in items])
-        for item in items:
-            item["labels"] = labels.get(item["id"], [])
+        if folded:
+            items = [dict(zip(_NAMES_AND_LABELS, row, strict=False)) for row in rows]
+            for item in items:
+                item["labels"] = item["labels"] or []
+        else:
+            items = _page(rows)
+            labels = await label_service.names_by_task(session, [item["id"] for item in items])
+            for item in items:
+                item["labels"] = labels.get(item["id"], [])
         return items, int(rows[0][-1])
     if offset == 0:
         return [], 0
@@ -108,22 +115,36 @@ async def list_tasks(
     return [], int(total)
 
 
+_NAMES_AND_LABELS = [*_NAMES, "labels"]
+
+
 def _page(rows: Any) -> list[dict[str, Any]]:
     """Each row as a dict of `TaskPublic`'s column fields (its last column, the window count, left out)."""
     return [dict(zip(_NAMES, row, strict=False)) for row in rows]
 
 
-def list_query(owner_id: str, filters: TaskFilters, sort: TaskSort, limit: int, offset: int) -> Any:
-    """A page of tasks (`TaskPublic`'s columns), each row carrying the total number of matches (a window count)."""
-    matches = rows_of(*_PUBLIC_COLUMNS, over(func.count()).label("total")).where(*_conditions(owner_id, filters))
+def list_query(
+    owner_id: str, filters: TaskFilters, sort: TaskSort, limit: int, offset: int, *, labels: bool = False
+) -> Any:
+    """A page of tasks (`TaskPublic`'s columns; with `labels`, then each task's label names), each row carrying
+    the total number of matches (a window count) last."""
+    total = over(func.count()).label("total")
+    matches = rows_of(*_PUBLIC_COLUMNS, total).where(*_conditions(owner_id, filters))
     if not filters.q:
+        if labels:
+            matches = rows_of(*_PUBLIC_COLUMNS, label_service.names_of(_TASKS.id), total)
+            matches = matches.where(*_conditions(owner_id, filters))
         return matches.order_by(*_order_by(sort)).limit(limit).offset(offset)
     # A search reads every match anyway (the window count), so the matches are a subquery planned for all of
     # them: PostgreSQL then takes the owner's trigram index (revision 0008) and sorts the few matches. In one
     # query with the LIMIT, the planner (15) costs the window as if it stopped after a page, and walks all the
-    # owner's rows in date order, testing both ILIKEs on each (specs/performance.md, "Search").
+    # owner's rows in date order, testing both ILIKEs on each (specs/performance.md, "Search"). The labels are
+    # read for the page only, outside the subquery.
     found = matches.subquery("matches")
-    return rows_of(*found.c).order_by(*_order_by(sort, found.c)).limit(limit).offset(offset)
+    columns = [*found.c]
+    if labels:
+        columns.insert(-1, label_service.names_of(found.c.id))
+    return rows_of(*columns).order_by(*_order_by(sort, found.c)).limit(limit).offset(offset)
 
 
 def count_query(owner_id: str, filters: TaskFilters) -> Any:

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import col, select
 
 from backend.db import async_url, create_engine, session_factory
-from backend.models.task import Task, TaskPublic
+from backend.models.task import Task, TaskPublicV1
 
 
 def create_app() -> FastAPI:
@@ -52,7 +52,7 @@ def create_app() -> FastAPI:
 
     app = FastAPI(lifespan=lifespan)
 
-    @app.get("/users/{user_id}/tasks", response_model=list[TaskPublic])
+    @app.get("/users/{user_id}/tasks", response_model=list[TaskPublicV1])
     async def list_tasks(user_id: str) -> list[Task]:
         async with sessions() as session:
             query = (
@@ -64,9 +64,9 @@ def create_app() -> FastAPI:
             return list((await session.exec(query)).all())
 
     table = Task.__table__  # type: ignore[attr-defined]
-    columns = [table.c[name] for name in TaskPublic.model_fields]
+    columns = [table.c[name] for name in TaskPublicV1.model_fields]
 
-    @app.get("/lean/users/{user_id}/tasks", response_model=list[TaskPublic])
+    @app.get("/lean/users/{user_id}/tasks", response_model=list[TaskPublicV1])
     async def lean_list_tasks(user_id: str) -> list[dict[str, object]]:
         query = (
             core_select(*columns)
