@@ -194,8 +194,6 @@ async def test_0008_replaces_the_whole_table_trigram_indexes_by_the_owners(fresh
 def restricted_url() -> Iterator[str]:
     """A database the migrating role may create tables in but not extensions (no CREATE on the database):
     pg_trgm is there (installed by the administrator), btree_gin is not."""
-    if "postgresql" not in BACKENDS:
-        pytest.skip("PostgreSQL only")
     suffix = uuid.uuid4().hex[:10]
     name, role = f"taskdeck_mig_{suffix}", f"taskdeck_noext_{suffix}"
     with psycopg.connect(_pg_conninfo(PG_ADMIN_URL), autocommit=True) as admin:
@@ -213,6 +211,7 @@ def restricted_url() -> Iterator[str]:
             admin.execute(f'DROP ROLE IF EXISTS "{role}"')
 
 
+@pytest.mark.skipif("postgresql" not in BACKENDS, reason="TEST_BACKENDS leaves PostgreSQL out")
 async def test_0008_without_btree_gin_keeps_the_whole_table_indexes(restricted_url):
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
