@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -147,21 +148,30 @@ async def test_0006_brings_stored_emails_to_their_canonical_form(fresh_url):
     assert await _inspect(fresh_url, _emails) == expected
 
 
-async def test_0006_refuses_a_collision_instead_of_merging_accounts(fresh_url):
-    upgrade(fresh_url, "0005")
-    # Distinct for the old lower(email) index (fullwidth letters), one address once canonical.
-    rows = {"u-first": "carol@example.org", "u-second": f"Carol@{FULLWIDTH_EXAMPLE}.ORG", "u-other": "Dan@example.org"}
-    await _insert_users(fresh_url, rows)
+@contextmanager
+def migration_log() -> Iterator[list[logging.LogRecord]]:
+    """The records the migrations log while the block runs."""
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append  # type: ignore[method-assign]
     logger = logging.getLogger("taskdeck.migrations")
     logger.addHandler(handler)
     try:
-        with pytest.raises(MigrationRefused, match=r"1 group\(s\).*u-first, u-second.*Nothing was changed"):
-            upgrade(fresh_url)
+        yield records
     finally:
         logger.removeHandler(handler)
+
+
+async def test_0006_refuses_a_collision_instead_of_merging_accounts(fresh_url):
+    upgrade(fresh_url, "0005")
+    # Distinct for the old lower(email) index (fullwidth letters), one address once canonical.
+    rows = {"u-first": "carol@example.org", "u-second": f"Carol@{FULLWIDTH_EXAMPLE}.ORG", "u-other": "Dan@example.org"}
+    await _insert_users(fresh_url, rows)
+    with (
+        migration_log() as records,
+        pytest.raises(MigrationRefused, match=r"1 group\(s\).*u-first, u-second.*Nothing was changed"),
+    ):
+        upgrade(fresh_url)
     assert await _inspect(fresh_url, _emails) == rows
     assert await _inspect(fresh_url, _revision) == "0005"
     [record] = records
@@ -213,15 +223,8 @@ def restricted_url() -> Iterator[str]:
 
 @pytest.mark.skipif("postgresql" not in BACKENDS, reason="TEST_BACKENDS leaves PostgreSQL out")
 async def test_0008_without_btree_gin_keeps_the_whole_table_indexes(restricted_url):
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign]
-    logger = logging.getLogger("taskdeck.migrations")
-    logger.addHandler(handler)
-    try:
+    with migration_log() as records:
         upgrade(restricted_url, "0008")  # refused extension: the revision still applies, without its index
-    finally:
-        logger.removeHandler(handler)
     assert await _inspect(restricted_url, _revision) == "0008"
     assert await _inspect(restricted_url, _trigram_indexes) == WHOLE_TABLE_TRGM
     [record] = records

@@ -18,7 +18,8 @@ import pytest
 from backend.main import create_app
 from backend.migrations.runner import upgrade
 from tests.conftest import PASSWORD, assert_error, make_settings
-from tests.support import Cluster, running_cluster, wait_for_lock_waiter
+from tests.factories import make_user
+from tests.support import Cluster, client_for, running_cluster, wait_for_lock_waiter
 
 
 @pytest.fixture(scope="module")
@@ -107,19 +108,14 @@ async def test_a_pooled_connection_that_died_while_idle_is_replaced_unnoticed(cl
     and succeeds, instead of failing on the dead one."""
     upgrade(cluster.url)
     app = create_app(make_settings(cluster.url, data_dir, DB_CONNECT_TIMEOUT=5, DB_POOL_TIMEOUT=5))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            email = "idle@example.com"
-            await client.post("/api/auth/register", json={"email": email, "password": PASSWORD})
-            login = await client.post("/api/auth/login", json={"email": email, "password": PASSWORD})
-            headers = {"Authorization": f"Bearer {login.json()['data']['access_token']}"}
-            assert (await client.get("/api/auth/me", headers=headers)).status_code == 200
-            assert app.state.engine.sync_engine.pool.checkedin() >= 1  # the connection waits in the pool
+    async with app.router.lifespan_context(app), client_for(app) as client:
+        user = await make_user(client, "idle@example.com")
+        assert (await client.get("/api/auth/me", headers=user.headers)).status_code == 200
+        assert app.state.engine.sync_engine.pool.checkedin() >= 1  # the connection waits in the pool
 
-            cluster.stop()
-            cluster.start()
-            await asyncio.sleep(1.2)  # idle for longer than PING_AFTER_IDLE_SECONDS
-            for _ in range(3):
-                me = await client.get("/api/auth/me", headers=headers)
-                assert me.status_code == 200, me.text
+        cluster.stop()
+        cluster.start()
+        await asyncio.sleep(1.2)  # idle for longer than PING_AFTER_IDLE_SECONDS
+        for _ in range(3):
+            me = await client.get("/api/auth/me", headers=user.headers)
+            assert me.status_code == 200, me.text
