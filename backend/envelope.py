@@ -17,7 +17,7 @@ from backend.models.label import LabelPublic
 from backend.models.project import ProjectPublic
 from backend.models.session import TokenPair
 from backend.models.sync_run import SyncRunPublic
-from backend.models.task import TaskPublic, TaskPublicV1
+from backend.models.task import TaskCompletionPublic, TaskPublic, TaskPublicV1, TaskTree
 from backend.models.user import UserMe, UserPublic
 
 T = TypeVar("T")
@@ -83,6 +83,14 @@ class TaskEnvelope(Envelope[TaskPublic]):
 
 
 class TaskListEnvelope(ListEnvelope[TaskPublic]):
+    pass
+
+
+class TaskTreeEnvelope(Envelope[TaskTree]):
+    """A task with its subtasks nested (`include=subtasks`)."""
+
+
+class TaskCompletionListEnvelope(ListEnvelope[TaskCompletionPublic]):
     pass
 
 

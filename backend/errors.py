@@ -147,6 +147,27 @@ class ValidationFailed(AppError):
     status_code, code, message = 422, "VALIDATION_ERROR", "Validation failed"
 
 
+class TaskDepthExceeded(ValidationFailed):
+    code, message = "TASK_DEPTH_EXCEEDED", "Subtasks nest at most 5 levels deep"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, field="parent_id")
+
+
+class TaskCycle(ValidationFailed):
+    code, message = "CYCLE", "A task cannot be moved under itself or one of its subtasks"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, field="parent_id")
+
+
+class InvalidRecurrence(ValidationFailed):
+    code, message = "INVALID_RECURRENCE", "The recurrence rule is not valid"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, field="recurrence")
+
+
 class IdempotencyKeyReused(AppError):
     status_code, code = 422, "IDEMPOTENCY_KEY_REUSED"
     message = "This Idempotency-Key was already used with a different request"

@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Annotated
 
 from pydantic import ConfigDict, StringConstraints, field_validator
-from sqlalchemy import CheckConstraint, Index, String
+from sqlalchemy import CheckConstraint, Column, ForeignKey, Index, Integer, String
 from sqlmodel import Field, SQLModel
 
 from backend.models.common import (
@@ -40,6 +40,16 @@ class TaskPriority(StrEnum):
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255, pattern=NON_BLANK)]
 Description = Annotated[str, StringConstraints(max_length=10_000, pattern=NO_NUL)]
 
+MAX_DEPTH = 5  # a root task is level 1; its deepest descendant may be at level 5
+MAX_POSITION_LENGTH = 255
+# Ordering keys compare byte by byte (fractional indexing, services/task_order.py): on PostgreSQL the column
+# sorts in the "C" collation, whatever the database's default (a locale collation ignores case at first).
+PositionType = String(MAX_POSITION_LENGTH).with_variant(String(MAX_POSITION_LENGTH, collation="C"), "postgresql")
+# An IANA zone name: the longest today is 32 characters (America/Argentina/ComodRivadavia).
+TimezoneName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NO_NUL)]
+RecurrenceRule = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500, pattern=NO_NUL)]
+DueString = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NON_BLANK)]
+
 
 class TaskBase(SQLModel):
     title: str = Field(max_length=255)
@@ -58,6 +68,9 @@ class Task(TaskBase, table=True):
         Index("ix_tasks_user_id_status", "user_id", "status"),
         Index("ix_tasks_user_id_due_date", "user_id", "due_date"),
         Index("ix_tasks_user_id_project_id", "user_id", "project_id"),
+        # A task's children (parent_id=N, the subtree's recursive step), and a sibling group in manual order.
+        Index("ix_tasks_parent_id", "parent_id"),
+        Index("ix_tasks_user_id_project_id_parent_id_position", "user_id", "project_id", "parent_id", "position"),
         # Substring search (ILIKE) of one owner's tasks: one trigram GIN index keyed by user_id too (btree_gin),
         # PostgreSQL only (revision 0008; without btree_gin the migration keeps 0002's whole-table indexes).
         Index(
@@ -81,6 +94,15 @@ class Task(TaskBase, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
     completed_at: datetime | None = None
     version: int = Field(default=1, sa_column_kwargs={"server_default": "1"})  # bumped by every update
+    # Subtasks: deleting a task deletes its subtree (the database cascades, on SQLite too: foreign keys are on).
+    parent_id: int | None = Field(
+        default=None, sa_column=Column(Integer, ForeignKey("tasks.id", ondelete="CASCADE"), nullable=True)
+    )
+    position: str = Field(default="", sa_column=Column(PositionType, nullable=False, server_default=""))
+    due_timezone: str | None = Field(default=None, max_length=64)
+    recurrence: str | None = Field(default=None, max_length=500)
+    # Where the recurrence starts (the due date when the rule was set): COUNT counts from it. Not answered.
+    recurrence_start: datetime | None = None
 
     # The task's label names in order: rows of `task_labels`, not a column. Loaded (or set) by the labels
     # service (services/labels.attach) wherever a task is answered; kept outside the model's fields, so
@@ -109,6 +131,10 @@ class TaskCreate(SQLModel):
     due_date: UTCDatetime | None = Field(default=None, schema_extra={"examples": ["2026-12-01T17:00:00Z"]})
     project_id: RowIdInt | None = None
     labels: LabelNames | None = None
+    parent_id: RowIdInt | None = None
+    due_timezone: TimezoneName | None = Field(default=None, schema_extra={"examples": ["Europe/Berlin"]})
+    recurrence: RecurrenceRule | None = Field(default=None, schema_extra={"examples": ["FREQ=WEEKLY;BYDAY=MO,WE"]})
+    due_string: DueString | None = Field(default=None, schema_extra={"examples": ["every monday at 9am"]})
 
 
 class TaskUpdate(SQLModel):
@@ -125,8 +151,14 @@ class TaskUpdate(SQLModel):
     due_date: UTCDatetime | None = None
     project_id: RowIdInt | None = None
     labels: LabelNames | None = Field(default=None, schema_extra=NOT_NULL)  # replaces the whole list; [] clears
+    parent_id: RowIdInt | None = None  # null makes it a top-level task
+    due_timezone: TimezoneName | None = None
+    recurrence: RecurrenceRule | None = None
+    due_string: DueString | None = Field(default=None, schema_extra=NOT_NULL)
 
-    _not_null = field_validator("title", "status", "priority", "completed", "labels", mode="before")(refuse_null)
+    _not_null = field_validator("title", "status", "priority", "completed", "labels", "due_string", mode="before")(
+        refuse_null
+    )
 
 
 class TaskComplete(SQLModel):
@@ -151,7 +183,50 @@ class TaskPublicV1(TaskBase):
 class TaskPublic(TaskPublicV1):
     """A task as every current route answers it."""
 
+    parent_id: int | None = Field(schema_extra={"examples": [None]})
+    position: str = Field(schema_extra={"examples": ["a0"]})
+    due_timezone: str | None = Field(schema_extra={"examples": ["Europe/Berlin"]})
+    recurrence: str | None = Field(schema_extra={"examples": ["FREQ=WEEKLY;BYDAY=MO,WE"]})
+    # Last: a list row is built from the columns, then its labels (services/tasks.list_tasks).
     labels: list[str] = Field(schema_extra={"examples": [["work", "urgent"]]})
+
+
+class TaskTree(TaskPublic):
+    """A task with its subtree (`GET .../tasks/{id}?include=subtasks`): each subtask nests its own."""
+
+    subtasks: list[TaskTree]
+
+
+class TaskMove(SQLModel):
+    """Where `POST .../tasks/{id}/move` puts a task: right after `after_id` (null: first) among its siblings
+    under `parent_id` / in `project_id` (each left out: unchanged)."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    after_id: RowIdInt | None
+    parent_id: RowIdInt | None = None
+    project_id: RowIdInt | None = None
+
+
+class TaskCompletion(SQLModel, table=True):
+    """One completion of a recurring task: the due date it completed, and when."""
+
+    __tablename__ = "task_completions"
+    __table_args__ = (Index("ix_task_completions_task_id_completed_at", "task_id", "completed_at", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    task_id: int = Field(sa_column=Column(Integer, ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False))
+    completed_at: datetime = Field(default_factory=utcnow)
+    due_date: datetime | None = None
+
+
+class TaskCompletionPublic(SQLModel):
+    model_config = RESPONSE_CONFIG  # type: ignore[assignment]
+
+    id: int
+    task_id: int
+    completed_at: datetime
+    due_date: datetime | None
 
 
 class TaskSort(StrEnum):
@@ -165,3 +240,5 @@ class TaskSort(StrEnum):
     PRIORITY_DESC = "-priority"
     TITLE = "title"
     TITLE_DESC = "-title"
+    POSITION = "position"
+    POSITION_DESC = "-position"

@@ -58,6 +58,10 @@ async def task_filters(
     q: Annotated[
         str | None, Query(max_length=200, pattern=NO_NUL, description="Text in title or description (literal)")
     ] = None,
+    parent_id: Annotated[
+        int | None, Query(ge=1, le=MAX_ROW_ID, description="Only the direct subtasks of this task")
+    ] = None,
+    root: Annotated[bool | None, Query(description="true: only top-level tasks; false: only subtasks")] = None,
     label: Annotated[
         list[LabelQuery],
         Query(
@@ -76,6 +80,8 @@ async def task_filters(
         due_after=due_after,
         q=q or None,
         labels=tuple(label),
+        parent_id=parent_id,
+        root=root,
     )
 
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter
 
-from backend.envelope import TaskEnvelope, TaskListEnvelope, TaskV1Envelope, TaskV1ListEnvelope
+from backend.envelope import TaskEnvelope, TaskListEnvelope, TaskTreeEnvelope, TaskV1Envelope, TaskV1ListEnvelope
 from backend.routers import projects, tasks
 from backend.routers.common import mirror
 
@@ -40,7 +40,12 @@ SUCCESSORS |= mirror(
         "DELETE /{task_id}": "/{task_id}",
     },
     # The earlier drafts' shape: a task without the fields added since (`labels`).
-    shapes={TaskEnvelope: TaskV1Envelope, TaskListEnvelope: TaskV1ListEnvelope},
+    # `get_task` answers either shape (`include=subtasks`); the earlier drafts' route answers the old one.
+    shapes={
+        TaskEnvelope: TaskV1Envelope,
+        TaskEnvelope | TaskTreeEnvelope: TaskV1Envelope,  # type: ignore[dict-item]
+        TaskListEnvelope: TaskV1ListEnvelope,
+    },
 )
 SUCCESSORS |= mirror(
     projects.router,

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import hashlib
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import Response
 
 from backend import openapi_examples as examples
 from backend.deps import CallerId, SessionDep, require_owner
-from backend.envelope import MessageEnvelope, TaskEnvelope, TaskListEnvelope, ok
+from backend.envelope import MessageEnvelope, TaskEnvelope, TaskListEnvelope, TaskTreeEnvelope, ok
 from backend.errors import responses
 from backend.idempotency import idempotent
-from backend.models.task import TaskComplete, TaskCreate, TaskSort, TaskUpdate
-from backend.resource import NOT_MODIFIED, ReadDep, WriteDep
+from backend.models.task import TaskComplete, TaskCreate, TaskMove, TaskSort, TaskUpdate
+from backend.resource import NOT_MODIFIED, ReadDep, WriteDep, none_match_hits
 from backend.routers.common import (
     OWNED,
     WITH_BODY,
+    JSONPage,
     LimitQuery,
     OffsetQuery,
     RowIdPath,
@@ -97,14 +99,34 @@ async def search_tasks(
 
 @router.get(
     "/{task_id}",
-    response_model=TaskEnvelope,
+    response_model=TaskEnvelope | TaskTreeEnvelope,
     summary="Get a task",
     operation_id="get_task",
     responses={**responses(*OWNED), **NOT_MODIFIED},
 )
-async def get_task(owner_id: CallerId, task_id: RowIdPath, session: SessionDep, live: ReadDep) -> Any:
-    """One of your tasks, with its `ETag`; someone else's id is 404."""
-    return live.read(await task_service.read_task(session, owner_id, task_id))
+async def get_task(
+    request: Request,
+    owner_id: CallerId,
+    task_id: RowIdPath,
+    session: SessionDep,
+    live: ReadDep,
+    include: Annotated[
+        Literal["subtasks"] | None, Query(description="`subtasks`: nest the task's whole subtree in `subtasks`")
+    ] = None,
+) -> Any:
+    """One of your tasks, with its `ETag`; someone else's id is 404. With `include=subtasks`, each task of its
+    subtree nests its own subtasks (siblings in manual order); that answer's ETag covers every task in it."""
+    if include is None:
+        return live.read(await task_service.read_task(session, owner_id, task_id))
+    tree, versions = await task_service.read_tree(session, owner_id, task_id)
+    digest = hashlib.sha256(repr(versions).encode()).hexdigest()[:16]
+    etag = f'"tasks.{task_id}.tree-{digest}"'
+    header = request.headers.get("if-none-match")
+    if header is not None and none_match_hits(header, etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    answer = JSONPage(TaskTreeEnvelope.model_validate(ok(tree)).model_dump(mode="json"))
+    answer.headers["ETag"] = etag
+    return answer
 
 
 @router.put(
@@ -133,6 +155,29 @@ async def update_task(
     whole list (`[]` clears it)."""
     task = await task_service.update_task(session, owner_id, task_id, payload)
     return ok(await live.changed(task, "task.updated"), "Task updated")
+
+
+@router.post(
+    "/{task_id}/move",
+    response_model=TaskEnvelope,
+    summary="Move a task in manual order",
+    operation_id="move_task",
+    responses=responses(*WITH_BODY, 412),
+)
+@TaskUnchanged
+async def move_task(
+    owner_id: CallerId,
+    task_id: RowIdPath,
+    payload: TaskMove,
+    session: SessionDep,
+    live: WriteDep,
+) -> dict[str, Any]:
+    """Places the task right after `after_id` (null: first) among its siblings; with `parent_id` and/or
+    `project_id`, among the siblings at that new place (the tree rules apply: `CYCLE`, `TASK_DEPTH_EXCEEDED`; a
+    subtask's project is its parent's). Writes one row whatever the number of siblings. `sort=position` lists
+    tasks in this order."""
+    task = await task_service.move_task(session, owner_id, task_id, payload)
+    return ok(await live.changed(task, "task.updated"), "Task moved")
 
 
 @router.patch(

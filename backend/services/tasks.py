@@ -15,8 +15,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from backend.db import lock_user_row, save
 from backend.errors import NotFound, ValidationFailed
 from backend.models.common import utcnow
-from backend.models.task import Task, TaskCreate, TaskPublic, TaskSort, TaskStatus, TaskUpdate
+from backend.models.task import Task, TaskCreate, TaskMove, TaskPublic, TaskSort, TaskStatus, TaskUpdate
 from backend.services import labels as label_service
+from backend.services import task_order, task_tree
 from backend.services.projects import ensure_project
 
 
@@ -30,6 +31,8 @@ class TaskFilters:
     due_after: datetime | None = None
     q: str | None = None
     labels: tuple[str, ...] = ()  # the task carries every one of them
+    parent_id: int | None = None  # the direct children of this task
+    root: bool | None = None  # true: top-level tasks only; false: subtasks only
 
 
 def like_pattern(text: str) -> str:
@@ -53,6 +56,7 @@ def _sort_keys(columns: Any) -> dict[str, Any]:
         "due_date": columns.due_date,
         "priority": case({"low": 0, "medium": 1, "high": 2}, value=columns.priority),
         "title": func.lower(columns.title),
+        "position": columns.position,
     }
 
 
@@ -81,6 +85,10 @@ def _conditions(owner_id: str, filters: TaskFilters) -> list[ColumnElement[bool]
         conditions.append(_TASKS.due_date < filters.due_before)
     if filters.due_after is not None:
         conditions.append(_TASKS.due_date > filters.due_after)
+    if filters.parent_id is not None:
+        conditions.append(_TASKS.parent_id == filters.parent_id)
+    if filters.root is not None:
+        conditions.append(_TASKS.parent_id.is_(None) if filters.root else _TASKS.parent_id.is_not(None))
     if filters.q:
         pattern = like_pattern(filters.q)
         conditions.append(or_(_TASKS.title.ilike(pattern, escape="\\"), _TASKS.description.ilike(pattern, escape="\\")))
@@ -152,10 +160,11 @@ def count_query(owner_id: str, filters: TaskFilters) -> Any:
 
 
 async def get_task(session: AsyncSession, owner_id: str, task_id: int, *, for_update: bool = False) -> Task:
-    """The owner's task or NotFound. `for_update` locks the row for a read-modify-write."""
+    """The owner's task or NotFound. `for_update` locks the row for a read-modify-write: FOR NO KEY UPDATE on
+    PostgreSQL, the lock an UPDATE takes, which lets a new subtask's foreign-key check (KEY SHARE) through."""
     query = select(Task).where(Task.id == task_id, Task.user_id == owner_id)
     if for_update:
-        query = query.with_for_update()
+        query = query.with_for_update(key_share=True)
     task = (await session.exec(query)).first()
     if task is None:
         raise NotFound("Task not found")
@@ -167,6 +176,27 @@ async def read_task(session: AsyncSession, owner_id: str, task_id: int) -> Task:
     task = await get_task(session, owner_id, task_id)
     await label_service.attach(session, [task])
     return task
+
+
+async def read_tree(session: AsyncSession, owner_id: str, task_id: int) -> tuple[dict[str, Any], list[tuple[int, int]]]:
+    """The owner's task with its subtree nested in `subtasks` (siblings in manual order), each with its
+    labels: one recursive query for the tree, one for the labels; or NotFound. Also answers every node's
+    `(id, version)` in tree order (what the representation's ETag is made of)."""
+    tree = task_tree.descendants_query(owner_id, task_id, include_self=True).subquery()
+    query = (
+        rows_of(*_PUBLIC_COLUMNS, _TASKS.version)
+        .join(tree, tree.c.id == _TASKS.id)
+        .order_by(tree.c.depth, _TASKS.position, _TASKS.id)
+    )
+    rows = (await (await session.connection()).execute(query)).all()
+    if not rows:
+        raise NotFound("Task not found")
+    items = [dict(zip(_NAMES, row, strict=False)) for row in rows]
+    labels = await label_service.names_by_task(session, [item["id"] for item in items])
+    for item in items:
+        item["labels"] = labels.get(item["id"], [])
+    versions = [(item["id"], row[-1]) for item, row in zip(items, rows, strict=True)]
+    return task_tree.nest(items[0], items[1:]), versions
 
 
 async def _labels(session: AsyncSession, owner_id: str, task: Task, names: list[str] | None) -> Task:
@@ -202,14 +232,22 @@ def _completion(current: Task | None, status: TaskStatus | None, completed: bool
 
 
 async def create_task(session: AsyncSession, owner_id: str, payload: TaskCreate) -> Task:
-    if payload.project_id is not None:
-        await ensure_project(session, owner_id, payload.project_id)
-    if payload.labels:
-        # Before the INSERT: its foreign-key check share-locks the user row, and two creates upgrading that
-        # share lock to the label writers' exclusive one would deadlock each other (PostgreSQL).
-        await lock_user_row(session, owner_id)
-    data = payload.model_dump(exclude={"status", "completed", "labels"})
+    # Before the INSERT: its foreign-key check share-locks the user row, and two creates upgrading that share
+    # lock to the exclusive one (labels, positions) would deadlock each other (PostgreSQL). The lock also
+    # serialises the owner's tree and order writes (services/task_tree.py, services/task_order.py).
+    await lock_user_row(session, owner_id)
+    project_id = payload.project_id
+    if payload.parent_id is not None:
+        parent = await task_tree.check_parent(session, owner_id, payload.parent_id)
+        if "project_id" in payload.model_fields_set and project_id != parent.project_id:
+            raise _project_follows_parent()
+        project_id = parent.project_id
+    elif project_id is not None:
+        await ensure_project(session, owner_id, project_id)
+    data = payload.model_dump(exclude={"status", "completed", "labels", "project_id", "due_string"})
     data.update(_completion(None, payload.status, payload.completed) or {"status": TaskStatus.PENDING})
+    data["project_id"] = project_id
+    data["position"] = await task_order.last_position(session, owner_id, project_id, payload.parent_id)
     task = Task.model_validate(data, update={"user_id": owner_id})
     session.add(task)
     await session.flush()
@@ -218,20 +256,85 @@ async def create_task(session: AsyncSession, owner_id: str, payload: TaskCreate)
     return task
 
 
+def _project_follows_parent() -> ValidationFailed:
+    return ValidationFailed("project_id: a subtask's project is its parent's", field="project_id")
+
+
+async def _place(
+    session: AsyncSession, owner_id: str, task: Task, changes: dict[str, Any], after: tuple[int | None] | None
+) -> dict[str, Any]:
+    """The `parent_id`, `project_id` and `position` changes of a task moving to another parent or project (in
+    `changes`, as sent), checked against the tree rules, and placed after `after` (a 1-tuple: the sibling id,
+    or None for first) or last. A subtask's descendants follow its project."""
+    await lock_user_row(session, owner_id)  # after the task's row: locks are taken task first, then owner
+    assert task.id is not None
+    parent_id = changes.get("parent_id", task.parent_id)
+    project_id = changes.get("project_id", task.project_id)
+    if parent_id is not None:
+        parent = await task_tree.check_parent(session, owner_id, parent_id, task.id)
+        if "project_id" in changes and project_id != parent.project_id:
+            raise _project_follows_parent()
+        project_id = parent.project_id
+    elif "project_id" in changes and project_id is not None and project_id != task.project_id:
+        # A new link must name a pinned project; the current one is kept even while its project is unpinned.
+        await ensure_project(session, owner_id, project_id)
+    placed: dict[str, Any] = {"parent_id": parent_id, "project_id": project_id}
+    if after is None:
+        if (parent_id, project_id) == (task.parent_id, task.project_id):
+            return placed  # same group: the task keeps its place
+        placed["position"] = await task_order.last_position(session, owner_id, project_id, parent_id)
+    else:
+        (after_id,) = after
+        if after_id is not None:
+            await _check_sibling(session, owner_id, task.id, after_id, project_id, parent_id)
+        placed["position"] = await task_order.position_after(
+            session, owner_id, task.id, project_id, parent_id, after_id
+        )
+    if project_id != task.project_id:
+        await task_tree.follow_project(session, owner_id, task.id, project_id)
+    return placed
+
+
+async def _check_sibling(
+    session: AsyncSession, owner_id: str, task_id: int, after_id: int, project_id: int | None, parent_id: int | None
+) -> None:
+    after = await session.get(Task, after_id)
+    if after is None or after.user_id != owner_id or after_id == task_id:
+        raise ValidationFailed("after_id: no such task", field="after_id")
+    if (after.parent_id, after.project_id) != (parent_id, project_id):
+        raise ValidationFailed("after_id: not a sibling at the new place (same parent and project)", field="after_id")
+
+
 async def update_task(session: AsyncSession, owner_id: str, task_id: int, payload: TaskUpdate) -> Task:
     task = await get_task(session, owner_id, task_id, for_update=True)
-    changes = payload.model_dump(exclude_unset=True)
+    changes = payload.model_dump(exclude_unset=True, exclude={"due_string"})
     labels = changes.pop("labels", None)
-    # A new link must name a pinned project; the current one is kept even while its project is unpinned.
-    if changes.get("project_id") is not None and changes["project_id"] != task.project_id:
-        await ensure_project(session, owner_id, changes["project_id"])
+    if {"parent_id", "project_id"} & changes.keys():
+        changes.update(await _place(session, owner_id, task, changes, None))
     changes.update(_completion(task, changes.pop("status", None), changes.pop("completed", None)))
-    return await _labels(session, owner_id, await save(session, task, changes | {"updated_at": utcnow()}), labels)
+    completing = changes.get("completed") and not task.completed
+    task = await save(session, task, changes | {"updated_at": utcnow()})
+    if completing:
+        await task_tree.complete_descendants(session, owner_id, task_id, task.updated_at)
+    return await _labels(session, owner_id, task, labels)
+
+
+async def move_task(session: AsyncSession, owner_id: str, task_id: int, move: TaskMove) -> Task:
+    """Place the task right after `after_id` (null: first) among its siblings under the new parent and
+    project (each as sent, else unchanged): one row written, but for a rare renumbering."""
+    task = await get_task(session, owner_id, task_id, for_update=True)
+    changes = move.model_dump(exclude_unset=True, exclude={"after_id"})
+    placed = await _place(session, owner_id, task, changes, (move.after_id,))
+    task = await save(session, task, placed | {"updated_at": utcnow()})
+    return await _labels(session, owner_id, task, None)
 
 
 async def set_completed(session: AsyncSession, owner_id: str, task_id: int, completed: bool) -> Task:
     task = await get_task(session, owner_id, task_id, for_update=True)
+    completing = completed and not task.completed
     task = await save(session, task, _completion(task, None, completed) | {"updated_at": utcnow()})
+    if completing:
+        await task_tree.complete_descendants(session, owner_id, task_id, task.updated_at)
     return await _labels(session, owner_id, task, None)
 
 

@@ -76,9 +76,11 @@ async def test_the_successor_answers_the_same(client, user):
     successor = LINK.match(earlier.headers["link"])
     assert successor is not None
     current = await as_user.get(successor["target"])
-    # The same task; the earlier shape has no `labels` (a field added since).
+    # The same task; the earlier shape has none of the fields added since.
     answer = current.json()
-    assert answer["data"].pop("labels") == []
+    added = {name: answer["data"].pop(name) for name in ("labels", "parent_id", "due_timezone", "recurrence")}
+    assert added == {"labels": [], "parent_id": None, "due_timezone": None, "recurrence": None}
+    assert isinstance(answer["data"].pop("position"), str)
     assert answer == earlier.json()
     assert "deprecation" not in current.headers
     assert "link" not in current.headers
