@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import ConfigDict, StringConstraints, field_validator
+from pydantic import AfterValidator, ConfigDict, StringConstraints, field_validator
 from sqlalchemy import CheckConstraint, Column, ForeignKey, Index, Integer, String
 from sqlmodel import Field, SQLModel
 
@@ -23,6 +23,7 @@ from backend.models.common import (
     utcnow,
 )
 from backend.models.label import LabelNames
+from backend.recurrence import TimezoneError, validate_zone
 
 
 class TaskStatus(StrEnum):
@@ -45,8 +46,19 @@ MAX_POSITION_LENGTH = 255
 # Ordering keys compare byte by byte (fractional indexing, services/task_order.py): on PostgreSQL the column
 # sorts in the "C" collation, whatever the database's default (a locale collation ignores case at first).
 PositionType = String(MAX_POSITION_LENGTH).with_variant(String(MAX_POSITION_LENGTH, collation="C"), "postgresql")
-# An IANA zone name: the longest today is 32 characters (America/Argentina/ComodRivadavia).
-TimezoneName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NO_NUL)]
+
+
+def _known_zone(name: str) -> str:
+    try:
+        return validate_zone(name)
+    except TimezoneError as exc:
+        raise ValueError(str(exc)) from None
+
+
+# An IANA zone name (the longest today is 32 characters), one that zoneinfo knows.
+TimezoneName = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=NO_NUL), AfterValidator(_known_zone)
+]
 RecurrenceRule = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500, pattern=NO_NUL)]
 DueString = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NON_BLANK)]
 

@@ -5,12 +5,20 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Header, Query, Request
 from fastapi.responses import Response
 
 from backend import openapi_examples as examples
 from backend.deps import CallerId, SessionDep, require_owner
-from backend.envelope import MessageEnvelope, TaskEnvelope, TaskListEnvelope, TaskTreeEnvelope, ok
+from backend.envelope import (
+    MessageEnvelope,
+    TaskCompletionListEnvelope,
+    TaskEnvelope,
+    TaskListEnvelope,
+    TaskTreeEnvelope,
+    ok,
+    page,
+)
 from backend.errors import responses
 from backend.idempotency import idempotent
 from backend.models.task import TaskComplete, TaskCreate, TaskMove, TaskSort, TaskUpdate
@@ -33,6 +41,15 @@ from backend.services import tasks as task_service
 
 # Every route here is the path user's, who must be the caller: 403 before anything is read.
 router = APIRouter(prefix="/api/{user_id}/tasks", tags=["tasks"], dependencies=[Depends(require_owner)])
+
+TimezoneHeader = Annotated[
+    str | None,
+    Header(
+        alias="X-Timezone",
+        description="The IANA time zone `due_string` is read in (default UTC); ignored without `due_string`",
+        examples=["Europe/Berlin"],
+    ),
+]
 
 
 @router.get(
@@ -69,11 +86,14 @@ async def create_task(
     payload: Annotated[TaskCreate, Body(openapi_examples=examples.TASK_CREATE)],
     session: SessionDep,
     live: WriteDep,
+    x_timezone: TimezoneHeader = None,
 ) -> dict[str, Any]:
     """Title is required (trimmed, 1-255 chars); `completed` and `status` are kept in agreement. `labels`: up
     to 20 names (trimmed, 1-60 chars), order kept, duplicates in any case removed; a label you already use is
-    answered as you first wrote it."""
-    task = await task_service.create_task(session, owner_id, payload)
+    answered as you first wrote it. `parent_id` makes it a subtask (5 levels at most; it takes its parent's
+    project); it goes last among its siblings. `recurrence` (an RRULE) needs a `due_date`; `due_string`
+    ("every monday at 9am") sets `due_date`, `due_timezone` (`X-Timezone`, else UTC) and `recurrence`."""
+    task = await task_service.create_task(session, owner_id, payload, x_timezone)
     return ok(await live.changed(task, "task.created"), "Task created")
 
 
@@ -150,10 +170,12 @@ async def update_task(
     payload: Annotated[TaskUpdate, Body(openapi_examples=examples.TASK_UPDATE)],
     session: SessionDep,
     live: WriteDep,
+    x_timezone: TimezoneHeader = None,
 ) -> dict[str, Any]:
     """Only the fields sent change. `completed` and `status` are kept in agreement. `labels` replaces the
-    whole list (`[]` clears it)."""
-    task = await task_service.update_task(session, owner_id, task_id, payload)
+    whole list (`[]` clears it). A new `parent_id` or `project_id` puts the task last among its new siblings.
+    Completing a recurring task moves its `due_date` to the next occurrence and keeps it open."""
+    task = await task_service.update_task(session, owner_id, task_id, payload, x_timezone)
     return ok(await live.changed(task, "task.updated"), "Task updated")
 
 
@@ -195,10 +217,31 @@ async def complete_task(
     live: WriteDep,
     payload: TaskComplete | None = None,
 ) -> dict[str, Any]:
-    """`{"completed": true}` completes (status `completed`); `false` reopens (status `pending`)."""
+    """`{"completed": true}` completes (status `completed`); `false` reopens (status `pending`). Completing
+    completes the task's open subtasks; a recurring task instead moves on to its next occurrence (see
+    `/completions`)."""
     completed = True if payload is None else payload.completed
     task = await task_service.set_completed(session, owner_id, task_id, completed)
     return ok(await live.changed(task, "task.updated"), "Task completed" if completed else "Task reopened")
+
+
+@router.get(
+    "/{task_id}/completions",
+    response_model=TaskCompletionListEnvelope,
+    summary="List a recurring task's completions",
+    operation_id="list_task_completions",
+    responses=responses(*OWNED),
+)
+async def list_task_completions(
+    owner_id: CallerId,
+    task_id: RowIdPath,
+    session: SessionDep,
+    limit: LimitQuery = 50,
+    offset: OffsetQuery = 0,
+) -> dict[str, Any]:
+    """Each completion of the task (`completed_at`, and the `due_date` it completed), newest first."""
+    items, total = await task_service.list_completions(session, owner_id, task_id, limit, offset)
+    return page(items, total, limit, offset)
 
 
 @router.delete(

@@ -17,7 +17,7 @@ from backend.errors import NotFound, ValidationFailed
 from backend.models.common import utcnow
 from backend.models.task import Task, TaskCreate, TaskMove, TaskPublic, TaskSort, TaskStatus, TaskUpdate
 from backend.services import labels as label_service
-from backend.services import task_order, task_tree
+from backend.services import recurring, task_order, task_tree
 from backend.services.projects import ensure_project
 
 
@@ -231,7 +231,17 @@ def _completion(current: Task | None, status: TaskStatus | None, completed: bool
     return {"status": status, "completed": done, "completed_at": completed_at}
 
 
-async def create_task(session: AsyncSession, owner_id: str, payload: TaskCreate) -> Task:
+async def create_task(
+    session: AsyncSession, owner_id: str, payload: TaskCreate, zone_header: str | None = None
+) -> Task:
+    """`zone_header`: the request's `X-Timezone`, the zone `due_string` is read in (None: UTC)."""
+    now = utcnow()
+    scheduled = recurring.schedule(
+        None,
+        payload.model_dump(include={"due_date", "due_timezone", "recurrence", "due_string"}, exclude_unset=True),
+        zone_header,
+        now,
+    )
     # Before the INSERT: its foreign-key check share-locks the user row, and two creates upgrading that share
     # lock to the exclusive one (labels, positions) would deadlock each other (PostgreSQL). The lock also
     # serialises the owner's tree and order writes (services/task_tree.py, services/task_order.py).
@@ -246,7 +256,7 @@ async def create_task(session: AsyncSession, owner_id: str, payload: TaskCreate)
         await ensure_project(session, owner_id, project_id)
     data = payload.model_dump(exclude={"status", "completed", "labels", "project_id", "due_string"})
     data.update(_completion(None, payload.status, payload.completed) or {"status": TaskStatus.PENDING})
-    data["project_id"] = project_id
+    data.update(scheduled, project_id=project_id)
     data["position"] = await task_order.last_position(session, owner_id, project_id, payload.parent_id)
     task = Task.model_validate(data, update={"user_id": owner_id})
     session.add(task)
@@ -305,18 +315,36 @@ async def _check_sibling(
         raise ValidationFailed("after_id: not a sibling at the new place (same parent and project)", field="after_id")
 
 
-async def update_task(session: AsyncSession, owner_id: str, task_id: int, payload: TaskUpdate) -> Task:
+async def update_task(
+    session: AsyncSession, owner_id: str, task_id: int, payload: TaskUpdate, zone_header: str | None = None
+) -> Task:
     task = await get_task(session, owner_id, task_id, for_update=True)
-    changes = payload.model_dump(exclude_unset=True, exclude={"due_string"})
+    now = utcnow()
+    changes = recurring.schedule(task, payload.model_dump(exclude_unset=True), zone_header, now)
     labels = changes.pop("labels", None)
     if {"parent_id", "project_id"} & changes.keys():
         changes.update(await _place(session, owner_id, task, changes, None))
     changes.update(_completion(task, changes.pop("status", None), changes.pop("completed", None)))
-    completing = changes.get("completed") and not task.completed
-    task = await save(session, task, changes | {"updated_at": utcnow()})
+    completing = bool(changes.get("completed")) and not task.completed
+    task = await save(session, task, changes | {"updated_at": now})
     if completing:
-        await task_tree.complete_descendants(session, owner_id, task_id, task.updated_at)
+        task = await _completed(session, owner_id, task, now)
     return await _labels(session, owner_id, task, labels)
+
+
+async def _completed(session: AsyncSession, owner_id: str, task: Task, now: datetime) -> Task:
+    """After a task was completed: a recurring one moves on to its next occurrence (open again, its subtasks
+    too) unless its rule is exhausted; any other completes its open descendants."""
+    task_id = task.id
+    assert task_id is not None
+    if task.recurrence is not None:
+        following = await recurring.advance(session, task, now)
+        if following is not None:
+            task = await save(session, task, following)
+            await task_tree.reopen_descendants(session, owner_id, task_id, now)
+            return task
+    await task_tree.complete_descendants(session, owner_id, task_id, now)
+    return task
 
 
 async def move_task(session: AsyncSession, owner_id: str, task_id: int, move: TaskMove) -> Task:
@@ -331,11 +359,19 @@ async def move_task(session: AsyncSession, owner_id: str, task_id: int, move: Ta
 
 async def set_completed(session: AsyncSession, owner_id: str, task_id: int, completed: bool) -> Task:
     task = await get_task(session, owner_id, task_id, for_update=True)
-    completing = completed and not task.completed
-    task = await save(session, task, _completion(task, None, completed) | {"updated_at": utcnow()})
+    completing, now = completed and not task.completed, utcnow()
+    task = await save(session, task, _completion(task, None, completed) | {"updated_at": now})
     if completing:
-        await task_tree.complete_descendants(session, owner_id, task_id, task.updated_at)
+        task = await _completed(session, owner_id, task, now)
     return await _labels(session, owner_id, task, None)
+
+
+async def list_completions(
+    session: AsyncSession, owner_id: str, task_id: int, limit: int, offset: int
+) -> tuple[list[dict[str, Any]], int]:
+    """The owner's task's completions (newest first) and their total; NotFound for another's task."""
+    await get_task(session, owner_id, task_id)
+    return await recurring.completions(session, task_id, limit, offset)
 
 
 async def delete_task(session: AsyncSession, owner_id: str, task_id: int) -> None:
