@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -325,3 +326,48 @@ class TestMigrationsDatabaseUrl:
         monkeypatch.delenv("MIGRATIONS_DATABASE_URL")
         assert load_settings().migrations_database_url == os.environ["DATABASE_URL"]
         assert load_settings(MIGRATIONS_DATABASE_URL="").migrations_database_url == os.environ["DATABASE_URL"]
+
+
+async def _insert_tasks_at_0009(url: str) -> None:
+    """Tasks as revision 0009 stores them: two owners' groups (no project), one labelled."""
+    engine = create_engine(url, for_migrations=True)
+    now = utcnow()
+    columns = "user_id, title, status, priority, completed, created_at, updated_at, version"
+    try:
+        async with engine.begin() as conn:
+            for n, (owner, title) in enumerate(
+                [("u-a", "first"), ("u-b", "other"), ("u-a", "second"), ("u-a", "third")]
+            ):
+                await conn.execute(
+                    text(
+                        f"INSERT INTO tasks (id, {columns}) VALUES (:id, :owner, :title, 'pending', 'medium', "
+                        "false, :at, :at, 1)"
+                    ),
+                    {"id": n + 1, "owner": owner, "title": title, "at": now.replace(microsecond=n)},
+                )
+            await conn.execute(text("INSERT INTO labels (id, user_id, name, key) VALUES (1, 'u-a', 'Work', 'work')"))
+            await conn.execute(text("INSERT INTO task_labels (task_id, label_id, position) VALUES (3, 1, 0)"))
+    finally:
+        await engine.dispose()
+
+
+def _tasks_after_0010(connection) -> dict[str, Any]:
+    rows = connection.execute(text("SELECT id, user_id, title, position, parent_id FROM tasks ORDER BY id")).all()
+    links = connection.execute(text("SELECT task_id, label_id FROM task_labels")).all()
+    return {"rows": [tuple(row) for row in rows], "links": [tuple(link) for link in links]}
+
+
+async def test_0010_numbers_existing_tasks_in_creation_order_and_keeps_their_labels(fresh_url):
+    upgrade(fresh_url, "0009_labels")
+    await _insert_users(fresh_url, {"u-a": "a@example.org", "u-b": "b@example.org"})
+    await _insert_tasks_at_0009(fresh_url)
+    upgrade(fresh_url)
+    state = await _inspect(fresh_url, _tasks_after_0010)
+    by_title = {title: (owner, position, parent) for _, owner, title, position, parent in state["rows"]}
+    assert by_title["first"][1] < by_title["second"][1] < by_title["third"][1]
+    assert by_title["other"][1]  # another owner's group is numbered on its own
+    assert all(parent is None for _, _, parent in by_title.values())
+    assert state["links"] == [(3, 1)]  # SQLite rebuilt `tasks`: the label links survive it
+    downgrade(fresh_url, "0009_labels")
+    upgrade(fresh_url)
+    assert (await _inspect(fresh_url, _tasks_after_0010))["links"] == [(3, 1)]

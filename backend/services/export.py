@@ -14,7 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from backend.models.common import iso_z, utcnow
 from backend.models.project import Project, ProjectPublic
 from backend.models.sync_run import SyncRun, SyncRunPublic
-from backend.models.task import Task, TaskPublic
+from backend.models.task import Task, TaskCompletion, TaskCompletionPublic, TaskPublic
 from backend.models.user import User
 from backend.services import labels as label_service
 from backend.services import sync as sync_service
@@ -48,6 +48,20 @@ async def _tasks(session: AsyncSession, tasks: list[Task]) -> list[dict[str, Any
     return [TaskPublic.model_validate(task).model_dump(mode="json") for task in tasks]
 
 
+async def _completions(session: AsyncSession, tasks: list[Task]) -> list[dict[str, Any]]:
+    """The completions of recurring `tasks`, task by task (by id), each oldest first: one query."""
+    ids = [task.id for task in tasks]
+    if not ids:
+        return []
+    query = (
+        select(TaskCompletion)
+        .where(col(TaskCompletion.task_id).in_(ids))
+        .order_by(col(TaskCompletion.task_id), col(TaskCompletion.completed_at), col(TaskCompletion.id))
+    )
+    rows = (await session.exec(query)).all()
+    return [TaskCompletionPublic.model_validate(row).model_dump(mode="json") for row in rows]
+
+
 async def export_project(session: AsyncSession, owner_id: str, project_id: int) -> dict[str, Any]:
     """The project, its tasks and its sync history, in a stable shape for a JSON download."""
     project = await get_project(session, owner_id, project_id)
@@ -61,12 +75,14 @@ async def export_project(session: AsyncSession, owner_id: str, project_id: int) 
         "exported_at": iso_z(utcnow()),
         "project": ProjectPublic.model_validate(project).model_dump(mode="json"),
         "tasks": await _tasks(session, list(tasks)),
+        "task_completions": await _completions(session, list(tasks)),
         "sync_runs": [_run(run) for run in await run_history(session, owner_id, project_id)],
     }
 
 
 async def export_account(session: AsyncSession, user: User) -> dict[str, Any]:
-    """Profile (never the password hash), tasks, projects (unpinned too) and their sync history."""
+    """Profile (never the password hash), tasks (with the completions of recurring ones), projects (unpinned
+    too) and their sync history."""
     tasks = (await session.exec(select(Task).where(Task.user_id == user.id).order_by(col(Task.id)))).all()
     projects = (await session.exec(select(Project).where(Project.user_id == user.id).order_by(col(Project.id)))).all()
     runs = await run_history(session, user.id)
@@ -83,6 +99,7 @@ async def export_account(session: AsyncSession, user: User) -> dict[str, Any]:
             "updated_at": iso_z(user.updated_at),
         },
         "tasks": await _tasks(session, list(tasks)),
+        "task_completions": await _completions(session, list(tasks)),
         "projects": [ProjectPublic.model_validate(project).model_dump(mode="json") for project in projects],
         "sync_runs": [{"project_id": run.project_id, **_run(run)} for run in runs],
     }

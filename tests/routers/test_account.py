@@ -64,7 +64,15 @@ class TestExport:
         assert response.headers["content-type"].startswith("application/json")
         assert response.headers["content-disposition"] == f'attachment; filename="taskdeck-account-{user.id}.json"'
         export = response.json()
-        assert list(export) == ["format", "exported_at", "profile", "tasks", "projects", "sync_runs"]
+        assert list(export) == [
+            "format",
+            "exported_at",
+            "profile",
+            "tasks",
+            "task_completions",
+            "projects",
+            "sync_runs",
+        ]
         assert export["format"] == "taskdeck.account-export/1"
         assert export["exported_at"].endswith("Z")
         assert export["profile"]["user_id"] == user.id
@@ -77,6 +85,7 @@ class TestExport:
         assert [p["id"] for p in export["projects"]] == [project["id"], gone["id"]]
         assert [p["is_active"] for p in export["projects"]] == [True, False]
         assert export["sync_runs"] == []
+        assert export["task_completions"] == []
         again = (await client.get(f"/api/{user.id}/export", headers=user.headers)).json()
         assert json.dumps({**again, "exported_at": None}) == json.dumps({**export, "exported_at": None})
 

@@ -308,7 +308,7 @@ class TestExportProject:
         disposition = response.headers["content-disposition"]
         assert disposition == f'attachment; filename="taskdeck-project-{project["id"]}-octo-hello-world.json"'
         export = json.loads(response.content)
-        assert list(export) == ["format", "exported_at", "project", "tasks", "sync_runs"]
+        assert list(export) == ["format", "exported_at", "project", "tasks", "task_completions", "sync_runs"]
         assert export["project"] == project
         assert [t["title"] for t in export["tasks"]] == ["b", "a"]
         assert export["exported_at"].endswith("Z")

@@ -202,3 +202,19 @@ class TestDueStrings:
         assert_error(
             await as_user.patch(f"/api/{{uid}}/tasks/{task['id']}", json={"due_string": None}), 422, "VALIDATION_ERROR"
         )
+
+
+async def test_exports_carry_the_new_fields_and_the_completions(client, user):
+    as_user = authed(client, user)
+    task = await make_task(
+        client, user, due_date="2026-06-01T07:00:00Z", due_timezone="Europe/Berlin", recurrence="FREQ=DAILY"
+    )
+    child = await make_task(client, user, parent_id=task["id"], labels=["x"])
+    await complete(as_user, task)
+    export = (await as_user.get("/api/{uid}/export")).json()
+    exported = {t["id"]: t for t in export["tasks"]}
+    assert exported[task["id"]]["recurrence"] == "FREQ=DAILY"
+    assert exported[task["id"]]["due_timezone"] == "Europe/Berlin"
+    assert exported[child["id"]]["parent_id"] == task["id"]
+    assert exported[child["id"]]["labels"] == ["x"]
+    assert [(c["task_id"], c["due_date"]) for c in export["task_completions"]] == [(task["id"], "2026-06-01T07:00:00Z")]
