@@ -48,6 +48,12 @@ BUSINESS_RULES = {
     "project_ids": "must list each of the caller's pinned projects exactly once",
     "github_repo_name": "GitHub's length limits: owner at most 39 characters, repository at most 100",
     "github_repo_url": "must point at the same repository as github_repo_name",
+    "parent_id": "must be one of the caller's tasks, at most 5 levels deep, never the task's own descendant",
+    "after_id": "must be one of the caller's tasks, a sibling at the task's new place",
+    "due_timezone": "must be an IANA time zone that zoneinfo knows (a schema can only give its shape)",
+    "recurrence": "must be an RFC 5545 RRULE with an occurrence, on a task with a due date",
+    "due_string": "must be English the phrase grammar reads (specs/recurrence.md), without the fields it sets",
+    "X-Timezone": "must be an IANA time zone that zoneinfo knows",
 }
 
 # Documented exclusions: (method, path) -> checks not run there, and why. None today: a literal segment that
