@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -73,7 +74,8 @@ async def test_a_deletion_and_a_completion_differ(client, user):
     assert (await api.patch(f"/api/{{uid}}/tasks/{done['id']}/complete")).status_code == 200
     assert (await api.delete(f"/api/{{uid}}/tasks/{gone['id']}")).status_code == 200
     changes = by_id((await drain(client, user, cursor))[0])
-    assert changes[done["id"]]["op"] == "upsert" and changes[done["id"]]["item"]["completed"] is True
+    assert changes[done["id"]]["op"] == "upsert"
+    assert changes[done["id"]]["item"]["completed"] is True
     assert changes[gone["id"]] | {"changed_at": None} == {
         "type": "task",
         "id": gone["id"],
@@ -106,7 +108,8 @@ async def test_completing_a_parent_records_its_subtasks(client, user):
     _, cursor = await drain(client, user)
     assert (await authed(client, user).patch(f"/api/{{uid}}/tasks/{root['id']}/complete")).status_code == 200
     changes = by_id((await drain(client, user, cursor))[0])
-    assert changes[child["id"]]["item"]["completed"] is True and changes[root["id"]]["item"]["completed"] is True
+    assert changes[child["id"]]["item"]["completed"] is True
+    assert changes[root["id"]]["item"]["completed"] is True
 
 
 async def test_renaming_or_deleting_a_label_gives_upserts_of_its_tasks(client, user):
@@ -138,9 +141,11 @@ async def test_unpinning_is_a_delete_and_a_repin_an_upsert(client, user):
 async def test_earlier_drafts_routes_record_and_answer_no_version(client, user):
     _, cursor = await drain(client, user)
     created = await client.post("/api/tasks", json={"title": "old"}, headers=user.headers)
-    assert created.status_code == 201 and "version" not in created.json()["data"]
+    assert created.status_code == 201
+    assert "version" not in created.json()["data"]
     pinned = await client.post("/api/projects/pin", json={"github_repo_name": "octo/old"}, headers=user.headers)
-    assert pinned.status_code == 201 and "version" not in pinned.json()["data"]
+    assert pinned.status_code == 201
+    assert "version" not in pinned.json()["data"]
     changes = (await drain(client, user, cursor))[0]
     assert [(c["type"], c["id"]) for c in changes] == [
         ("task", created.json()["data"]["id"]),
@@ -151,11 +156,13 @@ async def test_earlier_drafts_routes_record_and_answer_no_version(client, user):
 async def test_pages_follow_each_other(client, user):
     tasks = [await make_task(client, user, title=f"t{i}") for i in range(5)]
     first = await feed(client, user, limit=2)
-    assert first["has_more"] is True and [c["id"] for c in first["changes"]] == [t["id"] for t in tasks[:2]]
+    assert first["has_more"] is True
+    assert [c["id"] for c in first["changes"]] == [t["id"] for t in tasks[:2]]
     second = await feed(client, user, first["cursor"], limit=2)
     third = await feed(client, user, second["cursor"], limit=2)
     assert [c["id"] for c in second["changes"] + third["changes"]] == [t["id"] for t in tasks[2:]]
-    assert second["has_more"] is True and third["has_more"] is False
+    assert second["has_more"] is True
+    assert third["has_more"] is False
     # A change made while paging comes on a later page (a task changed after it was read comes again).
     await authed(client, user).patch(f"/api/{{uid}}/tasks/{tasks[0]['id']}", json={"title": "again"})
     fourth = await feed(client, user, third["cursor"])
@@ -208,3 +215,43 @@ async def test_erasure_takes_the_feed_with_the_account(client):
     response = await client.request("DELETE", f"/api/{gone.id}", json={"password": gone.password}, headers=gone.headers)
     assert response.status_code == 200, response.text
     assert (await authed(client, gone).get("/api/{uid}/changes")).status_code == 401
+
+
+@pytest.mark.committing
+async def test_changes_committed_while_paging_are_never_skipped(client, user):
+    """Writers commit while a reader pages with small pages: once the writers are done and the reader drained
+    the feed, it has every task's latest version (nothing committed behind its cursor was passed over)."""
+    tasks = [await make_task(client, user, title=f"t{i}") for i in range(6)]
+    api = authed(client, user)
+    done = asyncio.Event()
+
+    async def write(task: dict[str, Any]) -> None:
+        for round_number in range(5):
+            response = await api.patch(f"/api/{{uid}}/tasks/{task['id']}", json={"title": f"r{round_number}"})
+            assert response.status_code == 200, response.text
+
+    async def writers() -> None:
+        try:
+            await asyncio.gather(*(write(task) for task in tasks), api.post("/api/{uid}/tasks", json={"title": "new"}))
+        finally:
+            done.set()
+
+    seen: dict[int, int] = {}
+    cursor: str | None = None
+
+    async def reader() -> None:
+        nonlocal cursor
+        while not done.is_set():
+            page = await feed(client, user, cursor, limit=3)
+            for change in page["changes"]:
+                assert change["version"] >= seen.get(change["id"], 0)  # commit order: never back in time
+                seen[change["id"]] = change["version"]
+            cursor = page["cursor"]
+
+    await asyncio.gather(writers(), reader())
+    changes, _ = await drain(client, user, cursor, limit=3)
+    for change in changes:
+        seen[change["id"]] = change["version"]
+    current = (await api.get("/api/{uid}/tasks", params={"limit": 100})).json()["data"]
+    assert seen == {task["id"]: task["version"] for task in current}
+    assert all(version == 6 for task_id, version in seen.items() if task_id in {t["id"] for t in tasks})
