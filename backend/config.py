@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     # How often an open stream re-checks its login session in the database (the safety net behind the
     # "session ended" notice): a stream of an ended session closes within this (the contract says 5 s).
     EVENTS_SESSION_CHECK_SECONDS: float = Field(default=3.0, gt=0, le=60)
+    # The change feed keeps tombstones (deleted tasks, unpinned projects) this long; an older cursor is
+    # 410 CURSOR_EXPIRED and the client starts a full sync (specs/api/changes.md).
+    CHANGES_RETENTION_DAYS: int = Field(default=30, ge=1, le=3650)
 
     LOG_LEVEL: Literal["debug", "info", "warning", "error"] = "info"
     LOG_FORMAT: Literal["json", "console"] = "json"

@@ -68,6 +68,11 @@ OPENAPI_TAGS: list[dict[str, Any]] = [
         "it owns (password, or a fresh Better-Auth token, required).",
     },
     {
+        "name": "changes",
+        "description": "The change feed: every change of your tasks and pinned projects after a cursor, in commit "
+        "order (full sync without a cursor, then incremental); a live event's `id` is a cursor too.",
+    },
+    {
         "name": "events",
         "description": "A live Server-Sent Events stream of your changes (`task.*`, `project.*`, `sync.*`), "
         "with `Last-Event-ID` resume; browsers get a single-use ticket instead of sending a header.",

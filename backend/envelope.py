@@ -12,9 +12,10 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
+from backend.models.change import ChangePage
 from backend.models.common import RESPONSE_CONFIG
 from backend.models.label import LabelPublic
-from backend.models.project import ProjectPublic
+from backend.models.project import ProjectPublic, ProjectPublicV1
 from backend.models.session import TokenPair
 from backend.models.sync_run import SyncRunPublic
 from backend.models.task import TaskCompletionPublic, TaskPublic, TaskPublicV1, TaskTree
@@ -115,6 +116,18 @@ class ProjectEnvelope(Envelope[ProjectPublic]):
 
 
 class ProjectListEnvelope(ListEnvelope[ProjectPublic]):
+    pass
+
+
+class ProjectV1Envelope(Envelope[ProjectPublicV1]):
+    """A project as the earlier drafts' routes answer it (no `version`)."""
+
+
+class ProjectV1ListEnvelope(ListEnvelope[ProjectPublicV1]):
+    """Projects as the earlier drafts' routes list them (no `version`)."""
+
+
+class ChangePageEnvelope(Envelope[ChangePage]):
     pass
 
 

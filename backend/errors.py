@@ -126,6 +126,11 @@ class PreconditionFailed(AppError):
     message = "The resource changed since you read it (If-Match does not match its ETag); read it again"
 
 
+class CursorExpired(AppError):
+    status_code, code = 410, "CURSOR_EXPIRED"
+    message = "This cursor is older than the change history kept; start a full sync (no cursor)"
+
+
 class PayloadTooLarge(AppError):
     status_code, code, message = 413, "PAYLOAD_TOO_LARGE", "The request body is larger than allowed"
 
@@ -350,6 +355,7 @@ _ERROR_DOCS: dict[int, tuple[str, AppError]] = {
     ),
     404: ("Not found, or owned by someone else", NotFound()),
     409: ("Conflict with the current state", Conflict()),
+    410: ("The change feed's cursor is older than the history kept: start a full sync (no cursor)", CursorExpired()),
     412: (
         "`If-Match` does not match the current `ETag`: the resource changed since it was read",
         PreconditionFailed("The resource changed since you read it"),

@@ -18,7 +18,7 @@ from backend.logging_setup import configure_logging
 from backend.metrics import Metrics, record_sync_outcome
 from backend.middleware import CORS_EXPOSE, CORS_HEADERS, CORS_METHODS, CORSMiddleware, InnerMiddleware, OuterMiddleware
 from backend.ratelimit import RateLimiter, RateLimitMiddleware
-from backend.routers import account, auth, events, health, labels, legacy, projects, sync, tasks
+from backend.routers import account, auth, changes, events, health, labels, legacy, projects, sync, tasks
 from backend.routers import metrics as metrics_router
 from backend.security.better_auth import BetterAuthVerifier, better_auth_enabled, no_external_verifier
 from backend.sync import github
@@ -134,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics_router.router)
     # After the earlier drafts' routes, so `/api/tasks/export` and `/api/tasks/events` stay theirs.
     app.include_router(account.router)
+    app.include_router(changes.router)
     app.include_router(events.router)
     install_docs(app)
 

@@ -129,7 +129,9 @@ class ProjectOrder(SQLModel):
     project_ids: list[RowIdInt] = Field(max_length=MAX_ACTIVE_PINS, schema_extra={"examples": [[3, 1, 2]]})
 
 
-class ProjectPublic(ProjectBase):
+class ProjectPublicV1(ProjectBase):
+    """A project as the earlier drafts' routes answer it (routers/legacy.py): the fields they always had."""
+
     model_config = RESPONSE_CONFIG  # type: ignore[assignment]
 
     id: int
@@ -139,3 +141,9 @@ class ProjectPublic(ProjectBase):
     last_updated: datetime
     repo_metadata: dict[str, Any] | None
     last_synced_at: datetime | None
+
+
+class ProjectPublic(ProjectPublicV1):
+    """A project as every current route answers it."""
+
+    version: int = Field(schema_extra={"examples": [3]})  # +1 on every change; the ETag is made from it

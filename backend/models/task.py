@@ -199,6 +199,7 @@ class TaskPublic(TaskPublicV1):
     position: str = Field(schema_extra={"examples": ["a0"]})
     due_timezone: str | None = Field(schema_extra={"examples": ["Europe/Berlin"]})
     recurrence: str | None = Field(schema_extra={"examples": ["FREQ=WEEKLY;BYDAY=MO,WE"]})
+    version: int = Field(schema_extra={"examples": [3]})  # +1 on every change; the ETag is made from it
     # Last: a list row is built from the columns, then its labels (services/tasks.list_tasks).
     labels: list[str] = Field(schema_extra={"examples": [["work", "urgent"]]})
 

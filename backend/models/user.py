@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, ConfigDict, EmailStr, StringConstraints
-from sqlalchemy import Index
+from sqlalchemy import BigInteger, Index
 from sqlmodel import Field, SQLModel
 
 from backend.models.common import NO_NUL, RESPONSE_CONFIG, new_id, utcnow
@@ -44,6 +44,10 @@ class User(UserBase, table=True):
     auth_provider: str = Field(default="local", max_length=32)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    # The change feed (services/changes.py): the last `seq` given to a change of this user's items, bumped under
+    # the row lock; and the highest `seq` of a purged tombstone (cursors from before it are expired).
+    change_seq: int = Field(default=0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"})
+    changes_floor: int = Field(default=0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"})
 
 
 class UserCreate(UserBase):

@@ -164,8 +164,8 @@ def unchanged(param: str, lock: RowLock) -> Callable[[F], F]:
 
 
 _PRECONDITION = "_if_match_precondition"
-TaskUnchanged = unchanged("task_id", partial(task_service.get_task, for_update=True))
-ProjectUnchanged = unchanged("project_id", partial(project_service.get_project, for_update=True))
+TaskUnchanged = unchanged("task_id", task_service.lock_task)
+ProjectUnchanged = unchanged("project_id", project_service.lock_project)
 
 
 # How an earlier-draft route says it is deprecated (RFC 9745, RFC 8288), documented on its success answer.

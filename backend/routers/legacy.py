@@ -4,8 +4,9 @@ Deprecated in the OpenAPI document and kept for old clients; every answer says s
 `Link: <successor>; rel="successor-version"` (middleware.InnerMiddleware, from SUCCESSORS below).
 They are the very operations of routers/tasks.py and routers/projects.py (same endpoint functions,
 dependencies and documentation), served at the earlier paths without `{user_id}`: whose data it is comes
-from the token alone. Tasks are answered in the earlier shape (TaskPublicV1: no `labels`, see `mirror`'s
-`shapes`); the bodies are the current ones, so `labels` sent there is kept, just not answered.
+from the token alone. Tasks and projects are answered in the earlier shapes (TaskPublicV1: no `labels` nor
+`version`; ProjectPublicV1: no `version`; see `mirror`'s `shapes`); the bodies are the current ones, so
+`labels` sent there is kept, just not answered.
 """
 
 from __future__ import annotations
@@ -14,7 +15,17 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter
 
-from backend.envelope import TaskEnvelope, TaskListEnvelope, TaskTreeEnvelope, TaskV1Envelope, TaskV1ListEnvelope
+from backend.envelope import (
+    ProjectEnvelope,
+    ProjectListEnvelope,
+    ProjectV1Envelope,
+    ProjectV1ListEnvelope,
+    TaskEnvelope,
+    TaskListEnvelope,
+    TaskTreeEnvelope,
+    TaskV1Envelope,
+    TaskV1ListEnvelope,
+)
 from backend.routers import projects, tasks
 from backend.routers.common import mirror
 
@@ -56,4 +67,6 @@ SUCCESSORS |= mirror(
         "PUT /{project_id}": "/pinned/{project_id}",
         "DELETE /{project_id}": "/unpin/{project_id}",
     },
+    # The earlier drafts' shape: a project without the fields added since (`version`).
+    shapes={ProjectEnvelope: ProjectV1Envelope, ProjectListEnvelope: ProjectV1ListEnvelope},
 )

@@ -2,9 +2,9 @@
 
 Label writes (a task's labels, a rename, a delete) hold the owner's row lock (`db.lock_user_row`) to the
 request's commit: a new label created by one request and a rename onto that name by another are serialised,
-so neither ends in a unique violation (500). Locks are taken in one order, task rows first, then the owner's
-row (a task update locks its task, then writes labels; a rename locks the tasks carrying the label, then the
-owner), so two of them never wait on each other (PostgreSQL; SQLite serialises every writer anyway)."""
+so neither ends in a unique violation (500). Locks are taken in one order, the owner's row first, then task
+rows (as every write: services/changes.py), so two of them never wait on each other (PostgreSQL; SQLite
+serialises every writer anyway). A rename or delete records the tasks it touched for the change feed."""
 
 from __future__ import annotations
 
@@ -22,9 +22,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.db import lock_user_row
 from backend.errors import LabelExists, NotFound
+from backend.models.change import ChangeType
 from backend.models.common import utcnow
 from backend.models.label import Label, TaskLabel, label_key
 from backend.models.task import Task
+from backend.services import changes
 
 LABELS: Any = Label.__table__  # type: ignore[attr-defined]
 LINKS: Any = TaskLabel.__table__  # type: ignore[attr-defined]
@@ -150,27 +152,24 @@ async def _find(session: AsyncSession, owner_id: str, name: str) -> tuple[int, s
 
 
 async def _lock(session: AsyncSession, owner_id: str, name: str) -> tuple[int, str]:
-    """Find the label, lock the tasks carrying it (by id), then the owner's row; (id, key) of the label as it
-    is once the locks are held (another request may have renamed or deleted it meanwhile: then 404)."""
-    label_id, _ = await _find(session, owner_id, name)
-    if session.get_bind().dialect.name == "postgresql":
-        carriers = rows_of(_LINKS.task_id).where(_LINKS.label_id == label_id)
-        connection = await session.connection()
-        await connection.execute(
-            rows_of(_TASKS.id).where(_TASKS.id.in_(carriers)).order_by(_TASKS.id).with_for_update()
-        )
+    """Lock the owner's row, then find the label; (id, key) of the label as it is once the lock is held
+    (another request may have renamed or deleted it meanwhile: then 404). Every writer of the owner's tasks
+    holds the owner's row first, so the tasks carrying the label need no lock of their own."""
     await lock_user_row(session, owner_id)
     return await _find(session, owner_id, name)
 
 
-async def _touch_tasks(session: AsyncSession, label_id: int) -> None:
-    """The tasks carrying the label changed: a new version (ETag) and `updated_at` for each, in one statement."""
+async def _touch_tasks(session: AsyncSession, owner_id: str, label_id: int) -> None:
+    """The tasks carrying the label changed: a new version (ETag) and `updated_at` for each, in one statement,
+    and a change in the feed for each."""
     connection = await session.connection()
-    await connection.execute(
+    touched = await connection.execute(
         update_rows(TASKS)
         .where(_TASKS.id.in_(rows_of(_LINKS.task_id).where(_LINKS.label_id == label_id)))
         .values(version=_TASKS.version + 1, updated_at=utcnow())
+        .returning(_TASKS.id)
     )
+    await changes.record(session, owner_id, ChangeType.TASK, list(touched.scalars()))
 
 
 async def rename_label(session: AsyncSession, owner_id: str, name: str, new_name: str) -> dict[str, Any]:
@@ -184,7 +183,7 @@ async def rename_label(session: AsyncSession, owner_id: str, name: str, new_name
         if (await connection.execute(taken)).first() is not None:
             raise LabelExists()
     await connection.execute(update_rows(LABELS).where(_LABELS.id == label_id).values(name=new_name, key=new_key))
-    await _touch_tasks(session, label_id)
+    await _touch_tasks(session, owner_id, label_id)
     count = (await connection.execute(rows_of(_count()).where(_LINKS.label_id == label_id))).scalar_one()
     return {"name": new_name, "task_count": int(count)}
 
@@ -192,7 +191,7 @@ async def rename_label(session: AsyncSession, owner_id: str, name: str, new_name
 async def delete_label(session: AsyncSession, owner_id: str, name: str) -> None:
     """Remove the label from every task (one DELETE of its links), then the label itself."""
     label_id, _ = await _lock(session, owner_id, name)
-    await _touch_tasks(session, label_id)
+    await _touch_tasks(session, owner_id, label_id)
     connection = await session.connection()
     await connection.execute(delete_rows(LINKS).where(_LINKS.label_id == label_id))
     await connection.execute(delete_rows(LABELS).where(_LABELS.id == label_id))

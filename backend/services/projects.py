@@ -9,8 +9,10 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from backend.db import flush_unique, lock_user_row, save
 from backend.errors import NotFound, PinLimitReached, ProjectAlreadyPinned, ValidationFailed
+from backend.models.change import ChangeOp, ChangeType
 from backend.models.common import utcnow
 from backend.models.project import MAX_ACTIVE_PINS, Project, ProjectCreate, ProjectUpdate
+from backend.services import changes
 
 
 def _already_pinned() -> ProjectAlreadyPinned:
@@ -51,6 +53,19 @@ async def get_project(session: AsyncSession, owner_id: str, project_id: int, *, 
     project = (await session.exec(query)).first()
     if project is None:
         raise NotFound("Project not found")
+    return project
+
+
+async def lock_project(session: AsyncSession, owner_id: str, project_id: int) -> Project:
+    """The owner's pinned project locked for a write, the owner's row locked first (the one lock order of every
+    write: services/changes.py); or NotFound."""
+    await lock_user_row(session, owner_id)
+    return await get_project(session, owner_id, project_id, for_update=True)
+
+
+async def _recorded(session: AsyncSession, owner_id: str, project: Project, op: ChangeOp = ChangeOp.UPSERT) -> Project:
+    assert project.id is not None
+    await changes.record(session, owner_id, ChangeType.PROJECT, [project.id], op)
     return project
 
 
@@ -96,18 +111,21 @@ async def pin_project(session: AsyncSession, owner_id: str, payload: ProjectCrea
     else:
         project = Project.model_validate(fields, update={"user_id": owner_id, "pinned_at": now, "last_updated": now})
     await flush_unique(session, project, _already_pinned)
-    return project
+    return await _recorded(session, owner_id, project)
 
 
 async def update_project(session: AsyncSession, owner_id: str, project_id: int, payload: ProjectUpdate) -> Project:
-    project = await get_project(session, owner_id, project_id, for_update=True)
-    return await save(session, project, payload.model_dump(exclude_unset=True) | {"last_updated": utcnow()})
+    project = await lock_project(session, owner_id, project_id)
+    project = await save(session, project, payload.model_dump(exclude_unset=True) | {"last_updated": utcnow()})
+    return await _recorded(session, owner_id, project)
 
 
 async def unpin_project(session: AsyncSession, owner_id: str, project_id: int) -> None:
-    """Unpin keeps the row, so its tasks and sync history survive and a re-pin brings it back."""
-    project = await get_project(session, owner_id, project_id, for_update=True)
-    await save(session, project, {"is_active": False, "last_updated": utcnow()})
+    """Unpin keeps the row, so its tasks and sync history survive and a re-pin brings it back. For the change
+    feed an unpin is a delete."""
+    project = await lock_project(session, owner_id, project_id)
+    project = await save(session, project, {"is_active": False, "last_updated": utcnow()})
+    await _recorded(session, owner_id, project, ChangeOp.DELETE)
 
 
 async def reorder_projects(session: AsyncSession, owner_id: str, project_ids: list[int]) -> list[Project]:
@@ -118,10 +136,13 @@ async def reorder_projects(session: AsyncSession, owner_id: str, project_ids: li
         raise ValidationFailed("project_ids must list each pinned project exactly once", field="project_ids")
     by_id = {p.id: p for p in projects}
     now = utcnow()
+    moved: list[int] = []
     for position, project_id in enumerate(project_ids):
         project = by_id[project_id]
         if project.position != position:
             project.position, project.last_updated = position, now
             session.add(project)
+            moved.append(project_id)
     await session.flush()
+    await changes.record(session, owner_id, ChangeType.PROJECT, moved)
     return [by_id[project_id] for project_id in project_ids]

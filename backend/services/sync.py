@@ -19,11 +19,13 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
-from backend.db import flush_unique
+from backend.db import flush_unique, lock_user_row
 from backend.errors import Conflict, NotFound
+from backend.models.change import ChangeType
 from backend.models.common import iso_z, utcnow
 from backend.models.project import Project
 from backend.models.sync_run import ACTIVE_STATUSES, StageStatus, SyncRun, SyncStatus
+from backend.services import changes
 from backend.services.projects import get_project
 
 # Newest first; the id breaks ties between runs created in the same instant.
@@ -191,6 +193,10 @@ async def complete_run(
     """The run succeeds and the project gets its new metadata, in one transaction, or neither happens."""
     now = utcnow()
     values |= {"status": SyncStatus.SUCCEEDED, "progress": 100, "current_stage": None, "finished_at": now}
+    # The project's owner's row first (the lock order of every write: services/changes.py).
+    user_id = (await session.exec(select(Project.user_id).where(col(Project.id) == project_id))).first()
+    if user_id is not None:
+        await lock_user_row(session, user_id)
     if not await _update_running(session, run_id, owner, values):
         return False  # nothing was written
     await session.exec(
@@ -199,6 +205,8 @@ async def complete_run(
         # The row version moves too, so ETags held by clients stop matching.
         .values(repo_metadata=repo_metadata, last_synced_at=now, last_updated=now, version=col(Project.version) + 1)
     )
+    if user_id is not None:
+        await changes.record(session, user_id, ChangeType.PROJECT, [project_id])
     return True
 
 

@@ -23,7 +23,9 @@ from sqlalchemy import select as rows_of
 from sqlalchemy import update as update_rows
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from backend.models.change import ChangeType
 from backend.models.task import Task
+from backend.services import changes
 
 TASKS: Any = Task.__table__  # type: ignore[attr-defined]
 _TASKS = TASKS.c
@@ -91,7 +93,7 @@ async def position_after(
 async def renumber(
     session: AsyncSession, owner_id: str, project_id: int | None, parent_id: int | None, *, skip: int
 ) -> None:
-    """Give the group's tasks (but `skip`) short, evenly spread keys in their current order."""
+    """Give the group's tasks (but `skip`) short, evenly spread keys in their current order (each a change)."""
     rows = await _rows(
         session,
         rows_of(_TASKS.id)
@@ -104,3 +106,4 @@ async def renumber(
         await connection.execute(
             update_rows(TASKS).where(_TASKS.id == task_id).values(position=key, version=_TASKS.version + 1)
         )
+    await changes.record(session, owner_id, ChangeType.TASK, [task_id for (task_id,) in rows])

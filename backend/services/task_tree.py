@@ -20,7 +20,9 @@ from sqlalchemy import update as update_rows
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.errors import TaskCycle, TaskDepthExceeded, ValidationFailed
+from backend.models.change import ChangeType
 from backend.models.task import MAX_DEPTH, Task, TaskStatus
+from backend.services import changes
 
 TASKS: Any = Task.__table__  # type: ignore[attr-defined]
 _TASKS = TASKS.c
@@ -66,10 +68,12 @@ async def _scalars(session: AsyncSession, query: Any) -> list[Any]:
     return list((await connection.execute(query)).scalars())
 
 
-async def _write(session: AsyncSession, statement: Any) -> None:
-    """A Core UPDATE in the request's transaction, after the ORM's pending changes."""
+async def _write(session: AsyncSession, owner_id: str, statement: Any) -> None:
+    """A Core UPDATE of the owner's tasks in the request's transaction, after the ORM's pending changes; the
+    tasks it changed are recorded for the change feed."""
     await session.flush()
-    await (await session.connection()).execute(statement)
+    ids = list((await (await session.connection()).execute(statement.returning(_TASKS.id))).scalars())
+    await changes.record(session, owner_id, ChangeType.TASK, ids)
 
 
 async def descendant_ids(session: AsyncSession, owner_id: str, task_id: int) -> list[int]:
@@ -100,6 +104,7 @@ async def follow_project(session: AsyncSession, owner_id: str, task_id: int, pro
     ids = descendants_query(owner_id, task_id).subquery()
     await _write(
         session,
+        owner_id,
         update_rows(TASKS)
         .where(_TASKS.id.in_(rows_of(ids.c.id)), _TASKS.project_id.is_distinct_from(project_id))
         .values(project_id=project_id, version=_TASKS.version + 1),
@@ -121,6 +126,7 @@ async def _set_descendants(session: AsyncSession, owner_id: str, task_id: int, n
     ids = descendants_query(owner_id, task_id).subquery()
     await _write(
         session,
+        owner_id,
         update_rows(TASKS)
         .where(_TASKS.id.in_(rows_of(ids.c.id)), _TASKS.completed.is_(not done))
         .values(

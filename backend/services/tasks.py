@@ -14,8 +14,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.db import lock_user_row, save
 from backend.errors import NotFound, ValidationFailed
+from backend.models.change import ChangeOp, ChangeType
 from backend.models.common import utcnow
 from backend.models.task import Task, TaskCreate, TaskMove, TaskPublic, TaskSort, TaskStatus, TaskUpdate
+from backend.services import changes as change_log
 from backend.services import labels as label_service
 from backend.services import recurring, task_order, task_tree
 from backend.services.projects import ensure_project
@@ -46,6 +48,11 @@ _TASKS = Task.__table__.c  # type: ignore[attr-defined]
 # `labels` is not a column: a page's labels come from one more query (services/labels.names_by_task).
 _NAMES = [name for name in TaskPublic.model_fields if name != "labels"]
 _PUBLIC_COLUMNS = [_TASKS[name] for name in _NAMES]
+
+
+def public_columns() -> tuple[list[str], list[Any]]:
+    """`TaskPublic`'s column fields (all but `labels`) and the table's columns for them, in that order."""
+    return _NAMES, _PUBLIC_COLUMNS
 
 
 def _sort_keys(columns: Any) -> dict[str, Any]:
@@ -171,6 +178,20 @@ async def get_task(session: AsyncSession, owner_id: str, task_id: int, *, for_up
     return task
 
 
+async def lock_task(session: AsyncSession, owner_id: str, task_id: int) -> Task:
+    """The owner's task locked for a write, the owner's row locked first (the one lock order of every write:
+    services/changes.py); or NotFound."""
+    await lock_user_row(session, owner_id)
+    return await get_task(session, owner_id, task_id, for_update=True)
+
+
+async def _recorded(session: AsyncSession, owner_id: str, task: Task) -> Task:
+    """The task's change, for the feed, in the writing transaction."""
+    assert task.id is not None
+    await change_log.record(session, owner_id, ChangeType.TASK, [task.id])
+    return task
+
+
 async def read_task(session: AsyncSession, owner_id: str, task_id: int) -> Task:
     """The owner's task with its labels, to answer it; or NotFound."""
     task = await get_task(session, owner_id, task_id)
@@ -263,7 +284,7 @@ async def create_task(
     await session.flush()
     if payload.labels:
         await label_service.replace_task_labels(session, owner_id, task, payload.labels)
-    return task
+    return await _recorded(session, owner_id, task)
 
 
 def _project_follows_parent() -> ValidationFailed:
@@ -276,7 +297,7 @@ async def _place(
     """The `parent_id`, `project_id` and `position` changes of a task moving to another parent or project (in
     `changes`, as sent), checked against the tree rules, and placed after `after` (a 1-tuple: the sibling id,
     or None for first) or last. A subtask's descendants follow its project."""
-    await lock_user_row(session, owner_id)  # after the task's row: locks are taken task first, then owner
+    await lock_user_row(session, owner_id)  # held already (lock_task): the owner's row comes first
     assert task.id is not None
     parent_id = changes.get("parent_id", task.parent_id)
     project_id = changes.get("project_id", task.project_id)
@@ -318,7 +339,7 @@ async def _check_sibling(
 async def update_task(
     session: AsyncSession, owner_id: str, task_id: int, payload: TaskUpdate, zone_header: str | None = None
 ) -> Task:
-    task = await get_task(session, owner_id, task_id, for_update=True)
+    task = await lock_task(session, owner_id, task_id)
     now = utcnow()
     changes = recurring.schedule(task, payload.model_dump(exclude_unset=True), zone_header, now)
     labels = changes.pop("labels", None)
@@ -329,7 +350,7 @@ async def update_task(
     task = await save(session, task, changes | {"updated_at": now})
     if completing:
         task = await _completed(session, owner_id, task, now)
-    return await _labels(session, owner_id, task, labels)
+    return await _recorded(session, owner_id, await _labels(session, owner_id, task, labels))
 
 
 async def _completed(session: AsyncSession, owner_id: str, task: Task, now: datetime) -> Task:
@@ -350,20 +371,20 @@ async def _completed(session: AsyncSession, owner_id: str, task: Task, now: date
 async def move_task(session: AsyncSession, owner_id: str, task_id: int, move: TaskMove) -> Task:
     """Place the task right after `after_id` (null: first) among its siblings under the new parent and
     project (each as sent, else unchanged): one row written, but for a rare renumbering."""
-    task = await get_task(session, owner_id, task_id, for_update=True)
+    task = await lock_task(session, owner_id, task_id)
     changes = move.model_dump(exclude_unset=True, exclude={"after_id"})
     placed = await _place(session, owner_id, task, changes, (move.after_id,))
     task = await save(session, task, placed | {"updated_at": utcnow()})
-    return await _labels(session, owner_id, task, None)
+    return await _recorded(session, owner_id, await _labels(session, owner_id, task, None))
 
 
 async def set_completed(session: AsyncSession, owner_id: str, task_id: int, completed: bool) -> Task:
-    task = await get_task(session, owner_id, task_id, for_update=True)
+    task = await lock_task(session, owner_id, task_id)
     completing, now = completed and not task.completed, utcnow()
     task = await save(session, task, _completion(task, None, completed) | {"updated_at": now})
     if completing:
         task = await _completed(session, owner_id, task, now)
-    return await _labels(session, owner_id, task, None)
+    return await _recorded(session, owner_id, await _labels(session, owner_id, task, None))
 
 
 async def list_completions(
@@ -375,6 +396,12 @@ async def list_completions(
 
 
 async def delete_task(session: AsyncSession, owner_id: str, task_id: int) -> None:
+    """Deletes the task and (ON DELETE CASCADE) its subtree: each gets a tombstone in the feed, recorded from
+    the ids read before the DELETE."""
+    await lock_user_row(session, owner_id)
+    subtree = task_tree.descendants_query(owner_id, task_id, include_self=True).subquery()
+    ids = list((await (await session.connection()).execute(rows_of(subtree.c.id))).scalars())
+    await change_log.record(session, owner_id, ChangeType.TASK, ids, ChangeOp.DELETE, gone=True)
     result = await session.exec(delete(Task).where(col(Task.id) == task_id, col(Task.user_id) == owner_id))
     if result.rowcount == 0:
         raise NotFound("Task not found")

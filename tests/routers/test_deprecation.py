@@ -78,8 +78,10 @@ async def test_the_successor_answers_the_same(client, user):
     current = await as_user.get(successor["target"])
     # The same task; the earlier shape has none of the fields added since.
     answer = current.json()
-    added = {name: answer["data"].pop(name) for name in ("labels", "parent_id", "due_timezone", "recurrence")}
-    assert added == {"labels": [], "parent_id": None, "due_timezone": None, "recurrence": None}
+    added = {
+        name: answer["data"].pop(name) for name in ("labels", "parent_id", "due_timezone", "recurrence", "version")
+    }
+    assert added == {"labels": [], "parent_id": None, "due_timezone": None, "recurrence": None, "version": 1}
     assert isinstance(answer["data"].pop("position"), str)
     assert answer == earlier.json()
     assert "deprecation" not in current.headers

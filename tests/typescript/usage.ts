@@ -65,7 +65,12 @@ export function explain(error: ErrorBody): string {
     case "NOT_FOUND":
       return "It is gone.";
     case "VALIDATION_ERROR":
+    case "TASK_DEPTH_EXCEEDED":
+    case "CYCLE":
+    case "INVALID_RECURRENCE":
       return `Check ${error.field ?? "the form"}: ${error.message}`;
+    case "CURSOR_EXPIRED":
+      return "Reloading everything…"; // the change feed's cursor is too old: start a full sync
     case "MALFORMED_REQUEST":
     case "CORS_NOT_ALLOWED":
     case "METHOD_NOT_ALLOWED":

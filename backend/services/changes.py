@@ -1,0 +1,115 @@
+"""Recording changes for the change feed: every write of a task or project calls `record` in its transaction.
+
+Ordering (specs/api/changes.md): `record` bumps the owner's `users.change_seq` with an UPDATE, which holds the
+owner's row lock to commit (PostgreSQL; SQLite has one writer at a time). So the owner's writes are serialised,
+and a change's `seq` is taken after every lower `seq` of that user was committed: reading a user's committed rows
+in `seq` order, a reader can never later find a change committed with a `seq` below one it has seen.
+
+Lock order: every write of a user's tasks and projects takes the owner's row first (`db.lock_user_row`, before
+any task or project row), so two writers never wait on each other in opposite orders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select as rows_of
+from sqlalchemy import update as update_rows
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from backend.db import lock_user_row
+from backend.models.change import Change, ChangeOp, ChangeType
+from backend.models.common import utcnow
+from backend.models.project import Project
+from backend.models.task import Task
+from backend.models.user import User
+
+CHANGES: Any = Change.__table__  # type: ignore[attr-defined]
+USERS: Any = User.__table__  # type: ignore[attr-defined]
+TABLES: dict[ChangeType, Any] = {
+    ChangeType.TASK: Task.__table__,  # type: ignore[attr-defined]
+    ChangeType.PROJECT: Project.__table__,  # type: ignore[attr-defined]
+}
+_CHANGES = CHANGES.c
+PURGE_BATCH = 500  # tombstones purged at most per feed read
+# The last seq this transaction gave a change: the live events it publishes after commit carry it (their id).
+LAST_SEQ = "change_seq"
+
+
+async def record(
+    session: AsyncSession,
+    owner_id: str,
+    change_type: ChangeType,
+    ids: Sequence[int],
+    op: ChangeOp = ChangeOp.UPSERT,
+    *,
+    gone: bool = False,
+) -> None:
+    """Record that the owner's items `ids` changed (`op`), in the writing transaction: each gets the next `seq`
+    of the owner and its row of `changes` is replaced. Call it once the rows are written (their `version` is
+    read here); `gone`: the rows are about to be deleted (the tombstone's version is the last one + 1).
+    Three statements whatever the number of ids."""
+    ids = sorted(set(ids))
+    if not ids:
+        return
+    await session.flush()
+    connection = await session.connection()
+    table = TABLES[change_type]
+    versions: dict[int, int] = dict(
+        (await connection.execute(rows_of(table.c.id, table.c.version).where(table.c.id.in_(ids)))).all()
+    )
+    bumped = (
+        update_rows(USERS)
+        .where(USERS.c.id == owner_id)
+        .values(change_seq=USERS.c.change_seq + len(ids))
+        .returning(USERS.c.change_seq)
+    )
+    top = (await connection.execute(bumped)).scalar_one()
+    now = utcnow()
+    rows = [
+        {
+            "user_id": owner_id,
+            "type": change_type.value,
+            "item_id": item_id,
+            "seq": top - len(ids) + 1 + i,
+            "op": op.value,
+            "version": versions.get(item_id, 0) + (1 if gone else 0),
+            "changed_at": now,
+        }
+        for i, item_id in enumerate(ids)
+    ]
+    insert = (postgresql if connection.dialect.name == "postgresql" else sqlite).insert(CHANGES)
+    statement = insert.values(rows)
+    statement = statement.on_conflict_do_update(
+        index_elements=[_CHANGES.user_id, _CHANGES.type, _CHANGES.item_id],
+        set_={name: statement.excluded[name] for name in ("seq", "op", "version", "changed_at")},
+    )
+    await connection.execute(statement)
+    session.info[LAST_SEQ] = top
+
+
+async def purge(session: AsyncSession, owner_id: str, before: datetime) -> None:
+    """Forget the owner's tombstones (deletes) recorded before `before`, at most PURGE_BATCH of them, and raise
+    the owner's `changes_floor` to the highest purged `seq`: a cursor from before it is expired. Only a
+    cheap indexed look when there is nothing to purge; else under the owner's row lock."""
+    connection = await session.connection()
+    expired = rows_of(_CHANGES.id, _CHANGES.seq).where(
+        _CHANGES.user_id == owner_id, _CHANGES.op == ChangeOp.DELETE.value, _CHANGES.changed_at < before
+    )
+    if (await connection.execute(expired.limit(1))).first() is None:
+        return
+    await lock_user_row(session, owner_id)
+    rows = (await connection.execute(expired.order_by(_CHANGES.seq).limit(PURGE_BATCH))).all()
+    if not rows:
+        return
+    await connection.execute(CHANGES.delete().where(_CHANGES.id.in_([row_id for row_id, _ in rows])))
+    highest = max(seq for _, seq in rows)
+    await connection.execute(
+        update_rows(USERS)
+        .where(USERS.c.id == owner_id)
+        .where(USERS.c.changes_floor < highest)
+        .values(changes_floor=highest)
+    )
