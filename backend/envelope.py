@@ -12,6 +12,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
+from backend.models.batch import BatchAnswer
 from backend.models.common import RESPONSE_CONFIG
 from backend.models.label import LabelPublic
 from backend.models.project import ProjectPublic
@@ -100,6 +101,10 @@ class TaskV1Envelope(Envelope[TaskPublicV1]):
 
 class TaskV1ListEnvelope(ListEnvelope[TaskPublicV1]):
     """Tasks as the earlier drafts' routes list them (no `labels`)."""
+
+
+class BatchEnvelope(Envelope[BatchAnswer]):
+    """Each command's result, in command order, and the ids of the rows named by temp ids."""
 
 
 class LabelEnvelope(Envelope[LabelPublic]):

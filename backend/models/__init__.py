@@ -1,5 +1,6 @@
 """SQLModel families: one module per entity. Importing this package registers every table."""
 
+from backend.models.batch import BatchCommand
 from backend.models.idempotency import IdempotencyKey
 from backend.models.label import Label, TaskLabel
 from backend.models.project import Project
@@ -11,4 +12,15 @@ from backend.models.versioning import install as _install_versioning
 
 _install_versioning(Task, Project)
 
-__all__ = ["AuthSession", "IdempotencyKey", "Label", "Project", "RefreshToken", "SyncRun", "Task", "TaskLabel", "User"]
+__all__ = [
+    "AuthSession",
+    "BatchCommand",
+    "IdempotencyKey",
+    "Label",
+    "Project",
+    "RefreshToken",
+    "SyncRun",
+    "Task",
+    "TaskLabel",
+    "User",
+]
