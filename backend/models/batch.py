@@ -1,5 +1,6 @@
-"""Batches (`POST /api/{user_id}/batch`, specs/api/batch.md): the commands a client sends, the result of each,
-and the record of an applied command's result (`batch_commands`) that answers a replay of its id for 24 h.
+"""Batches (`POST /api/{user_id}/batch`, specs/api/batch.md): the commands a client sends (the answer's shape:
+envelope.BatchAnswer), and the record of an applied command's result (`batch_commands`) that answers a replay of
+its id for 24 h.
 
 A command's `data` has the schema of the single route's body (`TaskCreate`, ...), but an invalid `data` does not
 fail the request: it is kept as `InvalidData` (`Deferred`), and that command alone answers the 422 the single route
@@ -25,9 +26,9 @@ from pydantic import (
 from sqlalchemy import Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from backend.models.common import JSON_INTEGER, MAX_ROW_ID, RESPONSE_CONFIG, RowIdInt, utcnow
-from backend.models.project import ProjectCreate, ProjectPublic, ProjectUpdate
-from backend.models.task import TaskCreate, TaskMove, TaskPublic, TaskUpdate
+from backend.models.common import JSON_INTEGER, MAX_ROW_ID, RowIdInt, utcnow
+from backend.models.project import ProjectCreate, ProjectUpdate
+from backend.models.task import TaskCreate, TaskMove, TaskUpdate
 
 
 @dataclass(frozen=True)
@@ -165,36 +166,6 @@ class BatchRequest(SQLModel):
     commands: list[Command] = Field(
         min_length=1, schema_extra={"json_schema_extra": {"maxItems": MAX_COMMANDS}}, description="Applied in order"
     )
-
-
-class CommandError(SQLModel):
-    """A failed command's error, as the single route's error envelope carries it."""
-
-    model_config = RESPONSE_CONFIG  # type: ignore[assignment]
-
-    code: str = Field(schema_extra={"examples": ["NOT_FOUND"]})
-    message: str = Field(schema_extra={"examples": ["Task not found"]})
-    field: str | None = None
-    details: list[dict[str, Any]] | None = None
-
-
-class CommandResult(SQLModel):
-    model_config = RESPONSE_CONFIG  # type: ignore[assignment]
-
-    id: UUID
-    status: int = Field(description="The status the single route answers: 200, 201 (created), or the error's")
-    item: TaskPublic | ProjectPublic | None = Field(
-        description="The task or project after the command (null when it failed, or for a delete / unpin)"
-    )
-    error: CommandError | None
-
-
-class BatchAnswer(SQLModel):
-    model_config = RESPONSE_CONFIG  # type: ignore[assignment]
-
-    results: list[CommandResult] = Field(description="One per command, in command order")
-    temp_ids: dict[str, int] = Field(description="Each `temp_id` of a created row: its id")
-    cursor: str | None = Field(description="The change feed's cursor after this batch (null until the feed exists)")
 
 
 class BatchCommand(SQLModel, table=True):
