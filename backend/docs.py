@@ -48,6 +48,11 @@ OPENAPI_TAGS: list[dict[str, Any]] = [
         "update, unpin, export as JSON.",
     },
     {
+        "name": "batch",
+        "description": "Up to 100 task and project commands in one request, applied in order, each on its own, "
+        "each command id at most once (a batch can be sent again after a timeout). See specs/api/batch.md.",
+    },
+    {
         "name": "sync runs",
         "description": "Refresh a pinned repository's metadata from GitHub in the background: start a run "
         "(202), poll its stages and progress, list the project's history. One active run per project.",

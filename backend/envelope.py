@@ -9,6 +9,7 @@ as `Envelope_TaskPublic_`)."""
 from __future__ import annotations
 
 from typing import Any, Generic, Literal, TypeVar
+from uuid import UUID
 
 from pydantic import BaseModel, Field
 
@@ -101,6 +102,31 @@ class TaskV1Envelope(Envelope[TaskPublicV1]):
 
 class TaskV1ListEnvelope(ListEnvelope[TaskPublicV1]):
     """Tasks as the earlier drafts' routes list them (no `labels`)."""
+
+
+class CommandResult(BaseModel):
+    """One command's result in a batch: `item` when it applied, else `error` (the single route's error body)."""
+
+    model_config = RESPONSE_CONFIG
+
+    id: UUID
+    status: int = Field(description="What the single route answers: 200, 201 (created), or the error's status")
+    item: TaskPublic | ProjectPublic | None = Field(
+        description="The task or project right after the command (null when it failed, and for a delete or unpin)"
+    )
+    error: ErrorBody | None
+
+
+class BatchAnswer(BaseModel):
+    model_config = RESPONSE_CONFIG
+
+    results: list[CommandResult] = Field(description="One per command, in command order")
+    temp_ids: dict[str, int] = Field(description="Each `temp_id` of a row created (or replayed): the row's id")
+    cursor: str | None = Field(description="The change feed's cursor after this batch (null until the feed exists)")
+
+
+class BatchEnvelope(Envelope[BatchAnswer]):
+    """Each command's result, in command order, and the ids of the rows named by temp ids."""
 
 
 class LabelEnvelope(Envelope[LabelPublic]):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
@@ -173,6 +174,13 @@ class InvalidRecurrence(ValidationFailed):
         super().__init__(message, field="recurrence")
 
 
+class BatchTooLarge(AppError):
+    status_code, code, message = 422, "BATCH_TOO_LARGE", "A batch has at most 100 commands"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, field="commands")
+
+
 class IdempotencyKeyReused(AppError):
     status_code, code = 422, "IDEMPOTENCY_KEY_REUSED"
     message = "This Idempotency-Key was already used with a different request"
@@ -215,8 +223,7 @@ def error_classes() -> list[type[AppError]]:
 
 
 def _envelope(exc: AppError) -> dict[str, Any]:
-    error = {"code": exc.code, "message": exc.message, "field": exc.field, "details": exc.details}
-    return {"success": False, "error": error}
+    return {"success": False, "error": error_body(exc)}
 
 
 def render_error(exc: AppError) -> JSONResponse:
@@ -267,6 +274,12 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     whole_body = any(tuple(err.get("loc", ())) == ("body",) for err in errors)
     if whole_body and "json" not in content_type and request.method in ("POST", "PUT", "PATCH"):
         return render_error(MalformedRequest("Send the body as application/json"))
+    return render_error(validation_failed(errors))
+
+
+def validation_failed(errors: Sequence[Mapping[str, Any]]) -> ValidationFailed:
+    """Pydantic's errors as the 422 names them: every failing field in `details`, the first in `field` and
+    `message`. Also a batch command's invalid `data` (services/batch.py): the same body as its single route's."""
     details = [
         {
             "field": _field_name(tuple(err.get("loc", ()))),
@@ -277,7 +290,12 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     ]
     first = details[0] if details else {"field": None, "message": "Validation failed"}
     message = f"{first['field']}: {first['message']}" if first["field"] else str(first["message"])
-    return render_error(ValidationFailed(message, field=first["field"], details=details))
+    return ValidationFailed(message, field=first["field"], details=details)
+
+
+def error_body(exc: AppError) -> dict[str, Any]:
+    """The `error` object of `exc`'s envelope (a batch command's `error`, too)."""
+    return {"code": exc.code, "message": exc.message, "field": exc.field, "details": exc.details}
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

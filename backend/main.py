@@ -18,7 +18,7 @@ from backend.logging_setup import configure_logging
 from backend.metrics import Metrics, record_sync_outcome
 from backend.middleware import CORS_EXPOSE, CORS_HEADERS, CORS_METHODS, CORSMiddleware, InnerMiddleware, OuterMiddleware
 from backend.ratelimit import RateLimiter, RateLimitMiddleware
-from backend.routers import account, auth, changes, events, health, labels, legacy, projects, sync, tasks
+from backend.routers import account, auth, batch, changes, events, health, labels, legacy, projects, sync, tasks
 from backend.routers import metrics as metrics_router
 from backend.security.better_auth import BetterAuthVerifier, better_auth_enabled, no_external_verifier
 from backend.sync import github
@@ -129,6 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(labels.router)
     app.include_router(projects.router)
     app.include_router(legacy.projects_router)
+    app.include_router(batch.router)
     app.include_router(sync.router)
     app.include_router(health.router)
     app.include_router(metrics_router.router)

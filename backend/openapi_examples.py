@@ -114,3 +114,54 @@ TASKS = example([_TASK], meta={"total": 1, "limit": 50, "offset": 0})
 LABELS = example([{"name": "writing", "task_count": 1}], meta={"total": 1, "limit": 50, "offset": 0})
 PROJECT = example(_PROJECT, "Project pinned")
 PROJECTS = example([_PROJECT], meta={"total": 1, "limit": 1, "offset": 0})
+
+_COMMAND_IDS = [
+    "0b6f7c1e-2f5d-4a8e-9c61-3f1f0f8d9a10",
+    "5d2c4a1b-7e3f-4b6a-8c9d-0e1f2a3b4c5d",
+    "9a8b7c6d-5e4f-4a3b-9c1d-0e9f8a7b6c5d",
+]
+BATCH_REQUEST: dict[str, Example] = {
+    "temp_ids": {
+        "summary": "A task, a subtask naming it by temp id, and a stale update",
+        "value": {
+            "commands": [
+                {"id": _COMMAND_IDS[0], "op": "task.create", "temp_id": "t1", "data": {"title": "Plan the release"}},
+                {
+                    "id": _COMMAND_IDS[1],
+                    "op": "task.create",
+                    "data": {"title": "Write the release notes", "parent_id": "t1"},
+                },
+                {
+                    "id": _COMMAND_IDS[2],
+                    "op": "task.update",
+                    "target": 7,
+                    "if_version": 3,
+                    "data": {"priority": "high"},
+                },
+            ]
+        },
+    },
+}
+_BATCH_TASK = {**_TASK, "parent_id": None, "position": "a0", "due_timezone": None, "recurrence": None, "labels": []}
+BATCH = example(
+    {
+        "results": [
+            {"id": _COMMAND_IDS[0], "status": 201, "item": {**_BATCH_TASK, "title": "Plan the release"}, "error": None},
+            {"id": _COMMAND_IDS[1], "status": 201, "item": {**_BATCH_TASK, "id": 43, "parent_id": 42}, "error": None},
+            {
+                "id": _COMMAND_IDS[2],
+                "status": 412,
+                "item": None,
+                "error": {
+                    "code": "PRECONDITION_FAILED",
+                    "message": "The task changed since you read it: if_version 3, its version is now 4; read it again",
+                    "field": "if_version",
+                    "details": None,
+                },
+            },
+        ],
+        "temp_ids": {"t1": 42},
+        "cursor": None,
+    },
+    "Batch applied",
+)

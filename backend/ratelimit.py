@@ -57,14 +57,19 @@ MOVING_WINDOW_HIT = """
 local now = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local expiry = tonumber(ARGV[3])
+local cost = tonumber(ARGV[4])
 local since = now - expiry
 local allowed = 0
-local entry = redis.call('lindex', KEYS[1], limit - 1)
-if not (entry and tonumber(entry) >= since) then
-    redis.call('lpush', KEYS[1], now)
-    redis.call('ltrim', KEYS[1], 0, limit - 1)
-    redis.call('expire', KEYS[1], expiry)
-    allowed = 1
+if cost <= limit then
+    local entry = redis.call('lindex', KEYS[1], limit - cost)
+    if not (entry and tonumber(entry) >= since) then
+        for _ = 1, cost do
+            redis.call('lpush', KEYS[1], now)
+        end
+        redis.call('ltrim', KEYS[1], 0, limit - 1)
+        redis.call('expire', KEYS[1], expiry)
+        allowed = 1
+    end
 end
 local low, high, found = 0, limit - 1, nil
 while low <= high do
@@ -135,30 +140,31 @@ class RateLimiter:
     def uses_redis(self) -> bool:
         return self.redis is not None
 
-    async def _count(self, item: RateLimitItem, policy: Policy, key: str) -> tuple[bool, WindowStats]:
-        """In process: `limits`' moving window (a hit, then the window's stats)."""
-        allowed = await self.strategy.hit(item, policy, key)
+    async def _count(self, item: RateLimitItem, policy: Policy, key: str, cost: int) -> tuple[bool, WindowStats]:
+        """In process: `limits`' moving window (`cost` hits, all or none, then the window's stats)."""
+        allowed = await self.strategy.hit(item, policy, key, cost=cost)
         return allowed, await self.strategy.get_window_stats(item, policy, key)
 
     async def _count_on_redis(
-        self, redis: RedisLink, item: RateLimitItem, policy: Policy, key: str
+        self, redis: RedisLink, item: RateLimitItem, policy: Policy, key: str, cost: int
     ) -> tuple[bool, WindowStats]:
         """On Redis: the hit and the window's stats in one script call, within one deadline, through the breaker."""
         expiry = item.get_expiry()
         keys = [f"{self.key_prefix}:{item.key_for(policy, key)}"]
-        args = [time.time(), item.amount, expiry]
+        args = [time.time(), item.amount, expiry, cost]
         allowed, oldest, count = await redis.call(lambda: self.script(keys=keys, args=args))
         return bool(allowed), WindowStats(float(oldest) + expiry, item.amount - int(count))
 
-    async def hit(self, policy: Policy, key: str) -> Decision | None:
+    async def hit(self, policy: Policy, key: str, cost: int = 1) -> Decision | None:
+        """Count `cost` requests at once: all of them when the window has room for all, else none (refused)."""
         if not self.enabled:
             return None
         item = self.items[policy]
         try:
             if self.redis is None:
-                allowed, stats = await self._count(item, policy, key)
+                allowed, stats = await self._count(item, policy, key, cost)
             else:
-                allowed, stats = await self._count_on_redis(self.redis, item, policy, key)
+                allowed, stats = await self._count_on_redis(self.redis, item, policy, key, cost)
         except (RedisError, OSError) as exc:
             self._store_failed(exc)
             return None
@@ -229,18 +235,24 @@ def _refused(scope: Scope, decision: Decision, shown: str) -> None:
     record_rate_limited(scope, decision.policy)
 
 
-async def enforce(request: Request, policy: Policy, key: str, *, shown: str | None = None) -> None:
-    """Count one hit of `policy` for `key`; RateLimited (429) when the window is full."""
+async def enforce(request: Request, policy: Policy, key: str, *, shown: str | None = None, cost: int = 1) -> None:
+    """Count `cost` hits of `policy` for `key`; RateLimited (429), and none counted, when the window lacks room."""
     limiter: RateLimiter | None = getattr(request.app.state, "limiter", None)
-    if limiter is None:
+    if limiter is None or cost < 1:
         return
-    decision = await limiter.hit(policy, key)
+    decision = await limiter.hit(policy, key, cost)
     if decision is None:
         return
     _record(request.scope, decision)
     if not decision.allowed:
         _refused(request.scope, decision, shown or masked(key))
         raise RateLimited(decision.retry_after)
+
+
+async def count_more(request: Request, extra: int) -> None:
+    """`extra` more requests of the default per-IP policy, which the middleware counted once for this one (a
+    batch of N commands counts N): all of them, or a 429 with none counted."""
+    await enforce(request, "default", ip_key(client_ip(request.scope)), cost=extra)
 
 
 async def by_ip(request: Request) -> str:

@@ -117,13 +117,14 @@ class ResourceContext:
         if tag:
             self.response.headers["ETag"] = etag_of(cast(Versioned, row))
         shape = PUBLIC_SHAPES[event_type.split(".", 1)[0]]
-        self._publish(event_type, shape.model_validate(row).model_dump(mode="json"))
+        self.publish(event_type, shape.model_validate(row).model_dump(mode="json"))
         return row
 
     async def removed(self, event_type: str, resource_id: int) -> None:
-        self._publish(event_type, {"id": resource_id})
+        self.publish(event_type, {"id": resource_id})
 
-    def _publish(self, event_type: str, data: dict[str, Any]) -> None:
+    def publish(self, event_type: str, data: dict[str, Any]) -> None:
+        """`event_type` with `data` to the owner's live streams once the request's work is committed."""
         assert self.session is not None, "a write route's context has the request's session"
         state, owner_id = self.request.app.state, self.owner_id
         after_commit(self.session, lambda: publish(state, owner_id, event_type, data))

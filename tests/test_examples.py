@@ -155,3 +155,19 @@ def test_scripts_are_executable_and_strict():
     assert script.stat().st_mode & 0o111
     assert "set -euo pipefail" in script.read_text()
     assert "jq" not in re.sub(r"#.*", "", script.read_text())
+
+
+def test_batch_example(server):
+    """specs/examples/batch_example.py: temp ids, one failing command, the same batch again applies nothing twice."""
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "batch_example.py")],
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "BASE_URL": server},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for step in ("send the batch", "send the same batch again", "send the fix"):
+        assert re.search(rf"^ok +{re.escape(step)} ", done.stdout, re.MULTILINE), f"step {step!r}:\n{done.stdout}"
+    assert "nothing was created twice" in done.stdout
+    assert done.stdout.rstrip().endswith("batch example complete")

@@ -49,6 +49,11 @@ TASK_FIELDS = {
     "created_at",
     "updated_at",
     "completed_at",
+    "parent_id",
+    "position",
+    "due_timezone",
+    "recurrence",
+    "version",
     "labels",
 }
 

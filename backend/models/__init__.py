@@ -1,5 +1,6 @@
 """SQLModel families: one module per entity. Importing this package registers every table."""
 
+from backend.models.batch import BatchCommand
 from backend.models.change import Change
 from backend.models.idempotency import IdempotencyKey
 from backend.models.label import Label, TaskLabel
@@ -14,6 +15,7 @@ _install_versioning(Task, Project)
 
 __all__ = [
     "AuthSession",
+    "BatchCommand",
     "Change",
     "IdempotencyKey",
     "Label",

@@ -56,6 +56,16 @@ def cursor_of(seq: int) -> str:
     return Cursor(seq, seq).encode()
 
 
+async def current_cursor(session: AsyncSession, owner_id: str) -> str:
+    """The cursor right after the owner's last change this transaction can see (its own included): what a
+    batch answers, so `GET /changes` goes on from there."""
+    seq = session.info.get(changes.LAST_SEQ)
+    if seq is None:
+        connection = await session.connection()
+        seq = (await connection.execute(rows_of(_USERS.change_seq).where(_USERS.id == owner_id))).scalar_one()
+    return cursor_of(int(seq))
+
+
 async def read_changes(
     session: AsyncSession, owner_id: str, cursor: Cursor | None, limit: int, retention_days: int
 ) -> dict[str, Any]:

@@ -26,14 +26,17 @@ def list_operations(app: FastAPI) -> list[tuple[str, str]]:
 
 async def seeded(client, user) -> dict[str, Any]:
     """Three tasks with a label each and three pinned projects: every list has three items (sync runs: none)."""
-    for title in ("one", "two", "three"):
+    tasks = [
         await make_task(client, user, title=f"find {title}", labels=[f"label {title}"])
+        for title in ("one", "two", "three")
+    ]
     projects = [await pin_project(client, user, f"octo/repo-{n}") for n in range(3)]
-    return {"pid": projects[0]["id"], "order": [p["id"] for p in projects]}
+    return {"pid": projects[0]["id"], "order": [p["id"] for p in projects], "tid": tasks[0]["id"]}
 
 
 def url_and_body(method: str, path: str, ids: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
     url = path.replace("{user_id}", "{uid}").replace("{project_id}", str(ids["pid"]))
+    url = url.replace("{task_id}", str(ids["tid"]))
     if path.endswith("/search"):
         url += "?q=find&"
     else:
@@ -52,6 +55,7 @@ async def test_every_list_operation_is_found(app):
         ("GET", "/api/{user_id}/projects/{project_id}/sync"),
         ("GET", "/api/{user_id}/tasks"),
         ("GET", "/api/{user_id}/tasks/search"),
+        ("GET", "/api/{user_id}/tasks/{task_id}/completions"),
         ("PUT", "/api/{user_id}/projects/order"),
     ]
 
@@ -70,7 +74,7 @@ async def test_meta_limit_is_the_page_size_asked_for_with_the_default_applied(ap
     ids = await seeded(client, user)
     for method, path in list_operations(app):
         url, body = url_and_body(method, path, ids)
-        expected_total = 0 if path.endswith("/sync") else 3
+        expected_total = 0 if path.endswith(("/sync", "/completions")) else 3
 
         default = await as_user.request(method, url, json=body)
         assert default.status_code == 200, (method, path, default.text)

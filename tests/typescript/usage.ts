@@ -71,6 +71,8 @@ export function explain(error: ErrorBody): string {
       return `Check ${error.field ?? "the form"}: ${error.message}`;
     case "CURSOR_EXPIRED":
       return "Reloading everything…"; // the change feed's cursor is too old: start a full sync
+    case "BATCH_TOO_LARGE":
+      return "Send at most 100 commands at once.";
     case "MALFORMED_REQUEST":
     case "CORS_NOT_ALLOWED":
     case "METHOD_NOT_ALLOWED":
@@ -133,3 +135,24 @@ export const everyTaskFieldIsSent: NoOptional<Task> = true;
 export const everyProjectFieldIsSent: NoOptional<Schemas["ProjectPublic"]> = true;
 export const everyListFieldIsSent: NoOptional<Schemas["TaskListEnvelope"]> = true;
 export const everyErrorFieldIsSent: NoOptional<ErrorBody> = true;
+
+// A batch: commands are a union discriminated by `op`, each with its own `data` (or none); a result's
+// `item` is a task or a project, its `error` the single route's error body.
+type Batch = paths["/api/{user_id}/batch"]["post"];
+export type BatchCommand = Schemas["BatchRequest"]["commands"][number];
+
+export async function sendOffline(token: string, userId: string, queued: BatchCommand[]): Promise<string[]> {
+  const body = await call<Batch>(token, `/api/${encodeURIComponent(userId)}/batch`, {
+    method: "POST",
+    body: JSON.stringify({ commands: queued }),
+  });
+  if (!body.success) return [explain(body.error)];
+  return body.data.results.map((result) => (result.error === null ? `${result.status}` : explain(result.error)));
+}
+
+export const queued: BatchCommand[] = [
+  { id: "0b6f7c1e-2f5d-4a8e-9c61-3f1f0f8d9a10", op: "task.create", temp_id: "t1", data: { title: "Plan" } },
+  { id: "5d2c4a1b-7e3f-4b6a-8c9d-0e1f2a3b4c5d", op: "task.complete", target: "t1", if_version: 1 },
+];
+// @ts-expect-error task.complete takes no data
+export const completeWithData: BatchCommand = { id: "x", op: "task.complete", target: 1, data: {} };
