@@ -18,6 +18,7 @@ CursorQuery = Annotated[
     str | None,
     Query(
         max_length=40,
+        pattern=feed.CURSOR.pattern,
         description="From the last page's `cursor`, or a live event's `id`; leave out for a full sync",
         examples=["c42"],
     ),
