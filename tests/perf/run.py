@@ -748,6 +748,7 @@ def main() -> None:
         "after 1 s of warm-up. Latencies in ms."
     )
     text = render(report, conditions)
+    (RESULTS / f"{out}.md").parent.mkdir(parents=True, exist_ok=True)  # PERF_OUT=issue18/bench: a subfolder
     (RESULTS / f"{out}.md").write_text(text)
     (RESULTS / f"{out}.json").write_text(
         json.dumps(
