@@ -200,23 +200,27 @@ async def read_task(session: AsyncSession, owner_id: str, task_id: int) -> Task:
 
 
 async def read_tree(session: AsyncSession, owner_id: str, task_id: int) -> tuple[dict[str, Any], list[tuple[int, int]]]:
-    """The owner's task with its subtree nested in `subtasks` (siblings in manual order), each with its
-    labels: one recursive query for the tree, one for the labels; or NotFound. Also answers every node's
-    `(id, version)` in tree order (what the representation's ETag is made of)."""
+    """The owner's task with its subtree nested in `subtasks` (siblings in manual order), each a dict of
+    `TaskTree`'s fields: one recursive query, each row with its labels on PostgreSQL (as a list is read), one
+    more for the labels on SQLite; or NotFound. Also answers every node's `(id, version)` in tree order (what
+    the representation's ETag is made of)."""
+    connection = await session.connection()
+    folded = connection.dialect.name == "postgresql"
     tree = task_tree.descendants_query(owner_id, task_id, include_self=True).subquery()
-    query = (
-        rows_of(*_PUBLIC_COLUMNS, _TASKS.version)
-        .join(tree, tree.c.id == _TASKS.id)
-        .order_by(tree.c.depth, _TASKS.position, _TASKS.id)
-    )
-    rows = (await (await session.connection()).execute(query)).all()
+    columns = [*_PUBLIC_COLUMNS, label_service.names_of(_TASKS.id)] if folded else _PUBLIC_COLUMNS
+    query = rows_of(*columns).join(tree, tree.c.id == _TASKS.id).order_by(tree.c.depth, _TASKS.position, _TASKS.id)
+    rows = (await connection.execute(query)).all()
     if not rows:
         raise NotFound("Task not found")
-    items = [dict(zip(_NAMES, row, strict=False)) for row in rows]
-    labels = await label_service.names_by_task(session, [item["id"] for item in items])
-    for item in items:
-        item["labels"] = labels.get(item["id"], [])
-    versions = [(item["id"], row[-1]) for item, row in zip(items, rows, strict=True)]
+    items = [dict(zip(_NAMES_AND_LABELS, row, strict=False)) for row in rows]
+    if folded:
+        for item in items:
+            item["labels"] = item["labels"] or []
+    else:
+        labels = await label_service.names_by_task(session, [item["id"] for item in items])
+        for item in items:
+            item["labels"] = labels.get(item["id"], [])
+    versions = [(item["id"], item["version"]) for item in items]
     return task_tree.nest(items[0], items[1:]), versions
 
 

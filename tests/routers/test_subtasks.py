@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from backend.envelope import TaskTreeEnvelope
 from tests.conftest import assert_error
 from tests.factories import authed, make_task, pin_project
 
@@ -144,6 +145,9 @@ class TestReading:
         deep = await make_task(client, user, title="deep", parent_id=first["id"])
         response = await as_user.get(f"/api/{{uid}}/tasks/{root['id']}?include=subtasks")
         assert response.status_code == 200, response.text
+        # Serialised straight from the rows: exactly what the response model would send.
+        expected = TaskTreeEnvelope.model_validate(response.json()).model_dump_json().encode()
+        assert response.content == expected
         tree = response.json()["data"]
         assert tree["id"] == root["id"]
         assert [t["title"] for t in tree["subtasks"]] == ["first", "second"]
