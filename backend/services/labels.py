@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from sqlalchemy import bindparam, func, over
 from sqlalchemy import delete as delete_rows
-from sqlalchemy import func, over
 from sqlalchemy import insert as insert_rows
 from sqlalchemy import select as rows_of
 from sqlalchemy import update as update_rows
@@ -34,16 +34,27 @@ TASKS: Any = Task.__table__  # type: ignore[attr-defined]
 _LABELS, _LINKS, _TASKS = LABELS.c, LINKS.c, TASKS.c
 
 
-def carrying(owner_id: str, names: Iterable[str]) -> list[ColumnElement[bool]]:
-    """Conditions on `tasks.id`: the task carries every label named (case-insensitively). An unknown name
-    matches nothing. Each is an indexed lookup: labels by (user_id, key), links by (label_id, task_id)."""
+def keys_of(names: Iterable[str]) -> list[str]:
+    """The distinct labels `names` name (trimmed, any case), as keys, in order."""
+    return list(dict.fromkeys(label_key(name.strip()) for name in names))
+
+
+def key_values(keys: list[str]) -> dict[str, str]:
+    """The bound values of `carrying(len(keys))`'s conditions."""
+    return {f"label_{n}": key for n, key in enumerate(keys)}
+
+
+def carrying(count: int) -> list[ColumnElement[bool]]:
+    """Conditions on `tasks.id`: the task carries each of `count` labels, bound as `label_0`, `label_1`, ... (keys,
+    `key_values`) with the owner as `owner_id`. An unknown name matches nothing. Each is an indexed lookup: labels
+    by (user_id, key), links by (label_id, task_id)."""
     return [
         _TASKS.id.in_(
             rows_of(_LINKS.task_id)
             .join(LABELS, _LABELS.id == _LINKS.label_id)
-            .where(_LABELS.user_id == owner_id, _LABELS.key == key)
+            .where(_LABELS.user_id == bindparam("owner_id"), _LABELS.key == bindparam(f"label_{n}"))
         )
-        for key in dict.fromkeys(label_key(name.strip()) for name in names)
+        for n in range(count)
     ]
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import case, func, over
+from sqlalchemy import Integer, bindparam, case, func, over
 from sqlalchemy import select as rows_of
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col, delete, or_, select
@@ -44,7 +45,8 @@ def like_pattern(text: str) -> str:
 
 
 # Lists read rows, not entities: the table's own columns (Core), so no ORM entity is built for a list.
-_TASKS = Task.__table__.c  # type: ignore[attr-defined]
+TASKS: Any = Task.__table__  # type: ignore[attr-defined]
+_TASKS = TASKS.c
 # `labels` is not a column: a page's labels come from one more query (services/labels.names_by_task).
 _NAMES = [name for name in TaskPublic.model_fields if name != "labels"]
 _PUBLIC_COLUMNS = [_TASKS[name] for name in _NAMES]
@@ -78,28 +80,55 @@ def _order_by(sort: TaskSort, columns: Any = _TASKS) -> list[Any]:
     return [ordered, columns.id.desc() if descending else columns.id.asc()]
 
 
-def _conditions(owner_id: str, filters: TaskFilters) -> list[ColumnElement[bool]]:
-    conditions: list[ColumnElement[bool]] = [_TASKS.user_id == owner_id]
-    if filters.status is not None:
-        conditions.append(_TASKS.status == filters.status)
-    if filters.priority is not None:
-        conditions.append(_TASKS.priority == filters.priority)
-    if filters.completed is not None:
-        conditions.append(_TASKS.completed == filters.completed)
-    if filters.project_id is not None:
-        conditions.append(_TASKS.project_id == filters.project_id)
-    if filters.due_before is not None:
-        conditions.append(_TASKS.due_date < filters.due_before)
-    if filters.due_after is not None:
-        conditions.append(_TASKS.due_date > filters.due_after)
-    if filters.parent_id is not None:
-        conditions.append(_TASKS.parent_id == filters.parent_id)
-    if filters.root is not None:
-        conditions.append(_TASKS.parent_id.is_(None) if filters.root else _TASKS.parent_id.is_not(None))
+# A list's SQL depends only on which filters are present (its shape), the sort and whether labels are folded in;
+# the values are bound when it runs. So each statement is built once (lru_cache) and SQLAlchemy's compiled cache
+# hits on the same object: building one cost ~0.35 ms of CPU per request (specs/performance.md, "Issue 18").
+Shape = tuple[bool, bool, bool, bool, bool, bool, bool, bool | None, bool, int]
+_FILTERS = ("status", "priority", "completed", "project_id", "due_before", "due_after", "parent_id")
+
+
+def _shape(filters: TaskFilters, label_keys: list[str]) -> Shape:
+    present = tuple(getattr(filters, name) is not None for name in _FILTERS)
+    return (*present, filters.root, bool(filters.q), len(label_keys))  # type: ignore[return-value]
+
+
+def _label_keys(filters: TaskFilters) -> list[str]:
+    return label_service.keys_of(filters.labels)
+
+
+def _values(owner_id: str, filters: TaskFilters, label_keys: list[str]) -> dict[str, Any]:
+    """The bound values of a list or count statement of this shape."""
+    values: dict[str, Any] = {"owner_id": owner_id}
+    values.update({name: getattr(filters, name) for name in _FILTERS if getattr(filters, name) is not None})
     if filters.q:
-        pattern = like_pattern(filters.q)
+        values["q"] = like_pattern(filters.q)
+    values.update(label_service.key_values(label_keys))
+    return values
+
+
+def _conditions(shape: Shape) -> list[ColumnElement[bool]]:
+    status, priority, completed, project_id, due_before, due_after, parent_id, root, q, labels = shape
+    conditions: list[ColumnElement[bool]] = [_TASKS.user_id == bindparam("owner_id")]
+    if status:
+        conditions.append(_TASKS.status == bindparam("status"))
+    if priority:
+        conditions.append(_TASKS.priority == bindparam("priority"))
+    if completed:
+        conditions.append(_TASKS.completed == bindparam("completed"))
+    if project_id:
+        conditions.append(_TASKS.project_id == bindparam("project_id"))
+    if due_before:
+        conditions.append(_TASKS.due_date < bindparam("due_before"))
+    if due_after:
+        conditions.append(_TASKS.due_date > bindparam("due_after"))
+    if parent_id:
+        conditions.append(_TASKS.parent_id == bindparam("parent_id"))
+    if root is not None:
+        conditions.append(_TASKS.parent_id.is_(None) if root else _TASKS.parent_id.is_not(None))
+    if q:
+        pattern: Any = bindparam("q")
         conditions.append(or_(_TASKS.title.ilike(pattern, escape="\\"), _TASKS.description.ilike(pattern, escape="\\")))
-    conditions.extend(label_service.carrying(owner_id, filters.labels))
+    conditions.extend(label_service.carrying(labels))
     return conditions
 
 
@@ -111,7 +140,9 @@ async def list_tasks(
     the page's labels are one more query."""
     connection = await session.connection()  # Core rows: the ORM's execute path is not needed
     folded = connection.dialect.name == "postgresql"
-    rows = (await connection.execute(list_query(owner_id, filters, sort, limit, offset, labels=folded))).all()
+    keys = _label_keys(filters)
+    values = {**_values(owner_id, filters, keys), "limit": limit, "offset": offset}
+    rows = (await connection.execute(_list_statement(_shape(filters, keys), sort, folded), values)).all()
     if rows:
         if folded:
             items = [dict(zip(_NAMES_AND_LABELS, row, strict=False)) for row in rows]
@@ -126,7 +157,7 @@ async def list_tasks(
     if offset == 0:
         return [], 0
     # Past the last page the window count has no row to ride on: count separately.
-    total = (await connection.execute(count_query(owner_id, filters))).scalar_one()
+    total = (await connection.execute(_count_statement(_shape(filters, keys)), values)).scalar_one()
     return [], int(total)
 
 
@@ -141,29 +172,42 @@ def _page(rows: Any) -> list[dict[str, Any]]:
 def list_query(
     owner_id: str, filters: TaskFilters, sort: TaskSort, limit: int, offset: int, *, labels: bool = False
 ) -> Any:
+    """The list statement with its values bound (to read its plan; a request binds them as it runs it)."""
+    keys = _label_keys(filters)
+    values = {**_values(owner_id, filters, keys), "limit": limit, "offset": offset}
+    return _list_statement(_shape(filters, keys), sort, labels).params(values)
+
+
+def count_query(owner_id: str, filters: TaskFilters) -> Any:
+    keys = _label_keys(filters)
+    return _count_statement(_shape(filters, keys)).params(_values(owner_id, filters, keys))
+
+
+@lru_cache(maxsize=512)
+def _list_statement(shape: Shape, sort: TaskSort, labels: bool) -> Any:
     """A page of tasks (`TaskPublic`'s columns; with `labels`, then each task's label names), each row carrying
-    the total number of matches (a window count) last."""
+    the total number of matches (a window count) last. Values bound at execution: `_values`, limit, offset."""
     total = over(func.count()).label("total")
-    matches = rows_of(*_PUBLIC_COLUMNS, total).where(*_conditions(owner_id, filters))
-    if not filters.q:
-        if labels:
-            matches = rows_of(*_PUBLIC_COLUMNS, label_service.names_of(_TASKS.id), total)
-            matches = matches.where(*_conditions(owner_id, filters))
-        return matches.order_by(*_order_by(sort)).limit(limit).offset(offset)
+    page = (bindparam("limit", type_=Integer), bindparam("offset", type_=Integer))
+    searching = shape[-2]
+    if not searching:
+        columns = [*_PUBLIC_COLUMNS, label_service.names_of(_TASKS.id), total] if labels else [*_PUBLIC_COLUMNS, total]
+        return rows_of(*columns).where(*_conditions(shape)).order_by(*_order_by(sort)).limit(page[0]).offset(page[1])
     # A search reads every match anyway (the window count), so the matches are a subquery planned for all of
     # them: PostgreSQL then takes the owner's trigram index (revision 0008) and sorts the few matches. In one
     # query with the LIMIT, the planner (15) costs the window as if it stopped after a page, and walks all the
     # owner's rows in date order, testing both ILIKEs on each (specs/performance.md, "Search"). The labels are
     # read for the page only, outside the subquery.
-    found = matches.subquery("matches")
+    found = rows_of(*_PUBLIC_COLUMNS, total).where(*_conditions(shape)).subquery("matches")
     columns = [*found.c]
     if labels:
         columns.insert(-1, label_service.names_of(found.c.id))
-    return rows_of(*columns).order_by(*_order_by(sort, found.c)).limit(limit).offset(offset)
+    return rows_of(*columns).order_by(*_order_by(sort, found.c)).limit(page[0]).offset(page[1])
 
 
-def count_query(owner_id: str, filters: TaskFilters) -> Any:
-    return rows_of(func.count()).select_from(Task.__table__).where(*_conditions(owner_id, filters))  # type: ignore[attr-defined]
+@lru_cache(maxsize=512)
+def _count_statement(shape: Shape) -> Any:
+    return rows_of(func.count()).select_from(TASKS).where(*_conditions(shape))
 
 
 async def get_task(session: AsyncSession, owner_id: str, task_id: int, *, for_update: bool = False) -> Task:
