@@ -36,6 +36,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dateutil import rrule as _rr  # type: ignore[import-untyped]
 
+# The last instant a due date may take (the API's range, backend/models/common.LATEST): no occurrence after it.
+LAST_INSTANT = datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC)
 BOUND_YEARS = 10
 COUNT_SPAN_YEARS = 30
 MAX_COUNT = 1000
@@ -423,10 +425,15 @@ def next_occurrence(rule: str, anchor_utc: datetime, current_utc: datetime, zone
     parsed = _parse(rule)
     anchor_local = to_local(anchor_utc, zone)
     current_local = to_local(current_utc, zone)
-    for occurrence in _occurrences(parsed, anchor_local, current_local, zone):
-        instant = to_utc(occurrence, zone)
-        if instant > current_utc:
-            return instant
+    try:
+        for occurrence in _occurrences(parsed, anchor_local, current_local, zone):
+            instant = to_utc(occurrence, zone)
+            if instant > LAST_INSTANT:
+                return None  # past the last instant a task may be due: the rule ends there
+            if instant > current_utc:
+                return instant
+    except (OverflowError, ValueError):  # wall-clock times at the end of the calendar (year 9999)
+        return None
     return None
 
 

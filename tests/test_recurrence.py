@@ -280,8 +280,13 @@ def test_rules_far_from_the_anchor_or_near_year_9999_return() -> None:
         )
         is None
     )
-    assert next_occurrence("FREQ=DAILY", utc(9999, 12, 30), utc(9999, 12, 30), None) == utc(9999, 12, 31)
-    assert next_occurrence("FREQ=DAILY", utc(9999, 12, 30), utc(9999, 12, 31), None) is None
+    # No occurrence after the last instant a task may be due (9999-12-30T23:59:59Z), nor an overflow near it.
+    assert next_occurrence("FREQ=DAILY", utc(9999, 12, 29), utc(9999, 12, 29), None) == utc(9999, 12, 30)
+    assert next_occurrence("FREQ=DAILY", utc(9999, 12, 30), utc(9999, 12, 30), None) is None
+    assert (
+        next_occurrence("FREQ=DAILY;BYHOUR=10,20", utc(9999, 12, 30, 20), utc(9999, 12, 30, 20), "Pacific/Honolulu")
+        is None
+    )
     assert next_occurrence("FREQ=HOURLY", utc(1, 1, 2), utc(9000, 1, 1), None) == utc(9000, 1, 1, 1)
 
 

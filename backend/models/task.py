@@ -96,6 +96,9 @@ class Task(TaskBase, table=True):
         CheckConstraint("status IN ('pending', 'in_progress', 'completed')", name="status"),
         CheckConstraint("priority IN ('low', 'medium', 'high')", name="priority"),
         CheckConstraint("completed = (status = 'completed')", name="completed_matches_status"),
+        # SQLite: never reuse a deleted task's id (the change feed keeps one row per task id, and an ETag names
+        # the id): AUTOINCREMENT, as PostgreSQL's sequence already does.
+        {"sqlite_autoincrement": True},
     )
 
     id: int | None = Field(default=None, primary_key=True)

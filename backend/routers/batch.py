@@ -31,8 +31,20 @@ async def feed_cursor(session: AsyncSession, owner_id: str) -> str | None:
     return await feed_service.current_cursor(session, owner_id)
 
 
+async def not_too_large(request: Request) -> None:
+    """More than 100 commands is 422 BATCH_TOO_LARGE, whatever else is wrong with them: checked on the raw body,
+    before the commands are validated (a malformed body is left to that validation)."""
+    try:
+        commands = (await request.json()).get("commands")
+    except (ValueError, AttributeError):
+        return
+    if isinstance(commands, list) and len(commands) > MAX_COMMANDS:
+        raise BatchTooLarge(f"A batch has at most {MAX_COMMANDS} commands; this one has {len(commands)}")
+
+
 @router.post(
     "",
+    dependencies=[Depends(not_too_large)],
     response_model=BatchEnvelope,
     summary="Apply a batch of commands",
     operation_id="batch",
@@ -54,8 +66,6 @@ async def apply_batch(
     result and changes nothing, so a batch may be sent again after a timeout. N commands count N requests
     against the rate limit."""
     commands = payload.commands
-    if len(commands) > MAX_COMMANDS:
-        raise BatchTooLarge(f"A batch has at most {MAX_COMMANDS} commands; this one has {len(commands)}")
     await count_more(request, len(commands) - 1)  # the middleware counted this request once
     raw = (await request.json())["commands"]
     hashes = [batch_service.fingerprint(command) for command in raw]

@@ -26,6 +26,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from backend.db import lock_user_row
 from backend.errors import (
     AppError,
     IdempotencyKeyReused,
@@ -39,6 +40,7 @@ from backend.models.batch import CREATES, BatchCommand, Command, InvalidData
 from backend.models.common import utcnow
 from backend.models.project import ProjectPublic
 from backend.models.task import TaskPublic
+from backend.services import changes
 from backend.services import projects as project_service
 from backend.services import tasks as task_service
 
@@ -175,12 +177,13 @@ class _Batch:
 
     async def run(self, command: Any) -> dict[str, Any]:
         """One new command in its savepoint: its result, success or failure."""
-        events = len(self.outcome.events)
+        events, last_seq = len(self.outcome.events), self.session.info.get(changes.LAST_SEQ)
         try:
             async with self.session.begin_nested():
                 status, item = await self.apply(command)
         except (AppError, ValidationError) as exc:
             del self.outcome.events[events:]  # nothing of a failed command is announced
+            self.session.info[changes.LAST_SEQ] = last_seq  # nor its changes' seq (rolled back with it)
             error = exc if isinstance(exc, AppError) else validation_failed(exc.errors())
             return {"id": str(command.id), "status": error.status_code, "item": None, "error": error_body(error)}
         return {"id": str(command.id), "status": status, "item": item, "error": None}
@@ -198,6 +201,9 @@ async def apply_batch(
     session: AsyncSession, owner_id: str, commands: list[Command], hashes: list[str], zone_header: str | None
 ) -> Outcome:
     """Apply `commands` in order (`hashes`: each one's fingerprint); answer their results."""
+    # The owner's row first, as every write takes it (services/changes.py): the claim's INSERT below share-locks
+    # it through its foreign key, and two batches upgrading that share lock for their first command deadlocked.
+    await lock_user_row(session, owner_id)
     batch = _Batch(session, owner_id, zone_header)
     ids = [str(command.id) for command in commands]
     first_hashes: dict[str, str] = {}

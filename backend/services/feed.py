@@ -58,11 +58,10 @@ def cursor_of(seq: int) -> str:
 
 async def current_cursor(session: AsyncSession, owner_id: str) -> str:
     """The cursor right after the owner's last change this transaction can see (its own included): what a
-    batch answers, so `GET /changes` goes on from there."""
-    seq = session.info.get(changes.LAST_SEQ)
-    if seq is None:
-        connection = await session.connection()
-        seq = (await connection.execute(rows_of(_USERS.change_seq).where(_USERS.id == owner_id))).scalar_one()
+    batch answers, so `GET /changes` goes on from there. Read from the owner's row, never remembered: a command
+    rolled back to its savepoint took its seq back with it."""
+    connection = await session.connection()
+    seq = (await connection.execute(rows_of(_USERS.change_seq).where(_USERS.id == owner_id))).scalar_one()
     return cursor_of(int(seq))
 
 

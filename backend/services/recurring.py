@@ -21,6 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.due_string import DueStringError, parse_due_string
 from backend.errors import InvalidRecurrence, ValidationFailed
+from backend.models.common import EARLIEST, LATEST
 from backend.models.task import Task, TaskCompletion, TaskStatus
 from backend.recurrence import (
     RecurrenceError,
@@ -74,8 +75,14 @@ def _read_due_string(text: str, zone_header: str | None, now: datetime) -> dict[
         raise ValidationFailed(f"X-Timezone: {exc}", field="X-Timezone") from None
     try:
         spec = parse_due_string(text, now, zone)
-    except DueStringError as exc:
+    except (DueStringError, RecurrenceError) as exc:
         raise ValidationFailed(f"due_string: {exc}", field="due_string") from None
+    except (OverflowError, ValueError):
+        spec = None  # a date at the end of the calendar, in a zone behind UTC
+    if spec is None or not EARLIEST <= spec.due_date <= LATEST:
+        raise ValidationFailed(
+            "due_string: the date lies outside 0001-01-02T00:00:00Z to 9999-12-30T23:59:59Z", field="due_string"
+        )
     return {"due_date": spec.due_date, "due_timezone": spec.due_timezone, "recurrence": spec.recurrence}
 
 

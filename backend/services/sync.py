@@ -21,7 +21,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from backend.db import flush_unique, lock_user_row
 from backend.errors import Conflict, NotFound
-from backend.models.change import ChangeType
+from backend.models.change import ChangeOp, ChangeType
 from backend.models.common import iso_z, utcnow
 from backend.models.project import Project
 from backend.models.sync_run import ACTIVE_STATUSES, StageStatus, SyncRun, SyncStatus
@@ -194,7 +194,10 @@ async def complete_run(
     now = utcnow()
     values |= {"status": SyncStatus.SUCCEEDED, "progress": 100, "current_stage": None, "finished_at": now}
     # The project's owner's row first (the lock order of every write: services/changes.py).
-    user_id = (await session.exec(select(Project.user_id).where(col(Project.id) == project_id))).first()
+    found = (
+        await session.exec(select(Project.user_id, Project.is_active).where(col(Project.id) == project_id))
+    ).first()
+    user_id, pinned = found if found is not None else (None, False)
     if user_id is not None:
         await lock_user_row(session, user_id)
     if not await _update_running(session, run_id, owner, values):
@@ -206,7 +209,9 @@ async def complete_run(
         .values(repo_metadata=repo_metadata, last_synced_at=now, last_updated=now, version=col(Project.version) + 1)
     )
     if user_id is not None:
-        await changes.record(session, user_id, ChangeType.PROJECT, [project_id])
+        # An unpinned project is a tombstone in the feed: a sync finishing after the unpin keeps it one.
+        op = ChangeOp.UPSERT if pinned else ChangeOp.DELETE
+        await changes.record(session, user_id, ChangeType.PROJECT, [project_id], op)
     return True
 
 

@@ -391,9 +391,12 @@ async def update_task(
     now = utcnow()
     changes = recurring.schedule(task, payload.model_dump(exclude_unset=True), zone_header, now)
     labels = changes.pop("labels", None)
+    # Every check of the request before anything is written (a batch command rolls back to its savepoint, but
+    # nothing should be recorded for a request refused anyway).
+    completion = _completion(task, changes.pop("status", None), changes.pop("completed", None))
     if {"parent_id", "project_id"} & changes.keys():
         changes.update(await _place(session, owner_id, task, changes, None))
-    changes.update(_completion(task, changes.pop("status", None), changes.pop("completed", None)))
+    changes.update(completion)
     completing = bool(changes.get("completed")) and not task.completed
     task = await save(session, task, changes | {"updated_at": now})
     if completing:

@@ -332,3 +332,47 @@ class TestRateLimit:
         assert fits.status_code == 200, fits.text
         assert fits.headers["RateLimit-Remaining"] == "0"
         assert (await as_user.get("/api/{uid}/tasks")).status_code == 429
+
+
+@pytest.mark.committing
+async def test_concurrent_batches_and_creates_of_one_user_never_deadlock(client, user):
+    """Review finding: the claim's INSERT share-locked the owner's row (its foreign key) before the first command
+    took it for update; two batches (or a batch and a create) then deadlocked on PostgreSQL (503)."""
+    as_user = authed(client, user)
+    batches = [send(as_user, cmd("task.create", data={"title": f"b{n}"})) for n in range(6)]
+    creates = [as_user.post("/api/{uid}/tasks", json={"title": f"c{n}"}) for n in range(4)]
+    answers = await asyncio.gather(*batches, *creates)
+    assert [statuses(answer) for answer in answers[:6]] == [[201]] * 6
+    assert [response.status_code for response in answers[6:]] == [201] * 4
+    assert await count_tasks(as_user) == 10
+
+
+async def test_a_failed_command_leaves_the_answers_cursor_on_the_feed(client, user):
+    """Review finding: a command that recorded a change and then failed (rolled back to its savepoint) left the
+    batch's cursor ahead of the feed: 410 for the client, or later changes skipped."""
+    as_user = authed(client, user)
+    project = await pin_project(client, user)
+    parent = await make_task(client, user)
+    await make_task(client, user, parent_id=parent["id"])
+    answer = await send(
+        as_user,
+        cmd(
+            "task.update",
+            target=parent["id"],
+            data={"project_id": project["id"], "completed": True, "status": "pending"},
+        ),
+    )
+    assert statuses(answer) == [422]
+    following = await as_user.get("/api/{uid}/changes", params={"cursor": answer["cursor"]})
+    assert following.status_code == 200, following.text
+    later = await make_task(client, user, title="after the batch")
+    changes = (await as_user.get("/api/{uid}/changes", params={"cursor": answer["cursor"]})).json()["data"]
+    assert [change["id"] for change in changes["changes"]] == [later["id"]]
+
+
+async def test_more_than_100_commands_is_batch_too_large_even_with_a_malformed_one(client, user):
+    as_user = authed(client, user)
+    commands = [cmd("task.create", data={"title": str(n)}) for n in range(101)]
+    commands[5] = {"id": "x", "op": "task.nope"}
+    response = await as_user.post("/api/{uid}/batch", json={"commands": commands})
+    assert_error(response, 422, "BATCH_TOO_LARGE")

@@ -255,3 +255,18 @@ async def test_changes_committed_while_paging_are_never_skipped(client, user):
     current = (await api.get("/api/{uid}/tasks", params={"limit": 100})).json()["data"]
     assert seen == {task["id"]: task["version"] for task in current}
     assert all(version == 6 for task_id, version in seen.items() if task_id in {t["id"] for t in tasks})
+
+
+async def test_a_new_task_never_takes_a_deleted_tasks_id(client, user):
+    """Review finding (SQLite): without AUTOINCREMENT a new task reused the highest deleted id, overwriting its
+    tombstone in the feed and sending its version backwards."""
+    as_user = authed(client, user)
+    await make_task(client, user, title="a")
+    cursor = (await feed(client, user))["cursor"]
+    gone = await make_task(client, user, title="b")
+    await as_user.patch(f"/api/{{uid}}/tasks/{gone['id']}", json={"title": "b2"})
+    await as_user.delete(f"/api/{{uid}}/tasks/{gone['id']}")
+    new = await make_task(client, user, title="c")
+    assert new["id"] != gone["id"]
+    changes = (await feed(client, user, cursor))["changes"]
+    assert {(change["id"], change["op"]) for change in changes} == {(gone["id"], "delete"), (new["id"], "upsert")}

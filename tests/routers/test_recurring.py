@@ -218,3 +218,28 @@ async def test_exports_carry_the_new_fields_and_the_completions(client, user):
     assert exported[child["id"]]["parent_id"] == task["id"]
     assert exported[child["id"]]["labels"] == ["x"]
     assert [(c["task_id"], c["due_date"]) for c in export["task_completions"]] == [(task["id"], "2026-06-01T07:00:00Z")]
+
+
+@pytest.mark.parametrize(("phrase", "zone"), [("dec 31 9999", "America/New_York"), ("9999-12-31", "UTC")])
+async def test_a_due_string_past_the_last_date_is_422_not_500(client, user, phrase, zone):
+    """Review finding: a due string near year 9999 overflowed (500) or stored a date past the allowed range."""
+    response = await authed(client, user).post(
+        "/api/{uid}/tasks", json={"title": "t", "due_string": phrase}, headers={"X-Timezone": zone}
+    )
+    assert assert_error(response, 422, "VALIDATION_ERROR")["field"] == "due_string"
+
+
+async def test_a_rule_whose_next_date_is_past_the_last_date_completes_the_task(client, user):
+    """Review finding: completing a recurring task whose next occurrence lies past year 9999 answered 500."""
+    as_user = authed(client, user)
+    task = await make_task(
+        client,
+        user,
+        due_date="9999-12-30T20:00:00Z",
+        due_timezone="Pacific/Honolulu",
+        recurrence="FREQ=DAILY;BYHOUR=10,20",
+    )
+    for _ in range(3):
+        done = await complete(as_user, task)
+    assert done["completed"] is True
+    assert done["due_date"] <= "9999-12-30T23:59:59Z"

@@ -28,7 +28,10 @@ def upgrade() -> None:
     # SQLite cannot add a named foreign key to a table: `tasks` is rebuilt there (no expression index lives on it,
     # unlike 0005's pinned_projects, so the rebuild keeps every index and constraint). PostgreSQL adds in place.
     if op.get_bind().dialect.name == 'sqlite':
-        with _quiet_reflection(), op.batch_alter_table('tasks', recreate='always') as batch:
+        # The rebuild also makes the id AUTOINCREMENT: a deleted task's id is never given again (as on PostgreSQL).
+        with _quiet_reflection(), op.batch_alter_table(
+            'tasks', recreate='always', table_kwargs={'sqlite_autoincrement': True}
+        ) as batch:
             batch.add_column(sa.Column('parent_id', sa.Integer(), nullable=True))
             batch.create_foreign_key(op.f('fk_tasks_parent_id_tasks'), 'tasks', ['parent_id'], ['id'],
                                      ondelete='CASCADE')
