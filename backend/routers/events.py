@@ -181,12 +181,31 @@ async def stream_events(
 
 async def _read_changes(sessions: Any, within: float, owner_id: str, after: str) -> tuple[list[Event], str, bool]:
     """The owner's changes after feed cursor `after` as events (a short session of its own, bounded by `within`
-    seconds: a stream waiting on the database still ends with its session soon after)."""
-    cursor = feed.parse_cursor(after)
-    async with asyncio.timeout(within), sessions() as session:
-        page = await feed.read_page(session, owner_id, cursor, STREAM_PAGE)
+    seconds: a stream waiting on the database still ends with its session soon after).
+
+    Shielded: a stream that ends (the client gone, shutdown) while reading lets the read finish and give its
+    connection back, rather than leave it mid-transaction (on SQLite, holding the write lock)."""
+    read = asyncio.ensure_future(_read_page(sessions, within, owner_id, after))
+    read.add_done_callback(_retrieved)
+    page = await asyncio.shield(read)
     events = [change_event(change_cursor.encode(), change) for change_cursor, change in page.changes]
     return events, page.cursor.encode(), page.has_more
+
+
+async def _read_page(sessions: Any, within: float, owner_id: str, after: str) -> feed.Page:
+    async with asyncio.timeout(within), sessions() as session:
+        if session.bind.dialect.name == "postgresql":
+            # One snapshot for the rows and their items: an item is sent as it was at the rows' point (its
+            # later state comes with its later seq), never ahead of it and then again (SQLite: one writer at a
+            # time, every transaction a snapshot already).
+            await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        return await feed.read_page(session, owner_id, feed.parse_cursor(after), STREAM_PAGE)
+
+
+def _retrieved(read: asyncio.Future[Any]) -> None:
+    """A shielded read whose stream has gone: its failure is of no one's concern (never an unretrieved error)."""
+    if not read.cancelled():
+        read.exception()
 
 
 def change_event(event_id: str, change: dict[str, Any]) -> Event:
