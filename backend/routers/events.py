@@ -153,10 +153,17 @@ class EventStreamResponse(StreamingResponse):
     response_class=StreamingResponse,
     responses={
         200: {
-            "description": f"`text/event-stream`. Events: {EVENT_TYPES}; `data` is the resource as JSON "
-            '(`{"id"}` for deletions and unpins; for `sync.*` the run and project ids with the current stage and '
-            "progress, or the outcome). Every event has an `id`; "
-            "reconnect with `Last-Event-ID` to receive what you missed within the replay window. Comment lines "
+            "description": f"`text/event-stream`. Events: {EVENT_TYPES}. Task and project events are the change "
+            "feed's changes (`GET .../changes`) as they are committed, each with `id` = the feed cursor after it: "
+            "`<type>.created` (`project.pinned`) when the item's latest change is its creation, `*.updated` for other "
+            'changes, `task.deleted` / `project.unpinned` with `{"id"}`; `data` is the item as its `GET` answers '
+            "it. A stream that falls behind gets each item's latest state once, as the feed does. Reconnect with "
+            "`Last-Event-ID` (the last event's `id`, or any feed `cursor`) to go on exactly after it; without one "
+            "(or with an id of the earlier `<ms>-<seq>` form) the stream starts from now, its first block setting "
+            "the last event id to the current cursor. A cursor the feed refuses is `410 CURSOR_EXPIRED` before the "
+            "stream starts: do a full sync with `GET .../changes`, then stream from its cursor. `sync.*` events "
+            "(the run and project ids with the current stage and progress, or the outcome) have no `id` and are "
+            "not replayed. Comment lines "
             "(`: keep-alive`) arrive every `EVENTS_HEARTBEAT_SECONDS`. At most `EVENTS_MAX_STREAMS_PER_USER` "
             "streams per user and `EVENTS_MAX_STREAMS_PER_IP` per client address are open at once: the next is "
             "`429 TOO_MANY_STREAMS`. A stream belongs to the login session that opened it (bearer or ticket): it "
