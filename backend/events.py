@@ -1,19 +1,31 @@
-"""Live change events for the dashboard: a per-user log with ids, a doorbell, and single-use stream tickets.
+"""Live events for the dashboard: task and project changes as a live tail of the change feed, transient
+events (sync runs) through a short log, a doorbell, and single-use stream tickets.
 
-Each user's events go to a short log (a Redis stream when `REDIS_URL` is set, else in process) whose
-ids (`<ms>-<seq>`) only grow. Publishing rings a doorbell (Redis pub/sub, so every instance hears it);
-a connected stream then reads the log after the last id it sent. The log is the truth, the doorbell
-only a hint: resuming with `Last-Event-ID` and catching up after a missed ring are the same read.
+**Changes** (specs/api/changes.md, specs/api/beyond.md "Live dashboard"). A transaction that records changes
+rings its owner's doorbell once it is committed (`ring`, set on the app's sessionmaker: services/changes.py).
+A stream, on each ring, on connect and at least every `EVENTS_SESSION_CHECK_SECONDS`, reads the feed after
+its cursor from the database (a `ChangeSource`) and sends each change with `id: <feed cursor>`. The feed is
+the truth and a ring only a hint: the order in which rings or publishes arrive (two instances, two
+transactions) cannot reorder or lose a change, since the feed is read in `seq` (commit) order after the last
+cursor sent. So the last event id is a feed cursor: `GET /changes?cursor=<it>` and `Last-Event-ID: <it>`
+both go on exactly after it.
 
-A stream belongs to the login session that opened it (its bearer token's, or its ticket's). When a
-session ends, a "session ended" notice goes over the same doorbell channel (so it arrives before any
-later ring); streams of that session stop at once. Each stream also re-checks its session every
-`EVENTS_SESSION_CHECK_SECONDS`, so a notice that was lost still ends it.
+**Transient events** (`sync.progress`, `sync.finished`) go to a short per-user log (a Redis stream when
+`REDIS_URL` is set, else in process) whose ids (`<ms>-<seq>`) only grow; publishing one rings the same
+doorbell. They are sent without an `id:` line (EventSource keeps the last change cursor as its last event
+id), and are not replayed: a stream reads the log from its own start on.
 
-With Redis, publishing is off the request path: `publish` puts the event on a bounded in-process queue
-that one background task writes to Redis, in order. Every Redis call goes through the app's circuit
-breaker (backend/breaker.py); an event that cannot be written (queue full, Redis unavailable) is
-dropped, counted (`taskdeck_events_dropped_total`) and logged: live clients miss it, the write stands.
+The doorbell is Redis pub/sub, so every instance hears it (else in process). A stream belongs to the login
+session that opened it (its bearer token's, or its ticket's). When a session ends, a "session ended" notice
+goes over the same doorbell channel; streams of that session stop at once. Each stream also re-checks its
+session every `EVENTS_SESSION_CHECK_SECONDS`, so a notice that was lost still ends it.
+
+With Redis, publishing is off the request path: `publish` and `ring` put the event or ring on a bounded
+in-process queue that one background task writes to Redis, in order. Every Redis call goes through the app's
+circuit breaker (backend/breaker.py); a transient event that cannot be written (queue full, Redis
+unavailable) is dropped, counted (`taskdeck_events_dropped_total`) and logged: live clients miss it, the
+write stands. A ring that cannot be sent loses nothing: the other instances' streams read the feed at their
+next periodic re-check.
 """
 
 from __future__ import annotations
@@ -23,7 +35,6 @@ import hashlib
 import json
 import logging
 import math
-import re
 import secrets
 import time
 from collections import deque
@@ -34,16 +45,15 @@ from typing import Any, Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 
 from backend.breaker import RedisLink
 from backend.config import Settings
-from backend.errors import ServiceUnavailable, TooManyStreams
+from backend.errors import CursorExpired, ServiceUnavailable, TooManyStreams
 from backend.metrics import Metrics
 
 log = logging.getLogger("taskdeck.events")
 
-EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
-MAX_ID_PART = 2**64 - 1  # Redis stream ids are two unsigned 64-bit numbers
 TICKET_SECONDS = 60
 MAX_BUFFERED = 1000  # per user, in process
 RETRY_MILLISECONDS = 3000  # what EventSource waits before reconnecting
@@ -57,24 +67,29 @@ DROP_WARNING_SECONDS = 30.0  # at most one "events dropped" warning per interval
 
 @dataclass(frozen=True)
 class Event:
-    id: str
+    id: str  # a change's feed cursor, or a transient event's place in the log (never sent)
     type: str
     data: str  # JSON text
 
     def encode(self) -> bytes:
+        """A change with its cursor as `id`."""
         return f"id: {self.id}\nevent: {self.type}\ndata: {self.data}\n\n".encode()
+
+    def encode_transient(self) -> bytes:
+        """A transient event: no `id:` line, so the client's last event id stays the last change's cursor."""
+        return f"event: {self.type}\ndata: {self.data}\n\n".encode()
+
+
+class ChangeSource(Protocol):
+    """Reads the stream's user's changes after feed cursor `after`: the events (each with its cursor as id),
+    the cursor after them, and whether more are waiting. CursorExpired if the feed refuses `after`."""
+
+    async def __call__(self, after: str) -> tuple[list[Event], str, bool]: ...
 
 
 def id_order(event_id: str) -> tuple[int, int]:
     ms, _, seq = event_id.partition("-")
     return int(ms), int(seq)
-
-
-def valid_event_id(event_id: str | None) -> str | None:
-    """`event_id` if it can be an id of ours (`<ms>-<seq>`, each part fitting in 64 bits), else None."""
-    if not event_id or not EVENT_ID.match(event_id):
-        return None
-    return event_id if max(id_order(event_id)) <= MAX_ID_PART else None
 
 
 @dataclass(frozen=True)
@@ -352,10 +367,12 @@ class EventBus:
         self._bells: dict[str, set[StreamBell]] = {}
         self._link = redis
         self._tasks: list[asyncio.Task[None]] = []
-        # With Redis: events wait here for the publisher task, so a write never waits for Redis.
-        self._queue: asyncio.Queue[tuple[str, str, str]] | None = None
+        # With Redis: transient events (user, type, data) and rings (user, None, "") wait here for the publisher
+        # task, so a write never waits for Redis.
+        self._queue: asyncio.Queue[tuple[str, str | None, str]] | None = None
         self._dropped = 0  # since the last warning
         self._last_drop_warning = -math.inf
+        self._last_ring_warning = -math.inf
         self.log: EventLog
         self.slots: MemorySlots | RedisSlots
         if redis.client is not None:
@@ -382,9 +399,22 @@ class EventBus:
             await _cancel(task)
         self._tasks = []
 
+    def ring(self, user_id: str) -> None:
+        """Changes of `user_id` were committed: this instance's streams read the feed now, the other instances'
+        when the ring reaches them through Redis (queued, never delaying the write). A ring that is lost only
+        delays their read to their next periodic re-check (logged, not counted: no event is lost)."""
+        self._ring(user_id)
+        if self._queue is None:
+            return
+        try:
+            self._queue.put_nowait((user_id, None, ""))
+        except asyncio.QueueFull:
+            self._ring_lost("queue_full")
+
     async def publish(self, user_id: str, event_type: str, data: Any) -> None:
-        """Never fails nor delays the write that caused it: with Redis unavailable, live clients miss the event
-        (counted and logged). With Redis the event is queued for the publisher task; in process it is logged now."""
+        """A transient event (not a change: `sync.*`). Never fails nor delays the write that caused it: with Redis
+        unavailable, live clients miss the event (counted and logged). With Redis the event is queued for the
+        publisher task; in process it is logged now."""
         text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
         if self._queue is None:
             await self.log.append(user_id, event_type, text)
@@ -395,16 +425,37 @@ class EventBus:
         except asyncio.QueueFull:
             self._drop("queue_full")
 
-    async def _publish_queued(self, queue: asyncio.Queue[tuple[str, str, str]]) -> None:
-        """Write queued events to Redis one after another (so in order); each failure drops its event at once."""
+    async def _publish_queued(self, queue: asyncio.Queue[tuple[str, str | None, str]]) -> None:
+        """Write queued events and rings to Redis one after another (so in order); each failure drops its event
+        or ring at once."""
         while True:
             user_id, event_type, text = await queue.get()
             try:
-                await self.log.append(user_id, event_type, text)
+                if event_type is None:
+                    await self._ring_others(user_id)
+                else:
+                    await self.log.append(user_id, event_type, text)
             except (RedisError, OSError) as exc:
-                self._drop("redis_unavailable", type(exc).__name__)
+                if event_type is None:
+                    self._ring_lost("redis_unavailable", type(exc).__name__)
+                else:
+                    self._drop("redis_unavailable", type(exc).__name__)
             finally:
                 queue.task_done()
+
+    async def _ring_others(self, user_id: str) -> None:
+        """The ring over the doorbell channel (this instance's streams hear it too: one more read, nothing new)."""
+        client = self._link.client
+        if client is not None and isinstance(self.log, RedisLog):
+            channel = self.log.channel
+            await self._link.call(lambda: client.publish(channel, user_id))
+
+    def _ring_lost(self, reason: str, error_type: str | None = None) -> None:
+        now = time.monotonic()
+        if now - self._last_ring_warning >= DROP_WARNING_SECONDS:
+            extra = {"event": "event_ring_lost", "reason": reason, "error_type": error_type}
+            log.warning("change ring not sent to other instances; their streams re-check soon", extra=extra)
+            self._last_ring_warning = now
 
     def _drop(self, reason: str, error_type: str | None = None) -> None:
         self.metrics.events_dropped.labels(reason).inc()
@@ -526,24 +577,29 @@ class EventBus:
     async def stream(
         self,
         user_id: str,
-        last_event_id: str | None,
+        start: str,
+        changes: ChangeSource,
         slot: StreamSlot | None = None,
         *,
         session_id: str | None = None,
         alive: SessionCheck | None = None,
     ) -> AsyncIterator[bytes]:
-        """The SSE body: missed events after `last_event_id` (if still kept), then live ones and heartbeats.
+        """The SSE body: the user's changes after feed cursor `start` (each with its cursor as `id`), then live
+        ones as they are committed, transient events published from now on (no `id`), and heartbeats.
 
-        `slot` (from `open_slot`) is refreshed every heartbeat; whoever serves the stream closes it. The
-        stream belongs to login session `session_id`: it ends, delivering nothing more, once a notice says
-        the session ended (`end_sessions`) or `alive` (asked every `session_check` seconds) says False."""
+        On connect, on each ring and at least every `session_check` seconds the stream reads the feed after the
+        last cursor it sent (`changes`) and the transient log after the last event it sent. `slot` (from
+        `open_slot`) is refreshed every heartbeat; whoever serves the stream closes it. The stream belongs to
+        login session `session_id`: it ends, delivering nothing more, once a notice says the session ended
+        (`end_sessions`) or `alive` (asked every `session_check` seconds) says False."""
         async with self._bell(user_id, session_id) as bell:
             try:
-                tail = await self.log.tail(user_id)
-                # A malformed id, or one ahead of the log's newest (not ours, or beyond 64 bits): from now.
-                requested = valid_event_id(last_event_id)
-                cursor = requested if requested and id_order(requested) <= id_order(tail) else tail
-                yield f"retry: {RETRY_MILLISECONDS}\n: connected\n\n".encode()
+                # Transient events from now on (not replayed); Redis failing ends the stream, as before the feed.
+                transient = await self.log.tail(user_id)
+                cursor = start
+                # An `id:` with no data sets EventSource's last event id without firing an event: the client
+                # holds a feed cursor from the start, even if no change comes before it disconnects.
+                yield f"retry: {RETRY_MILLISECONDS}\nid: {cursor}\n: connected\n\n".encode()
                 loop = asyncio.get_running_loop()
                 now = loop.time()
                 # Streams end after a while; EventSource reconnects with Last-Event-ID and loses nothing,
@@ -561,11 +617,19 @@ class EventBus:
                             break
                         check_at = loop.time() + self.session_check
                     bell.clear()
-                    for event in await self.log.after(user_id, cursor):
+                    more = True
+                    while more and not bell.ended:
+                        events, cursor, more = await changes(cursor)
+                        for event in events:
+                            if bell.ended:
+                                break
+                            yield event.encode()
+                            quiet_until = loop.time() + self.heartbeat
+                    for event in await self.log.after(user_id, transient):
                         if bell.ended:
                             break
-                        cursor = event.id
-                        yield event.encode()
+                        transient = event.id
+                        yield event.encode_transient()
                         quiet_until = loop.time() + self.heartbeat
                     if bell.ended:
                         break
@@ -573,12 +637,17 @@ class EventBus:
                         yield b": keep-alive\n\n"
                         quiet_until = loop.time() + self.heartbeat
                     with suppress(TimeoutError):
-                        wake_at = min(quiet_until, check_at, ends_at)
+                        # A ring lost (Redis down, another instance's queue full) delays a change at most this long.
+                        recheck_at = loop.time() + self.session_check
+                        wake_at = min(quiet_until, check_at, ends_at, recheck_at)
                         await asyncio.wait_for(bell.wait(), max(0.0, wake_at - loop.time()))
                 if bell.ended:
                     log.info("event stream ended with its session", extra={"event": "event_stream_session_ended"})
-            except (RedisError, OSError) as exc:
-                # End the stream; the browser reconnects with Last-Event-ID and catches up.
+            except CursorExpired:
+                # Tombstones after the cursor were purged while the stream ran: the reconnect is 410, a full sync.
+                log.info("event stream's cursor expired", extra={"event": "event_stream_cursor_expired"})
+            except (RedisError, OSError, SQLAlchemyError) as exc:
+                # End the stream; the browser reconnects with Last-Event-ID and catches up from the feed.
                 extra = {"event": "event_stream_failed", "error_type": type(exc).__name__}
                 log.warning("event stream ended", extra=extra)
 
@@ -597,7 +666,8 @@ async def _cancel(task: asyncio.Task[None], *, attempts: int = 10, wait: float =
 
 
 async def publish(state: Any, user_id: str, event_type: str, data: Any) -> None:
-    """Send `event_type` with `data` to the user's live event streams (on every instance). `state` is `app.state`."""
+    """Send transient `event_type` with `data` to the user's live event streams (on every instance), without an
+    id: not for changes, which streams read from the change feed. `state` is `app.state`."""
     bus = getattr(state, "events", None)
     if isinstance(bus, EventBus):
         await bus.publish(user_id, event_type, data)

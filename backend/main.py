@@ -21,6 +21,7 @@ from backend.ratelimit import RateLimiter, RateLimitMiddleware
 from backend.routers import account, auth, batch, changes, events, health, labels, legacy, projects, sync, tasks
 from backend.routers import metrics as metrics_router
 from backend.security.better_auth import BetterAuthVerifier, better_auth_enabled, no_external_verifier
+from backend.services.changes import RING
 from backend.sync import github
 from backend.sync.pipeline import SyncRunner
 
@@ -118,6 +119,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics(engine)
     redis.breaker.observe = app.state.metrics.observe_redis_call
     app.state.events = EventBus(settings, app.state.metrics, redis)
+    # Every transaction that records changes rings their owner's live streams once committed (services/changes.py).
+    sessionmaker.configure(info={RING: app.state.events.ring})
     app.state.health = health.HealthCache(settings.HEALTH_CACHE_SECONDS)
     sync_runner.notify = partial(publish, app.state)
     sync_runner.finished = partial(record_sync_outcome, app.state)

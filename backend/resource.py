@@ -1,8 +1,11 @@
-"""Single resources over HTTP: ETags, conditional requests (If-None-Match, If-Match) and change events.
+"""Single resources over HTTP: ETags and conditional requests (If-None-Match, If-Match).
 
 An ETag is made from the row's table, id and `version`, an integer bumped by every ORM update
 (backend/models/versioning.py): unlike a timestamp, two writes within one clock tick still differ.
 It validates the resource's `data`, whichever route (current or earlier-draft) serves it.
+
+Live events are not sent from here: every write records its changes (services/changes.record), and the commit
+rings the owner's streams, which read them from the change feed (backend/events.py).
 """
 
 from __future__ import annotations
@@ -12,17 +15,10 @@ from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Protocol, TypeVar, cast
 
 from fastapi import Depends, Header, Request, Response
-from sqlmodel import SQLModel
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.db import after_commit
-from backend.deps import SessionDep
 from backend.envelope import ok
 from backend.errors import PreconditionFailed
-from backend.events import publish
 from backend.models.common import path_row_id
-from backend.models.project import ProjectPublic
-from backend.models.task import TaskPublic
 
 V = TypeVar("V")
 
@@ -32,9 +28,6 @@ class Versioned(Protocol):
     id: int | None
     version: int
 
-
-# What an event's `data` looks like, by the event's resource (the part before the dot).
-PUBLIC_SHAPES: dict[str, type[SQLModel]] = {"task": TaskPublic, "project": ProjectPublic}
 
 NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
     304: {"description": "Not modified: `If-None-Match` matched the current ETag (no body)"}
@@ -96,7 +89,6 @@ async def check_if_match(if_match: str | None, raw_id: str, load: Callable[[int]
 class ResourceContext:
     request: Request
     response: Response
-    session: AsyncSession | None = None  # a write's: its events wait for the commit
 
     @property
     def owner_id(self) -> str:
@@ -111,27 +103,14 @@ class ResourceContext:
         self.response.headers["ETag"] = etag
         return ok(row)
 
-    async def changed(self, row: V, event_type: str, *, tag: bool = True) -> V:
-        """After a write: the row's new ETag on the response; `event_type` to the owner's live streams
-        once the request's work is committed (an event never announces a write that did not happen)."""
-        if tag:
-            self.response.headers["ETag"] = etag_of(cast(Versioned, row))
-        shape = PUBLIC_SHAPES[event_type.split(".", 1)[0]]
-        self.publish(event_type, shape.model_validate(row).model_dump(mode="json"))
+    def tagged(self, row: V) -> V:
+        """After a write: the row's new ETag on the response."""
+        self.response.headers["ETag"] = etag_of(cast(Versioned, row))
         return row
 
-    async def removed(self, event_type: str, resource_id: int) -> None:
-        self.publish(event_type, {"id": resource_id})
 
-    def publish(self, event_type: str, data: dict[str, Any]) -> None:
-        """`event_type` with `data` to the owner's live streams once the request's work is committed."""
-        assert self.session is not None, "a write route's context has the request's session"
-        state, owner_id = self.request.app.state, self.owner_id
-        after_commit(self.session, lambda: publish(state, owner_id, event_type, data))
-
-
-async def _writer(request: Request, response: Response, session: SessionDep) -> ResourceContext:
-    return ResourceContext(request, response, session)
+async def _writer(request: Request, response: Response) -> ResourceContext:
+    return ResourceContext(request, response)
 
 
 async def _reader(request: Request, response: Response, if_none_match: IfNoneMatch = None) -> ResourceContext:

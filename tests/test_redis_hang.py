@@ -40,8 +40,29 @@ async def _value(result: bool | Awaitable[bool]) -> bool:
 
 
 def logged_events(server: RedisServer, prefix: str, user_id: str) -> int:
+    """Transient events (`sync.*`) in the user's Redis log."""
     with redis.Redis.from_url(server.url, socket_timeout=1) as conn:
         return int(conn.xlen(f"{prefix}:events:{user_id}"))
+
+
+class Rings:
+    """The doorbell channel, heard from outside the app: a committed write rings its owner's id on it."""
+
+    def __init__(self, server: RedisServer, prefix: str) -> None:
+        self.conn = redis.Redis.from_url(server.url, socket_timeout=1)
+        self.pubsub = self.conn.pubsub()
+        self.pubsub.subscribe(f"{prefix}:events")
+        self.heard: list[str] = []
+
+    def of(self, user_id: str) -> int:
+        while (message := self.pubsub.get_message(timeout=0)) is not None:
+            if message["type"] == "message":
+                self.heard.append(message["data"].decode())
+        return self.heard.count(user_id)
+
+    def close(self) -> None:
+        self.pubsub.close()
+        self.conn.close()
 
 
 async def test_a_hung_redis_costs_little_then_nothing_and_recovers(
@@ -53,6 +74,7 @@ async def test_a_hung_redis_costs_little_then_nothing_and_recovers(
         **limited(prefix, own_redis.url, REDIS_BREAKER_OPEN_SECONDS=OPEN_SECONDS, REDIS_TIMEOUT_SECONDS=0.2),
     )
     app = create_app(settings)
+    rings = Rings(own_redis, prefix)
     async with app.router.lifespan_context(app), client_for(app) as http:
         user = await make_user(http)
         tasks = f"/api/{user.id}/tasks"
@@ -72,6 +94,8 @@ async def test_a_hung_redis_costs_little_then_nothing_and_recovers(
         created = await write("before")
         assert created.status_code == 201
         assert "RateLimit-Limit" in created.headers
+        await poll(lambda: rings.of(user.id) == 1)  # the write's change rang other instances' streams
+        await app.state.events.publish(user.id, "sync.progress", {"run_id": 1})
         await poll(lambda: logged_events(own_redis, prefix, user.id) == 1)
         assert ((await health())["redis"], (await health())["redis_breaker"]) == ("ok", "closed")
 
@@ -114,11 +138,14 @@ async def test_a_hung_redis_costs_little_then_nothing_and_recovers(
         # After the back-off one request probes Redis and closes the breaker: limits are counted on Redis again.
         await poll(lambda: _counted(read()))
         assert ((await health())["redis"], (await health())["redis_breaker"]) == ("ok", "closed")
-        before = logged_events(own_redis, prefix, user.id)
+        before = logged_events(own_redis, prefix, user.id), rings.of(user.id)
         assert (await write("after")).status_code == 201
-        await poll(lambda: logged_events(own_redis, prefix, user.id) > before)
+        await poll(lambda: rings.of(user.id) > before[1])
+        await app.state.events.publish(user.id, "sync.progress", {"run_id": 1})
+        await poll(lambda: logged_events(own_redis, prefix, user.id) > before[0])
         ticket = await http.post(f"/api/{user.id}/events/ticket", headers=user.headers)
         assert ticket.status_code == 201
+    rings.close()
 
 
 async def _counted(request: Awaitable[httpx.Response]) -> bool:

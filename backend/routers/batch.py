@@ -15,7 +15,6 @@ from backend.envelope import BatchEnvelope, ok
 from backend.errors import BatchTooLarge, responses
 from backend.models.batch import MAX_COMMANDS, BatchRequest
 from backend.ratelimit import count_more
-from backend.resource import WriteDep
 from backend.routers.common import WITH_BODY
 from backend.routers.tasks import TimezoneHeader
 from backend.services import batch as batch_service
@@ -55,7 +54,6 @@ async def apply_batch(
     owner_id: CallerId,
     payload: Annotated[BatchRequest, Body(openapi_examples=examples.BATCH_REQUEST)],
     session: SessionDep,
-    live: WriteDep,
     x_timezone: TimezoneHeader = None,
 ) -> dict[str, Any]:
     """Up to 100 commands (`task.create`, `task.update`, `task.complete`, `task.reopen`, `task.delete`,
@@ -70,8 +68,6 @@ async def apply_batch(
     raw = (await request.json())["commands"]
     hashes = [batch_service.fingerprint(command) for command in raw]
     outcome = await batch_service.apply_batch(session, owner_id, commands, hashes, x_timezone)
-    for event_type, data in outcome.events:
-        live.publish(event_type, data)
     _purge_now_and_then(request, session)
     answer = {"results": outcome.results, "temp_ids": outcome.temp_ids, "cursor": await feed_cursor(session, owner_id)}
     return ok(answer, "Batch applied")

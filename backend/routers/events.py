@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,11 +19,15 @@ from starlette.types import Receive, Scope, Send
 from backend.deps import BearerCredentials, OwnerDep, PrincipalDep, SessionDep, SettingsDep, ensure_owner, get_principal
 from backend.envelope import Envelope, ok
 from backend.errors import responses
-from backend.events import TICKET_SECONDS, EventBus, StreamSlot, TicketOwner
+from backend.events import TICKET_SECONDS, Event, EventBus, StreamSlot, TicketOwner
 from backend.middleware import client_ip
+from backend.models.change import ChangeOp, ChangeType
 from backend.models.common import RESPONSE_CONFIG, USER_ID_PATTERN
+from backend.models.project import ProjectPublic
+from backend.models.task import TaskPublic
 from backend.ratelimit import ip_key
 from backend.services import auth as auth_service
+from backend.services import feed
 
 router = APIRouter(tags=["events"])
 log = logging.getLogger("taskdeck.events")
@@ -38,12 +43,13 @@ EVENT_NAMES = (
     "sync.finished",
 )
 EVENT_TYPES = ", ".join(f"`{name}`" for name in EVENT_NAMES)
+STREAM_PAGE = 200  # changes per read of the feed
 # One event of the stream (OpenAPI 3.1: a `text/event-stream` schema describes each event, as a client parses it).
 EVENT_SCHEMA = {
     "type": "object",
-    "required": ["id", "event", "data"],
+    "required": ["event", "data"],
     "properties": {
-        "id": {"type": "string"},
+        "id": {"type": "string", "description": "A change's feed cursor; transient `sync.*` events have none"},
         "event": {"type": "string", "enum": list(EVENT_NAMES)},
         "data": {"type": "string", "contentMediaType": "application/json"},
         "retry": {"type": "integer"},
@@ -87,7 +93,7 @@ async def create_ticket(owner_id: OwnerDep, principal: PrincipalDep, request: Re
 class StreamRequest:
     owner_id: str
     session_id: str | None  # the login session the stream belongs to (None: a Better-Auth token)
-    last_event_id: str | None
+    start: str  # the feed cursor the stream goes on from
 
 
 async def stream_request(
@@ -99,10 +105,17 @@ async def stream_request(
     credentials: BearerCredentials,
     ticket: Annotated[str | None, Query(max_length=128, description="From POST .../events/ticket")] = None,
     last_event_id: Annotated[
-        str | None, Header(alias="Last-Event-ID", max_length=64, description="Resume after this event id")
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            max_length=64,
+            description="Go on after this change cursor: the last event's `id`, or a `cursor` of `GET .../changes`",
+            examples=["c42"],
+        ),
     ] = None,
 ) -> StreamRequest:
-    """Whose stream, from which event: a redeemed ticket's user, else the bearer token's; 403 if not the path's.
+    """Whose stream, from which change: a redeemed ticket's user, else the bearer token's; 403 if not the path's;
+    410 if `Last-Event-ID` is a feed cursor the feed refuses.
 
     Every parameter is checked before any credential is (a malformed request is 422 and spends no ticket).
     """
@@ -111,7 +124,9 @@ async def stream_request(
         request.state.user_id = principal.user.id
     else:
         principal = await get_principal(request, session, settings, credentials)
-    return StreamRequest(ensure_owner(request, principal.user, user_id), principal.session_id, last_event_id)
+    owner_id = ensure_owner(request, principal.user, user_id)
+    start = await feed.stream_start(session, owner_id, last_event_id)
+    return StreamRequest(owner_id, principal.session_id, start.encode())
 
 
 class EventStreamResponse(StreamingResponse):
@@ -138,17 +153,24 @@ class EventStreamResponse(StreamingResponse):
     response_class=StreamingResponse,
     responses={
         200: {
-            "description": f"`text/event-stream`. Events: {EVENT_TYPES}; `data` is the resource as JSON "
-            '(`{"id"}` for deletions and unpins; for `sync.*` the run and project ids with the current stage and '
-            "progress, or the outcome). Every event has an `id`; "
-            "reconnect with `Last-Event-ID` to receive what you missed within the replay window. Comment lines "
+            "description": f"`text/event-stream`. Events: {EVENT_TYPES}. Task and project events are the change "
+            "feed's changes (`GET .../changes`) as they are committed, each with `id` = the feed cursor after it: "
+            "`<type>.created` (`project.pinned`) when the item's latest change is its creation, `*.updated` for other "
+            'changes, `task.deleted` / `project.unpinned` with `{"id"}`; `data` is the item as its `GET` answers '
+            "it. A stream that falls behind gets each item's latest state once, as the feed does. Reconnect with "
+            "`Last-Event-ID` (the last event's `id`, or any feed `cursor`) to go on exactly after it; without one "
+            "(or with an id of the earlier `<ms>-<seq>` form) the stream starts from now, its first block setting "
+            "the last event id to the current cursor. A cursor the feed refuses is `410 CURSOR_EXPIRED` before the "
+            "stream starts: do a full sync with `GET .../changes`, then stream from its cursor. `sync.*` events "
+            "(the run and project ids with the current stage and progress, or the outcome) have no `id` and are "
+            "not replayed. Comment lines "
             "(`: keep-alive`) arrive every `EVENTS_HEARTBEAT_SECONDS`. At most `EVENTS_MAX_STREAMS_PER_USER` "
             "streams per user and `EVENTS_MAX_STREAMS_PER_IP` per client address are open at once: the next is "
             "`429 TOO_MANY_STREAMS`. A stream belongs to the login session that opened it (bearer or ticket): it "
             "closes within 5 s of that session ending (logout, refresh-token reuse, account disabled or erased).",
             "content": {"text/event-stream": {"schema": EVENT_SCHEMA}},
         },
-        **responses(401, 403, 422, 429, 503),
+        **responses(401, 403, 410, 422, 429, 503),
     },
 )
 async def stream_events(
@@ -157,9 +179,59 @@ async def stream_events(
     """Authenticate with `Authorization: Bearer` or a single-use `?ticket=` (for `EventSource`)."""
     bus = _bus(request)
     slot = await bus.open_slot(stream.owner_id, ip_key(client_ip(request.scope)))
-    alive = partial(_session_alive, request.app.state.sessionmaker, bus.session_check, stream)
-    body = bus.stream(stream.owner_id, stream.last_event_id, slot, session_id=stream.session_id, alive=alive)
+    sessions = request.app.state.sessionmaker
+    alive = partial(_session_alive, sessions, bus.session_check, stream)
+    changes = partial(_read_changes, sessions, bus.session_check, stream.owner_id)
+    body = bus.stream(stream.owner_id, stream.start, changes, slot, session_id=stream.session_id, alive=alive)
     return EventStreamResponse(bus, slot, body)
+
+
+async def _read_changes(sessions: Any, within: float, owner_id: str, after: str) -> tuple[list[Event], str, bool]:
+    """The owner's changes after feed cursor `after` as events (a short session of its own, bounded by `within`
+    seconds: a stream waiting on the database still ends with its session soon after).
+
+    Shielded: a stream that ends (the client gone, shutdown) while reading lets the read finish and give its
+    connection back, rather than leave it mid-transaction (on SQLite, holding the write lock)."""
+    read = asyncio.ensure_future(_read_page(sessions, within, owner_id, after))
+    read.add_done_callback(_retrieved)
+    page = await asyncio.shield(read)
+    events = [change_event(change_cursor.encode(), change) for change_cursor, change in page.changes]
+    return events, page.cursor.encode(), page.has_more
+
+
+async def _read_page(sessions: Any, within: float, owner_id: str, after: str) -> feed.Page:
+    async with asyncio.timeout(within), sessions() as session:
+        if session.bind.dialect.name == "postgresql":
+            # One snapshot for the rows and their items: an item is sent as it was at the rows' point (its
+            # later state comes with its later seq), never ahead of it and then again (SQLite: one writer at a
+            # time, every transaction a snapshot already).
+            await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        return await feed.read_page(session, owner_id, feed.parse_cursor(after), STREAM_PAGE)
+
+
+def _retrieved(read: asyncio.Future[Any]) -> None:
+    """A shielded read whose stream has gone: its failure is of no one's concern (never an unretrieved error)."""
+    if not read.cancelled():
+        read.exception()
+
+
+def change_event(event_id: str, change: dict[str, Any]) -> Event:
+    """A feed change as the stream's event: `<type>.created` (`project.pinned`) when the item's latest change is
+    its creation (a task's version 1; a project pinned or re-pinned and not changed since), `<type>.updated`
+    for other upserts, `task.deleted` / `project.unpinned` with `{"id"}` for deletes. `data` is the item as the
+    feed (and its single GET) carries it."""
+    kind = ChangeType(change["type"])
+    item = change["item"]
+    if change["op"] == ChangeOp.DELETE or item is None:
+        name = "task.deleted" if kind is ChangeType.TASK else "project.unpinned"
+        data: dict[str, Any] = {"id": change["id"]}
+    elif kind is ChangeType.TASK:
+        name = "task.created" if item["version"] == 1 else "task.updated"
+        data = TaskPublic.model_validate(item).model_dump(mode="json")
+    else:
+        name = "project.pinned" if item["pinned_at"] == item["last_updated"] else "project.updated"
+        data = ProjectPublic.model_validate(item).model_dump(mode="json")
+    return Event(event_id, name, json.dumps(data, separators=(",", ":"), ensure_ascii=False))
 
 
 async def _session_alive(sessions: Any, within: float, stream: StreamRequest) -> bool:

@@ -70,7 +70,7 @@ async def pin_project(
 
     Pinning an unpinned repository again brings back its project: the same id, tasks and sync history."""
     project = await project_service.pin_project(session, owner_id, payload)
-    return ok(await live.changed(project, "project.pinned"), "Project pinned")
+    return ok(live.tagged(project), "Project pinned")
 
 
 @router.put(
@@ -84,15 +84,12 @@ async def reorder_projects(
     owner_id: CallerId,
     payload: ProjectOrder,
     session: SessionDep,
-    live: WriteDep,
     limit: LimitQuery = 50,
     offset: OffsetQuery = 0,
 ) -> dict[str, Any]:
     """`project_ids` lists every pinned project once, in the new order. Answers a page of the new order,
     as `GET` with the same `limit` and `offset` would."""
     projects = await project_service.reorder_projects(session, owner_id, payload.project_ids)
-    for project in projects:
-        await live.changed(project, "project.updated", tag=False)
     return page(projects[offset : offset + limit], len(projects), limit, offset)
 
 
@@ -139,7 +136,7 @@ async def update_project(
 ) -> dict[str, Any]:
     """Change `display_name`, `description` or `position`; bumps `last_updated`."""
     project = await project_service.update_project(session, owner_id, project_id, payload)
-    return ok(await live.changed(project, "project.updated"), "Project updated")
+    return ok(live.tagged(project), "Project updated")
 
 
 @router.delete(
@@ -150,11 +147,8 @@ async def update_project(
     responses=responses(*OWNED, 412),
 )
 @ProjectUnchanged
-async def unpin_project(
-    owner_id: CallerId, project_id: RowIdPath, session: SessionDep, live: WriteDep
-) -> dict[str, Any]:
+async def unpin_project(owner_id: CallerId, project_id: RowIdPath, session: SessionDep) -> dict[str, Any]:
     """The project is gone: 404 on every route of it and absent from lists. Its tasks keep their link and its
     sync history is kept, so pinning the same repository again brings back the same id with both."""
     await project_service.unpin_project(session, owner_id, project_id)
-    await live.removed("project.unpinned", project_id)
     return ok(None, "Project unpinned")

@@ -94,7 +94,7 @@ async def create_task(
     project); it goes last among its siblings. `recurrence` (an RRULE) needs a `due_date`; `due_string`
     ("every monday at 9am") sets `due_date`, `due_timezone` (`X-Timezone`, else UTC) and `recurrence`."""
     task = await task_service.create_task(session, owner_id, payload, x_timezone)
-    return ok(await live.changed(task, "task.created"), "Task created")
+    return ok(live.tagged(task), "Task created")
 
 
 @router.get(
@@ -177,7 +177,7 @@ async def update_task(
     whole list (`[]` clears it). A new `parent_id` or `project_id` puts the task last among its new siblings.
     Completing a recurring task moves its `due_date` to the next occurrence and keeps it open."""
     task = await task_service.update_task(session, owner_id, task_id, payload, x_timezone)
-    return ok(await live.changed(task, "task.updated"), "Task updated")
+    return ok(live.tagged(task), "Task updated")
 
 
 @router.post(
@@ -200,7 +200,7 @@ async def move_task(
     subtask's project is its parent's). Writes one row whatever the number of siblings. `sort=position` lists
     tasks in this order."""
     task = await task_service.move_task(session, owner_id, task_id, payload)
-    return ok(await live.changed(task, "task.updated"), "Task moved")
+    return ok(live.tagged(task), "Task moved")
 
 
 @router.patch(
@@ -223,7 +223,7 @@ async def complete_task(
     `/completions`)."""
     completed = True if payload is None else payload.completed
     task = await task_service.set_completed(session, owner_id, task_id, completed)
-    return ok(await live.changed(task, "task.updated"), "Task completed" if completed else "Task reopened")
+    return ok(live.tagged(task), "Task completed" if completed else "Task reopened")
 
 
 @router.get(
@@ -253,8 +253,7 @@ async def list_task_completions(
     responses=responses(*OWNED, 412),
 )
 @TaskUnchanged
-async def delete_task(owner_id: CallerId, task_id: RowIdPath, session: SessionDep, live: WriteDep) -> dict[str, Any]:
+async def delete_task(owner_id: CallerId, task_id: RowIdPath, session: SessionDep) -> dict[str, Any]:
     """Deletes for good."""
     await task_service.delete_task(session, owner_id, task_id)
-    await live.removed("task.deleted", task_id)
     return ok(None, "Task deleted")

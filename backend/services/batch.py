@@ -59,12 +59,11 @@ def fingerprint(raw_command: Mapping[str, Any]) -> str:
 
 @dataclass
 class Outcome:
-    """A batch's answer (`results`, `temp_ids`) and the live events of its applied commands, to publish once
-    the request's work is committed: `(event type, data)`."""
+    """A batch's answer (`results`, `temp_ids`). Its changes reach live streams through the change feed (the
+    commit rings them: services/changes.record)."""
 
     results: list[dict[str, Any]] = field(default_factory=list)
     temp_ids: dict[str, int] = field(default_factory=dict)
-    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
 @dataclass
@@ -134,10 +133,10 @@ class _Batch:
             if op == "task.create":
                 payload = self.data_refs(data, {"parent_id": "task", "project_id": "project"})
                 task = await task_service.create_task(session, owner, payload, self.zone_header)
-                item = self.changed("task.created", TaskPublic, task)
+                item = self.public(TaskPublic, task)
             else:
                 project = await project_service.pin_project(session, owner, data)
-                item = self.changed("project.pinned", ProjectPublic, project)
+                item = self.public(ProjectPublic, project)
             if temp_id is not None:
                 self.kinds[temp_id] = "task" if op == "task.create" else "project"
                 self.outcome.temp_ids[temp_id] = item["id"]
@@ -155,35 +154,27 @@ class _Batch:
             task = await task_service.move_task(session, owner, target, payload)
         elif op == "task.delete":
             await task_service.delete_task(session, owner, target)
-            self.removed("task.deleted", target)
             return 200, None
         elif op == "project.update":
             project = await project_service.update_project(session, owner, target, data)
-            return 200, self.changed("project.updated", ProjectPublic, project)
+            return 200, self.public(ProjectPublic, project)
         else:  # project.unpin
             await project_service.unpin_project(session, owner, target)
-            self.removed("project.unpinned", target)
             return 200, None
-        return 200, self.changed("task.updated", TaskPublic, task)
+        return 200, self.public(TaskPublic, task)
 
-    def changed(self, event_type: str, shape: type[BaseModel], row: Any) -> dict[str, Any]:
-        """The row as the single GET answers it (now: a later command may change it), and its event."""
-        item = shape.model_validate(row).model_dump(mode="json")
-        self.outcome.events.append((event_type, item))
-        return item
-
-    def removed(self, event_type: str, row_id: int) -> None:
-        self.outcome.events.append((event_type, {"id": row_id}))
+    def public(self, shape: type[BaseModel], row: Any) -> dict[str, Any]:
+        """The row as the single GET answers it (now: a later command may change it)."""
+        return shape.model_validate(row).model_dump(mode="json")
 
     async def run(self, command: Any) -> dict[str, Any]:
         """One new command in its savepoint: its result, success or failure."""
-        events, last_seq = len(self.outcome.events), self.session.info.get(changes.LAST_SEQ)
+        last_seq = self.session.info.get(changes.LAST_SEQ)
         try:
             async with self.session.begin_nested():
                 status, item = await self.apply(command)
         except (AppError, ValidationError) as exc:
-            del self.outcome.events[events:]  # nothing of a failed command is announced
-            self.session.info[changes.LAST_SEQ] = last_seq  # nor its changes' seq (rolled back with it)
+            self.session.info[changes.LAST_SEQ] = last_seq  # its changes' seq went back with its savepoint
             error = exc if isinstance(exc, AppError) else validation_failed(exc.errors())
             return {"id": str(command.id), "status": error.status_code, "item": None, "error": error_body(error)}
         return {"id": str(command.id), "status": status, "item": item, "error": None}

@@ -11,7 +11,7 @@ any task or project row), so two writers never wait on each other in opposite or
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +20,7 @@ from sqlalchemy import update as update_rows
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.db import lock_user_row
+from backend.db import after_commit, lock_user_row
 from backend.models.change import Change, ChangeOp, ChangeType
 from backend.models.common import utcnow
 from backend.models.project import Project
@@ -35,8 +35,14 @@ TABLES: dict[ChangeType, Any] = {
 }
 _CHANGES = CHANGES.c
 PURGE_BATCH = 500  # tombstones purged at most per feed read
-# The last seq this transaction gave a change: the live events it publishes after commit carry it (their id).
+# The last seq this transaction gave a change (a batch answers the feed cursor after it).
 LAST_SEQ = "change_seq"
+# In a session's `info` (the app sets it on its sessionmaker): `ring(owner_id)` tells the owner's live streams
+# that changes were committed; they read them from the feed (backend/events.py). Called after the commit, once
+# per transaction and owner.
+RING = "ring_changes"
+_RUNG = "changes_rung"
+Ring = Callable[[str], None]
 
 
 async def record(
@@ -89,6 +95,23 @@ async def record(
     )
     await connection.execute(statement)
     session.info[LAST_SEQ] = top
+    _ring_after_commit(session, owner_id)
+
+
+def _ring_after_commit(session: AsyncSession, owner_id: str) -> None:
+    """Ring the owner's live streams once this transaction is committed (once, however many records). A ring
+    after a rollback (a savepoint's) would only make streams read nothing new."""
+    ring: Ring | None = session.info.get(RING)
+    rung: set[str] = session.info.setdefault(_RUNG, set())
+    if ring is None or owner_id in rung:
+        return
+    rung.add(owner_id)
+
+    def ring_now() -> None:
+        rung.discard(owner_id)
+        ring(owner_id)
+
+    after_commit(session, ring_now)
 
 
 async def purge(session: AsyncSession, owner_id: str, before: datetime) -> None:

@@ -65,12 +65,32 @@ async def current_cursor(session: AsyncSession, owner_id: str) -> str:
     return cursor_of(int(seq))
 
 
+@dataclass(frozen=True)
+class Page:
+    """Changes after a cursor, oldest first: each with the cursor right after it (a live event's id)."""
+
+    changes: list[tuple[Cursor, dict[str, Any]]]
+    cursor: Cursor  # after the page: where the next read goes on from
+    has_more: bool
+
+
 async def read_changes(
     session: AsyncSession, owner_id: str, cursor: Cursor | None, limit: int, retention_days: int
 ) -> dict[str, Any]:
     """One page of the owner's changes after `cursor` (None: the first page of a full sync, upserts only),
     oldest first, as `ChangePage`'s fields. CursorExpired if changes after `cursor` were purged."""
     await changes.purge(session, owner_id, utcnow() - timedelta(days=retention_days))
+    page = await read_page(session, owner_id, cursor, limit)
+    return {
+        "changes": [change for _, change in page.changes],
+        "cursor": page.cursor.encode(),
+        "has_more": page.has_more,
+    }
+
+
+async def read_page(session: AsyncSession, owner_id: str, cursor: Cursor | None, limit: int) -> Page:
+    """The page `read_changes` answers, without purging (the live stream's read: it takes no lock). Each
+    change comes with the cursor the feed would answer if the page ended with it."""
     connection = await session.connection()
     # Read before the page, in a statement of its own: every seq up to `top` was committed before the page's
     # statement began, so the page sees them all (a later one is above `top`).
@@ -79,6 +99,8 @@ async def read_changes(
     ).one()
     if cursor is not None and (cursor.guard < floor or cursor.guard > top):
         raise CursorExpired()
+    if cursor is not None and cursor.seq == top:  # nothing committed since (guard <= top == seq)
+        return Page([], cursor, False)
     after, guard = (0, top) if cursor is None else (cursor.seq, cursor.guard)
     keep = _CHANGES.op == ChangeOp.UPSERT.value
     if cursor is not None:
@@ -97,11 +119,30 @@ async def read_changes(
     # the last row are of items this client never had).
     next_cursor = Cursor(last, max(guard, last)) if has_more else Cursor(max(last, top), max(last, top))
     items = await _items(session, owner_id, rows)
-    return {
-        "changes": [_change(row, items.get((ChangeType(row.type), row.item_id))) for row in rows],
-        "cursor": next_cursor.encode(),
-        "has_more": has_more,
-    }
+    return Page(
+        [
+            (Cursor(row.seq, max(guard, row.seq)), _change(row, items.get((ChangeType(row.type), row.item_id))))
+            for row in rows
+        ],
+        next_cursor,
+        has_more,
+    )
+
+
+async def stream_start(session: AsyncSession, owner_id: str, text: str | None) -> Cursor:
+    """Where a live stream starts: after `text` if it is a cursor of this feed (CursorExpired if the feed
+    would refuse it), else (no id, an earlier draft's `<ms>-<seq>` event id, anything else) at the owner's
+    last change: live only."""
+    connection = await session.connection()
+    top, floor = (
+        await connection.execute(rows_of(_USERS.change_seq, _USERS.changes_floor).where(_USERS.id == owner_id))
+    ).one()
+    cursor = parse_cursor(text) if text is not None else None
+    if cursor is None:
+        return Cursor(top, top)
+    if cursor.guard < floor or cursor.guard > top:
+        raise CursorExpired()
+    return cursor
 
 
 def _change(row: Any, item: dict[str, Any] | None) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """The live event stream over real HTTP (uvicorn on 127.0.0.1): another client's writes arrive, across two
-instances sharing Redis too; `Last-Event-ID` resumes; tickets are single use; heartbeats; clean disconnects."""
+instances sharing Redis too; `Last-Event-ID` resumes; tickets are single use; heartbeats; clean disconnects.
+The hand-over between the stream and the change feed: tests/routers/test_stream_feed.py."""
 
 import asyncio
 import json
@@ -48,6 +49,7 @@ class Stream:
     def __init__(self, response: httpx.Response) -> None:
         self.response = response
         self.lines = response.aiter_lines()
+        self.greeting: dict = {}
 
     async def block(self) -> dict:
         fields: dict = {"comments": []}
@@ -80,8 +82,9 @@ async def open_stream(http: httpx.AsyncClient, user: UserCtx, **kwargs) -> Async
         assert response.status_code == 200, await response.aread()
         assert response.headers["content-type"].startswith("text/event-stream")
         stream = Stream(response)
-        greeting = await stream.block()
-        assert greeting["retry"] == "3000"
+        stream.greeting = await stream.block()
+        assert stream.greeting["retry"] == "3000"
+        assert stream.greeting["id"].startswith("c")  # the feed cursor it starts after
         yield stream
 
 
@@ -108,19 +111,25 @@ class TestInProcess:
             ticket = await ticket_for(http, user)
             async with open_stream(http, user, params={"ticket": ticket}, headers={}) as stream:
                 await http.post(f"/api/{other.id}/tasks", json={"title": "not yours"}, headers=other.headers)
+                # Each event awaited before the next write: a stream that reads after several writes of one item
+                # gets its latest state once (the change feed is compacted).
+                received = []
                 created = await http.post(
                     f"/api/{user.id}/tasks", json={"title": "hello", "labels": ["Live"]}, headers=user.headers
                 )
+                received.append(await stream.event())
                 task_id = created.json()["data"]["id"]
                 await http.patch(f"/api/{user.id}/tasks/{task_id}", json={"title": "hi"}, headers=user.headers)
+                received.append(await stream.event())
                 await http.delete(f"/api/{user.id}/tasks/{task_id}", headers=user.headers)
+                received.append(await stream.event())
                 pinned = await http.post(
                     f"/api/{user.id}/projects", json={"github_repo_name": "octo/live"}, headers=user.headers
                 )
+                received.append(await stream.event())
                 project_id = pinned.json()["data"]["id"]
                 await http.delete(f"/api/{user.id}/projects/{project_id}", headers=user.headers)
-
-                received = [await stream.event() for _ in range(5)]
+                received.append(await stream.event())
             assert [e["type"] for e in received] == [
                 "task.created",
                 "task.updated",
@@ -128,15 +137,15 @@ class TestInProcess:
                 "project.pinned",
                 "project.unpinned",
             ]
-            assert received[0]["data"]["title"] == "hello"
+            assert received[0]["data"] == created.json()["data"]
             assert received[0]["data"]["user_id"] == user.id
             assert received[1]["data"]["title"] == "hi"
             assert received[0]["data"]["labels"] == received[1]["data"]["labels"] == ["Live"]
             assert received[2]["data"] == {"id": task_id}
-            assert received[3]["data"]["github_repo_name"] == "octo/live"
+            assert received[3]["data"] == pinned.json()["data"]
             assert received[4]["data"] == {"id": project_id}
-            ids = [tuple(map(int, e["id"].split("-"))) for e in received]
-            assert ids == sorted(set(ids))
+            # Ids are the feed's cursors: one per change of this user, in commit order, none skipped.
+            assert [e["id"] for e in received] == [f"c{seq}" for seq in range(1, 6)]
             # The ticket was used up.
             reused = await http.get(f"/api/{user.id}/events", params={"ticket": ticket})
             assert_error(reused, 401, "INVALID_TOKEN")
@@ -184,14 +193,18 @@ class TestAcrossInstances:
                 assert first["data"] == created.json()["data"]
             task_id = first["data"]["id"]
             await two.patch(f"/api/{user.id}/tasks/{task_id}/complete", json={"completed": True}, headers=user.headers)
-            await two.delete(f"/api/{user.id}/tasks/{task_id}", headers=user.headers)
+            gone = await two.post(f"/api/{user.id}/tasks", json={"title": "missed"}, headers=user.headers)
+            await two.delete(f"/api/{user.id}/tasks/{gone.json()['data']['id']}", headers=user.headers)
             resumed = {**user.headers, "Last-Event-ID": first["id"]}
             async with open_stream(one, user, headers=resumed) as stream:
                 missed = [await stream.event() for _ in range(2)]
                 await two.post(f"/api/{user.id}/tasks", json={"title": "live again"}, headers=user.headers)
                 live = await stream.event()
+            # What was missed comes compacted, as the feed has it: the task created and deleted while away is
+            # one delete.
             assert [e["type"] for e in missed] == ["task.updated", "task.deleted"]
             assert missed[0]["data"]["completed"] is True
+            assert missed[1]["data"] == {"id": gone.json()["data"]["id"]}
             assert live["data"]["title"] == "live again"
 
 
@@ -213,6 +226,7 @@ class TestAccess:
         assert "text/event-stream" in stream["responses"]["200"]["content"]
         names = {p["name"] for p in stream["parameters"]}
         assert {"ticket", "Last-Event-ID"} <= names
+        assert "410" in stream["responses"]
         assert "201" in paths["/api/{user_id}/events/ticket"]["post"]["responses"]
 
 
