@@ -74,7 +74,9 @@ class Replica:
 
 def show(change: dict[str, Any]) -> None:
     item = change["item"]
-    state = "item null" if item is None else f"{item['title']!r} completed={item['completed']} parent={item['parent_id']}"
+    state = "item null"
+    if item is not None:
+        state = f"{item['title']!r} completed={item['completed']} parent={item['parent_id']}"
     print(f"      {change['op']:<6} {change['type']} {change['id']} v{change['version']}: {state}")
 
 
@@ -191,12 +193,14 @@ def main() -> None:
         stale = command("task.update", target=ids[3], if_version=seen, data={"priority": "high"})
         answer = expect(api.post(f"/api/{user_id}/batch", json={"commands": [stale]}), 200, "update (stale)")
         result = answer["results"][0]
-        print(f"      {result['status']} {result['error']['code']} ({result['error']['field']}): {result['error']['message']}")
-        check(result["status"] == 412 and result["error"]["code"] == "PRECONDITION_FAILED", "412, nothing changed")
+        error = result["error"]
+        print(f"      {result['status']} {error['code']} ({error['field']}): {error['message']}")
+        check(result["status"] == 412 and error["code"] == "PRECONDITION_FAILED", "412 PRECONDITION_FAILED")
         # Resolve: read the task again, look at what changed, and send the edit again against the fresh version,
         # with a new command id (a failed command's id is spent: it would answer the same 412).
         read = api.get(f"{tasks}/{ids[3]}")
         expect(read, 200, "read it again")
+        check(read.json()["data"]["priority"] != "high", "412, nothing changed")
         fresh = version_of(read)
         print(f"      now version {fresh}, title {read.json()['data']['title']!r}: keep it, set the priority")
         retry = command("task.update", target=ids[3], if_version=fresh, data={"priority": "high"})
