@@ -171,3 +171,43 @@ def test_batch_example(server):
         assert re.search(rf"^ok +{re.escape(step)} ", done.stdout, re.MULTILINE), f"step {step!r}:\n{done.stdout}"
     assert "nothing was created twice" in done.stdout
     assert done.stdout.rstrip().endswith("batch example complete")
+
+
+def test_offline_sync_example(server):
+    """specs/examples/offline_sync.py (specs/offline-clients.md): full and incremental sync, a batch sent again after
+    a timeout, a 412 resolved, a dead cursor's 410 followed by a full sync."""
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "offline_sync.py"), server],
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for step in (
+        "full sync, page 3",
+        "incremental sync, page 2",
+        "send the same batch again",
+        "and once more",
+        "update (stale)",
+        "update (fresh version)",
+        "sync from a dead cursor: cursor expired",
+    ):
+        assert re.search(rf"^ok +{re.escape(step)} ", done.stdout, re.MULTILINE), f"step {step!r}:\n{done.stdout}"
+    for line in ("deleted: a tombstone, item null", "nothing applied twice", "412, nothing changed", "both edits kept"):
+        assert f"      {line}\n" in done.stdout, done.stdout
+    assert done.stdout.rstrip().endswith("offline sync example complete")
+
+
+def test_offline_sync_example_fails_loudly(server):
+    """Against something that is not the API, the script stops at its first step with exit 1."""
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "offline_sync.py"), server + "/nowhere"],
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "FAIL  liveness" in done.stdout
+    assert "404" in done.stdout

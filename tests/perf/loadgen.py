@@ -7,6 +7,7 @@ so a stalled server is not hidden (no coordinated omission). Prints one JSON lin
 
 The scenario spec is shared with the wrk Lua scripts (see wrkload.py):
   {"port": 8000, "kind": "static", "requests": [[method, path, headers, body | null], ...]}
+  {"port": 8000, "kind": "fresh", "requests": [...]}  (as static; each `@uuid@` in a body: a new UUID)
   {"port": 8000, "kind": "pin", "slots": [{"user", "token", "repo", "xff"}, ...]}
   {"port": 8000, "kind": "refresh", "slots": [{"refresh", "xff"}, ...]}
 """
@@ -19,11 +20,13 @@ import json
 import re
 import sys
 import time
+import uuid
 from typing import Any
 
 WARMUP_SECONDS = 1.0
 PROJECT_ID_RE = re.compile(rb'"id":(\d+)')
 REFRESH_RE = re.compile(rb'"refresh_token":"([^"]+)"')
+FRESH_ID = re.compile("@uuid@")
 
 
 def raw_request(port: int, method: str, path: str, headers: dict[str, str], body: str | None) -> bytes:
@@ -57,7 +60,8 @@ class Scenario:
     def __init__(self, spec: dict[str, Any]) -> None:
         self.port: int = spec["port"]
         self.kind: str = spec["kind"]
-        self.static = [raw_request(self.port, *r) for r in spec.get("requests", [])]
+        self.requests: list[list[Any]] = spec.get("requests", [])
+        self.static = [raw_request(self.port, *r) for r in self.requests] if self.kind == "static" else []
         self.index = 0
         self.slots: collections.deque[dict[str, Any]] = collections.deque(spec.get("slots", []))
 
@@ -65,6 +69,10 @@ class Scenario:
         if self.kind == "static":
             self.index = (self.index + 1) % len(self.static)
             return self.static[self.index], None
+        if self.kind == "fresh":
+            self.index = (self.index + 1) % len(self.requests)
+            method, path, headers, body = self.requests[self.index]
+            return raw_request(self.port, method, path, headers, FRESH_ID.sub(lambda _: str(uuid.uuid4()), body)), None
         slot = self.slots.popleft()  # in flight: no other request uses this slot until it answers
         if self.kind == "refresh":
             body = json.dumps({"refresh_token": slot["refresh"]})

@@ -9,7 +9,8 @@ Environment knobs:
   PERF_SECONDS=10        seconds per fixed-concurrency run     PERF_RATE_SECONDS=10  per fixed-rate run
   PERF_ONLY=list,get     run only these scenarios (plus setup)  PERF_SKIP=overload,...
   PERF_SCALE=1           also the 10k / 100k / 1M-task scale runs (seeding 1M rows takes a while)
-  PERF_PROFILE=1         py-spy record the server during a list run (needs `pip install py-spy`)
+  PERF_PROFILE=1         py-spy record the server during a list run (needs `pip install py-spy`);
+                         PERF_PROFILE=batch_100 (a scenario's name): during a run of that one
   PERF_OUT=latest        results file name (tests/perf/results/<name>.md and .json)
   PERF_APP_<SETTING>=v   passed to the API as <SETTING>=v (e.g. PERF_APP_DB_POOL_SIZE=20)
 """
@@ -233,6 +234,24 @@ def scenarios(data: seed.Dataset, port: int) -> dict[str, dict[str, Any]]:
             port,
             [["GET", f"/api/{data.pins_user}/projects", auth(pins_token, i), None] for i in range(n)],
         ),
+        # Issue 19: the search user's feed (10 000 upserts) from a cursor 1 and 200 changes behind its head.
+        **{
+            name: static(
+                name,
+                port,
+                [
+                    [
+                        "GET",
+                        f"/api/{data.search_user}/changes?cursor=c{data.feed_seq - behind}&limit=200",
+                        auth(search_token, i),
+                        None,
+                    ]
+                    for i in range(n)
+                ],
+            )
+            for name, behind in (("changes_1", 1), ("changes_200", 200))
+        },
+        "batch_100": batch_spec(data, port, rnd),
         "login": static(
             "login",
             port,
@@ -249,6 +268,20 @@ def scenarios(data: seed.Dataset, port: int) -> dict[str, dict[str, Any]]:
             ],
         ),
     }
+
+
+def batch_spec(data: seed.Dataset, port: int, rnd: random.Random) -> dict[str, Any]:
+    """100 `task.update` commands on 100 of the write user's tasks per batch; every command id is new on every
+    send (`@uuid@`, wrkload.py), so each batch applies all 100 and none is a replay."""
+    token, ids = data.token(data.write_user), data.task_ids[data.write_user]
+    requests = []
+    for i in range(64):
+        commands = [
+            {"id": "@uuid@", "op": "task.update", "target": task_id, "data": {"title": f"Batched {i}.{k}"}}
+            for k, task_id in enumerate(rnd.sample(ids, BATCH_COMMANDS))
+        ]
+        requests.append(["POST", f"/api/{data.write_user}/batch", auth(token, i), json.dumps({"commands": commands})])
+    return {"name": "batch_100", "port": port, "kind": "fresh", "requests": requests}
 
 
 def pin_spec(data: seed.Dataset, port: int) -> dict[str, Any]:
@@ -325,12 +358,19 @@ def open_loop(
 # one label on the 10 000-task user.
 LABELS_AND_SUBTASKS = ("label", "labels2", "subtree", "position", "label_10k")
 P99_TARGET_MS = 25.0  # every non-login route at the steady rate (issues 16 and 18)
+# Issue 19: the feed from a cursor 1 and 200 changes behind; a batch of 100 commands (p99 < 250 ms), at rates a
+# 100-command batch can be served at on one core (each is 100 writes).
+FEED = ("changes_1", "changes_200")
+BATCH_COMMANDS = 100
+BATCH_CONCURRENCY = (1, 4)
+BATCH_RATE = 2.0
+BATCH_P99_TARGET_MS = 250.0
 
 
 def run_scenarios(report: Report, server: Server, data: seed.Dataset, workdir: Path) -> None:
     specs = scenarios(data, server.port)
     first = len(report.rows)
-    names = ("list", "get", "create", "update", "complete", "search", *LABELS_AND_SUBTASKS, "projects_list")
+    names = ("list", "get", "create", "update", "complete", "search", *LABELS_AND_SUBTASKS, "projects_list", *FEED)
     for name in (*names, "pin_unpin", "refresh"):
         if not wanted(name):
             continue
@@ -358,6 +398,8 @@ def run_scenarios(report: Report, server: Server, data: seed.Dataset, workdir: P
                 server.rss_mb(),
             )
         )
+    if wanted("batch_100"):
+        run_batch(report, server, data, specs["batch_100"], workdir)
     steady = [row for row in report.rows[first:] if row.load == f"{RATE:.0f} req/s" and row.scenario != "login"]
     if steady:
         figures = ", ".join(
@@ -377,6 +419,37 @@ def run_scenarios(report: Report, server: Server, data: seed.Dataset, workdir: P
             f"tasks (labelled the same way) matches {data.search_label_count}. "
             f"Plans (EXPLAIN ANALYZE, BUFFERS; after the runs):\n\n{label_plans(data)}"
         )
+
+
+def run_batch(report: Report, server: Server, data: seed.Dataset, spec: dict[str, Any], workdir: Path) -> None:
+    """100-command batches at a few connections and at BATCH_RATE; then what the batches recorded, to show each
+    command was applied (not replayed, not failed)."""
+    rows = [
+        report.add(Row("batch_100", f"c{connections}", closed(server, spec, connections, workdir, 30), server.rss_mb()))
+        for connections in BATCH_CONCURRENCY
+    ]
+    rows.append(
+        report.add(
+            Row("batch_100", f"{BATCH_RATE:.0f} req/s", open_loop(server, spec, BATCH_RATE, workdir), server.rss_mb())
+        )
+    )
+    import psycopg
+
+    with psycopg.connect(data.url) as conn:
+        recorded, failed = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE result::json->>'status' <> '200') FROM batch_commands"
+            " WHERE user_id = %s",
+            (data.write_user,),
+        ).fetchone()  # type: ignore[misc]
+    answered = sum(row.result["requests"] for row in rows)
+    p99 = rows[-1].result["p99"]
+    verdict = "" if p99 < BATCH_P99_TARGET_MS else " (**missed**)"
+    report.sections.append(
+        f"**Batches ({BATCH_COMMANDS} `task.update` commands each, fresh command ids):** p99 at {BATCH_RATE:.0f} "
+        f"req/s {p99:.2f} ms{verdict} (target < {BATCH_P99_TARGET_MS:.0f} ms); {answered} batches answered, "
+        f"{recorded} commands recorded, {failed} of them failed; statuses at {BATCH_RATE:.0f} req/s: "
+        f"{rows[-1].result.get('statuses')}."
+    )
 
 
 def run_storm(report: Report, server: Server, data: seed.Dataset, workdir: Path) -> None:
@@ -464,8 +537,9 @@ def run_overload(report: Report, server: Server, data: seed.Dataset, workdir: Pa
     report.sections.append(f"**After the overload:** `/health` (database and Redis) answered in {took:.1f} ms.")
 
 
-def run_profile(server: Server, data: seed.Dataset, workdir: Path) -> None:
-    """py-spy samples the server during a list run at 64 connections; the top frames go to results/."""
+def run_profile(server: Server, data: seed.Dataset, workdir: Path, name: str = "list") -> None:
+    """py-spy samples the server during a run of scenario `name` (64 connections; a batch at its highest
+    concurrency); the top frames go to results/profile-<name>.md."""
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     raw = workdir / "profile.txt"
     seconds = int(SECONDS)
@@ -488,18 +562,21 @@ def run_profile(server: Server, data: seed.Dataset, workdir: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     time.sleep(0.5)
-    closed(server, scenarios(data, server.port)["list"], 64, workdir)
+    # A batch alone: batches of one user at once deadlock (specs/performance.md, issue 19) and would be sampled waiting.
+    connections = BATCH_CONCURRENCY[0] if name == "batch_100" else 64
+    closed(server, scenarios(data, server.port)[name], connections, workdir, 30)
     recorder.wait()
-    (RESULTS / "profile-list.md").write_text(
-        summarise_profile(raw.read_text(), int(os.environ.get("PERF_PROFILE_TOP", "40")))
+    out = RESULTS / f"profile-{name}.md"
+    out.write_text(
+        summarise_profile(raw.read_text(), int(os.environ.get("PERF_PROFILE_TOP", "40")), f"`{name}` at {connections}")
     )
-    print(f"  profile written to {RESULTS / 'profile-list.md'}")
+    print(f"  profile written to {out}")
 
 
 IDLE_FRAMES = ("Condition.wait ", "Queue.get ", "Event.wait ")  # idle worker threads, not work
 
 
-def summarise_profile(collapsed: str, top: int = 40) -> str:
+def summarise_profile(collapsed: str, top: int = 40, run: str = "`list` at 64") -> str:
     """Inclusive share of samples per frame (function (file)), from py-spy's collapsed stacks."""
     inclusive: dict[str, int] = {}
     own: dict[str, int] = {}
@@ -522,7 +599,7 @@ def summarise_profile(collapsed: str, top: int = 40) -> str:
         return "\n".join(f"| {100 * c / total:5.1f}% | `{f}` |" for f, c in rows)
 
     return (
-        f"# py-spy: the server during `list` at 64 connections ({total} samples)\n\n"
+        f"# py-spy: the server during {run} connections ({total} samples)\n\n"
         f"## Inclusive (frame anywhere on the stack)\n\n| share | frame |\n|---|---|\n{table(inclusive)}\n\n"
         f"## Self (innermost frame)\n\n| share | frame |\n|---|---|\n{table(own)}\n"
     )
@@ -729,8 +806,8 @@ def main() -> None:
                 run_reference(report, server, data, env, workdir)
             if wanted("overload"):
                 run_overload(report, server, data, workdir)
-            if os.environ.get("PERF_PROFILE") == "1":
-                run_profile(server, data, workdir)
+            if profile := os.environ.get("PERF_PROFILE"):
+                run_profile(server, data, workdir, "list" if profile == "1" else profile)
             rss = server.rss_mb()
             report.sections.append(f"**Server RSS after the runs:** {rss:.0f} MB (target < 150 MB).")
         finally:

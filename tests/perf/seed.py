@@ -180,6 +180,32 @@ def shape_list_user(conn: psycopg.Connection, user: str) -> dict[int, int]:
     return number
 
 
+_CHANGES_SQL = """
+INSERT INTO changes (user_id, type, item_id, seq, op, version, changed_at)
+SELECT i.user_id, i.type, i.item_id,
+       u.change_seq + ROW_NUMBER() OVER (PARTITION BY i.user_id ORDER BY i.kind, i.item_id), 'upsert', i.version,
+       i.changed_at
+FROM (SELECT user_id, 'task' AS type, id AS item_id, version, updated_at AS changed_at, 0 AS kind FROM tasks
+      UNION ALL
+      SELECT user_id, 'project', id, version, last_updated, 1 FROM pinned_projects WHERE is_active) AS i
+JOIN users u ON u.id = i.user_id
+WHERE u.id = ANY(%(users)s) AND NOT EXISTS (
+  SELECT 1 FROM changes c WHERE c.user_id = i.user_id AND c.type = i.type AND c.item_id = i.item_id)
+"""
+
+
+def record_changes(conn: psycopg.Connection, users: list[str]) -> None:
+    """The change feed's rows for items inserted here with SQL, as revision 0011 backfills them: one upsert per task
+    and active pin without one, numbered on from the user's `change_seq` (tasks by id, then projects by id), and
+    `users.change_seq` the last of them."""
+    conn.execute(_CHANGES_SQL, {"users": users})
+    conn.execute(
+        "UPDATE users SET change_seq = (SELECT coalesce(max(seq), 0) FROM changes WHERE changes.user_id = users.id)"
+        " WHERE id = ANY(%s)",
+        (users,),
+    )
+
+
 def password_hash() -> str:
     return bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=12)).decode()
 
@@ -199,6 +225,7 @@ class Dataset:
     label_counts: Counter[str] = field(default_factory=Counter)  # the list user's tasks carrying each label
     pair_counts: Counter[tuple[str, str]] = field(default_factory=Counter)  # ... carrying both of two labels
     search_label_count: int = 0  # the search user's tasks carrying SEARCH_LABEL
+    feed_seq: int = 0  # the search user's users.change_seq after seeding: the head of its change feed
 
     @property
     def list_label(self) -> str:
@@ -250,11 +277,8 @@ def seed_main(url: str, secret: str) -> tuple[Dataset, float]:
     data = Dataset(url=url, secret=secret)
     hashed = password_hash()
     with psycopg.connect(url) as conn:
-        insert_users(
-            conn,
-            [data.list_user, data.write_user, data.search_user, data.pins_user, *data.pinners, *data.login_users],
-            hashed,
-        )
+        users = [data.list_user, data.write_user, data.search_user, data.pins_user, *data.pinners, *data.login_users]
+        insert_users(conn, users, hashed)
         insert_tasks(conn, [data.list_user], 1, LIST_TASKS + len(subtree_parents()))
         data.subtree_root = shape_list_user(conn, data.list_user)[SUBTREE_ROOT]
         insert_tasks(conn, [data.write_user], 1, 1_000)
@@ -289,6 +313,10 @@ def seed_main(url: str, secret: str) -> tuple[Dataset, float]:
         for names in carried.values():
             data.label_counts.update(names)
             data.pair_counts.update((a, b) for i, a in enumerate(names) for b in names[i + 1 :])
+        record_changes(conn, users)
+        data.feed_seq = int(
+            conn.execute("SELECT change_seq FROM users WHERE id = %s", (data.search_user,)).fetchone()[0]  # type: ignore[index]
+        )
         conn.execute("ANALYZE")
     return data, time.perf_counter() - started
 

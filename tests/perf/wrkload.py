@@ -1,6 +1,7 @@
 """Closed-loop load with wrk: a Lua script per scenario spec (the spec format of loadgen.py).
 
-Static scenarios rotate through pre-formatted requests (auth header, body, client address).
+Static scenarios rotate through pre-formatted requests (auth header, body, client address); `fresh` ones
+too, but each `@uuid@` in a body becomes a UUID never sent before (batch command ids: none is a replay).
 Stateful ones (pin then unpin the pinned id; refresh with the token the last refresh returned)
 run one connection per wrk thread, so a thread's Lua state is one connection's sequence.
 Every script's `done` prints one `PERF_JSON {...}` line with the counts and percentiles.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -38,6 +40,30 @@ end
 request = function()
   i = i %% #reqs + 1
   return reqs[i]
+end
+"""
+
+FRESH = r"""
+local data = %(data)s
+local salt = "%(salt)s"
+local counter = 0
+local sent = 0
+local i = 0
+setup = function(thread)
+  counter = counter + 1
+  thread:set("tid", counter)
+end
+init = function(args)
+  i = math.random(#data)
+end
+local function fresh()  -- salt, this thread's number (set by setup), a count: unique within the run
+  sent = sent + 1
+  return string.format("%%s-%%04x-4000-8000-%%012x", salt, tid, sent)
+end
+request = function()
+  i = i %% #data + 1
+  local r = data[i]
+  return wrk.format(r[1], r[2], r[3], (string.gsub(r[4], "@uuid@", fresh)))
 end
 """
 
@@ -101,11 +127,13 @@ def lua_value(value: Any) -> str:
 
 
 def lua_script(spec: dict[str, Any]) -> str:
-    if spec["kind"] == "static":
+    if spec["kind"] in ("static", "fresh"):
         requests = []
         for method, path, headers, body in spec["requests"]:
             headers = {**headers, **({"Content-Type": "application/json"} if body is not None else {})}
             requests.append([method, path, headers, body])
+        if spec["kind"] == "fresh":  # a salt per script: ids of one run never meet another run's
+            return FRESH % {"data": lua_value(requests), "salt": secrets.token_hex(4)} + DONE
         return STATIC % {"data": lua_value(requests)} + DONE
     body = PIN if spec["kind"] == "pin" else REFRESH
     return SLOTTED % {"data": lua_value(spec["slots"])} + body + DONE
@@ -131,7 +159,7 @@ def run_wrk(
     """wrk at a fixed number of connections; one thread per connection for stateful scenarios."""
     script = workdir / f"{spec['name']}.lua"
     script.write_text(lua_script(spec))
-    threads = connections if spec["kind"] != "static" else min(2, connections)
+    threads = connections if spec["kind"] not in ("static", "fresh") else min(2, connections)
     cmd = [
         wrk_binary(),
         "-t",
