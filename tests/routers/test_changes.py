@@ -270,3 +270,32 @@ async def test_a_new_task_never_takes_a_deleted_tasks_id(client, user):
     assert new["id"] != gone["id"]
     changes = (await feed(client, user, cursor))["changes"]
     assert {(change["id"], change["op"]) for change in changes} == {(gone["id"], "delete"), (new["id"], "upsert")}
+
+
+async def test_a_page_is_exactly_what_its_response_model_sends(client, user):
+    """The feed's page is serialised straight from its rows (no second pass through `response_model`): the bytes
+    must be the ones that pass would have produced, with tasks, a project, a tombstone and every kind of value."""
+    from backend.envelope import ChangePageEnvelope
+
+    as_user = authed(client, user)
+    project = await pin_project(client, user, "octo/bytes")
+    await make_task(
+        client,
+        user,
+        title="full ✓",
+        description='with "quotes"',
+        due_date="2026-03-29T01:30:00.123456+02:00",
+        due_timezone="Europe/Berlin",
+        recurrence="FREQ=WEEKLY",
+        project_id=project["id"],
+        labels=["Zeta ✓", "alpha"],
+    )
+    gone = await make_task(client, user, title="gone")
+    cursor = (await feed(client, user))["cursor"]
+    await as_user.delete(f"/api/{{uid}}/tasks/{gone['id']}")
+    await as_user.patch(f"/api/{{uid}}/projects/{project['id']}", json={"description": "changed"})
+    for params in ({}, {"cursor": cursor}):
+        response = await as_user.get("/api/{uid}/changes", params=params)
+        assert response.status_code == 200, response.text
+        expected = ChangePageEnvelope.model_validate(response.json()).model_dump_json().encode()
+        assert response.content == expected
