@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
+from sqlalchemy import BigInteger, bindparam
 from sqlalchemy import select as rows_of
 from sqlalchemy import update as update_rows
 from sqlalchemy.dialects import postgresql, sqlite
@@ -45,6 +47,32 @@ _RUNG = "changes_rung"
 Ring = Callable[[str], None]
 
 
+# The statements are built once and their values bound as they run (building them was most of a write's cost
+# of recording: specs/performance.md, "Issue 19").
+_BUMP = (
+    update_rows(USERS)
+    .where(USERS.c.id == bindparam("owner_id"))
+    .values(change_seq=USERS.c.change_seq + bindparam("count", type_=BigInteger))
+    .returning(USERS.c.change_seq)
+)
+
+
+@lru_cache(maxsize=len(ChangeType))
+def _versions_of(change_type: ChangeType) -> Any:
+    table = TABLES[change_type]
+    return rows_of(table.c.id, table.c.version).where(table.c.id.in_(bindparam("ids", expanding=True)))
+
+
+@lru_cache(maxsize=2)
+def _upsert(dialect: str) -> Any:
+    """Each item's row of `changes` replaced by its newest change (run with one set of values per item)."""
+    statement = (postgresql if dialect == "postgresql" else sqlite).insert(CHANGES)
+    return statement.on_conflict_do_update(
+        index_elements=[_CHANGES.user_id, _CHANGES.type, _CHANGES.item_id],
+        set_={name: statement.excluded[name] for name in ("seq", "op", "version", "changed_at")},
+    )
+
+
 async def record(
     session: AsyncSession,
     owner_id: str,
@@ -63,17 +91,8 @@ async def record(
         return
     await session.flush()
     connection = await session.connection()
-    table = TABLES[change_type]
-    versions: dict[int, int] = dict(
-        (await connection.execute(rows_of(table.c.id, table.c.version).where(table.c.id.in_(ids)))).all()
-    )
-    bumped = (
-        update_rows(USERS)
-        .where(USERS.c.id == owner_id)
-        .values(change_seq=USERS.c.change_seq + len(ids))
-        .returning(USERS.c.change_seq)
-    )
-    top = (await connection.execute(bumped)).scalar_one()
+    versions: dict[int, int] = dict((await connection.execute(_versions_of(change_type), {"ids": ids})).all())
+    top = (await connection.execute(_BUMP, {"owner_id": owner_id, "count": len(ids)})).scalar_one()
     now = utcnow()
     rows = [
         {
@@ -87,13 +106,7 @@ async def record(
         }
         for i, item_id in enumerate(ids)
     ]
-    insert = (postgresql if connection.dialect.name == "postgresql" else sqlite).insert(CHANGES)
-    statement = insert.values(rows)
-    statement = statement.on_conflict_do_update(
-        index_elements=[_CHANGES.user_id, _CHANGES.type, _CHANGES.item_id],
-        set_={name: statement.excluded[name] for name in ("seq", "op", "version", "changed_at")},
-    )
-    await connection.execute(statement)
+    await connection.execute(_upsert(connection.dialect.name), rows)
     session.info[LAST_SEQ] = top
     _ring_after_commit(session, owner_id)
 
