@@ -347,12 +347,23 @@ async def end_read(session: AsyncSession) -> None:
 async def lock_user_row(session: AsyncSession, user_id: str) -> None:
     """Serialise this user's writers until the transaction ends (e.g. count-then-insert).
 
-    PostgreSQL locks the user row; SQLite already holds the database write lock (BEGIN IMMEDIATE).
+    PostgreSQL locks the user row; SQLite already holds the database write lock (BEGIN IMMEDIATE). A lock the
+    transaction already holds (taken outside any savepoint: a savepoint rolled back releases the locks taken in
+    it) is not asked for again: a batch of 100 commands locks its owner once, not 101 times.
     """
     from backend.models.user import User
 
-    if session.get_bind().dialect.name == "postgresql":
-        await session.exec(select(col(User.id)).where(col(User.id) == user_id).with_for_update())
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    held = session.info.get(_USER_LOCK)
+    if held is not None and held[1] == user_id and held[0] is session.get_transaction():
+        return
+    await session.exec(select(col(User.id)).where(col(User.id) == user_id).with_for_update())
+    if not session.in_nested_transaction():
+        session.info[_USER_LOCK] = (session.get_transaction(), user_id)
+
+
+_USER_LOCK = "user_row_locked"  # in a session's info: (the transaction holding the lock, the user id)
 
 
 async def ping(engine: AsyncEngine) -> None:
