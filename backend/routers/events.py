@@ -113,9 +113,20 @@ async def stream_request(
             examples=["c42"],
         ),
     ] = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=40,
+            pattern=feed.CURSOR.pattern,
+            description="Go on after this change cursor when there is no `Last-Event-ID` (a browser's new "
+            "`EventSource`, opened with a new ticket, cannot send it): the last event's `id`",
+            examples=["c42"],
+        ),
+    ] = None,
 ) -> StreamRequest:
     """Whose stream, from which change: a redeemed ticket's user, else the bearer token's; 403 if not the path's;
-    410 if `Last-Event-ID` is a feed cursor the feed refuses.
+    410 if the cursor it goes on from (`Last-Event-ID` when it is a feed cursor, else `cursor`) is one the feed
+    refuses.
 
     Every parameter is checked before any credential is (a malformed request is 422 and spends no ticket).
     """
@@ -125,7 +136,9 @@ async def stream_request(
     else:
         principal = await get_principal(request, session, settings, credentials)
     owner_id = ensure_owner(request, principal.user, user_id)
-    start = await feed.stream_start(session, owner_id, last_event_id)
+    # An EventSource reconnecting by itself sends its last event id as the header: that wins over the URL's.
+    resume = last_event_id if last_event_id is not None and feed.parse_cursor(last_event_id) else cursor
+    start = await feed.stream_start(session, owner_id, resume)
     return StreamRequest(owner_id, principal.session_id, start.encode())
 
 

@@ -124,6 +124,32 @@ class TestHandOver:
             after_b = await feed(http, user, events[0]["id"])
             assert [c["item"] for c in after_b["changes"]] == [tasks[2], late]
 
+    async def test_a_browser_resumes_with_a_new_ticket_and_the_cursor_parameter(self, app):
+        """EventSource cannot send headers and a ticket works once: a browser opening a new stream after a drop
+        names its last event id as `?cursor=`; `Last-Event-ID`, when sent, wins."""
+        from tests.routers.test_events import ticket_for
+
+        async with serve(app) as http:
+            user = await make_user(http)
+            first = await create(http, user, "first")
+            async with open_stream(http, user) as stream:
+                second = await create(http, user, "second")
+                seen = await stream.event()
+            missed = await create(http, user, "missed while reconnecting")
+            ticket = await ticket_for(http, user)
+            async with open_stream(http, user, params={"ticket": ticket, "cursor": seen["id"]}, headers={}) as stream:
+                assert stream.greeting["id"] == seen["id"]
+                event = await stream.event()
+            assert (event["type"], event["data"]) == ("task.created", missed)
+            assert seen["data"] == second
+            # Both sent: the header is the stream's own last id (an EventSource reconnecting by itself).
+            headers = resuming(user, "c1")
+            async with open_stream(http, user, params={"cursor": seen["id"]}, headers=headers) as stream:
+                replayed = await stream.event()
+            assert replayed["data"]["id"] == second["id"]
+            assert first["id"] != second["id"]
+            assert_error(await http.get(f"/api/{user.id}/events", params={"cursor": "nope"}), 422, "VALIDATION_ERROR")
+
     async def test_a_cursor_the_feed_refuses_is_410_before_streaming(self, app):
         async with serve(app) as http:
             user = await make_user(http)
