@@ -123,7 +123,7 @@ def main() -> None:
     with httpx.Client(base_url=BASE_URL, timeout=15) as api:
         expect(api.get("/health/live"), 200, "liveness")
         email = f"offline-{uuid.uuid4().hex[:12]}@example.com"
-        password = "Sturdy-Lantern-42"  # noqa: S105 - a throwaway account for the demo
+        password = "Sturdy-Lantern-42"  # noqa: S105  # pragma: allowlist secret (a throwaway demo account)
         expect(api.post("/api/auth/register", json={"email": email, "password": password}), 201, "register")
         tokens = expect(api.post("/api/auth/login", json={"email": email, "password": password}), 200, "login")
         user_id = tokens["user_id"]

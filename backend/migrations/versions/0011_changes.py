@@ -41,16 +41,15 @@ def upgrade() -> None:
 def _backfill() -> None:
     """One upsert per task and active pin, each user's numbered 1.. (tasks by id, then projects by id), in a
     few set statements; users.change_seq is the count."""
-    items = """
-        SELECT user_id, 'task' AS type, id AS item_id, version, updated_at AS changed_at, 0 AS kind FROM tasks
-        UNION ALL
-        SELECT user_id, 'project', id, version, last_updated, 1 FROM pinned_projects WHERE is_active
-    """
-    op.execute(f"""
+    op.execute("""
         INSERT INTO changes (user_id, type, item_id, seq, op, version, changed_at)
         SELECT user_id, type, item_id,
                ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY kind, item_id), 'upsert', version, changed_at
-        FROM ({items}) AS items
+        FROM (
+            SELECT user_id, 'task' AS type, id AS item_id, version, updated_at AS changed_at, 0 AS kind FROM tasks
+            UNION ALL
+            SELECT user_id, 'project', id, version, last_updated, 1 FROM pinned_projects WHERE is_active
+        ) AS items
     """)
     op.execute("""
         UPDATE users SET change_seq = (SELECT COUNT(*) FROM changes WHERE changes.user_id = users.id)
