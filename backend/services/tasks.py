@@ -144,16 +144,7 @@ async def list_tasks(
     values = {**_values(owner_id, filters, keys), "limit": limit, "offset": offset}
     rows = (await connection.execute(_list_statement(_shape(filters, keys), sort, folded), values)).all()
     if rows:
-        if folded:
-            items = [dict(zip(_NAMES_AND_LABELS, row, strict=False)) for row in rows]
-            for item in items:
-                item["labels"] = item["labels"] or []
-        else:
-            items = _page(rows)
-            labels = await label_service.names_by_task(session, [item["id"] for item in items])
-            for item in items:
-                item["labels"] = labels.get(item["id"], [])
-        return items, int(rows[0][-1])
+        return await _with_labels(session, rows, folded), int(rows[0][-1])
     if offset == 0:
         return [], 0
     # Past the last page the window count has no row to ride on: count separately.
@@ -164,9 +155,19 @@ async def list_tasks(
 _NAMES_AND_LABELS = [*_NAMES, "labels"]
 
 
-def _page(rows: Any) -> list[dict[str, Any]]:
-    """Each row as a dict of `TaskPublic`'s column fields (its last column, the window count, left out)."""
-    return [dict(zip(_NAMES, row, strict=False)) for row in rows]
+async def _with_labels(session: AsyncSession, rows: Any, folded: bool) -> list[dict[str, Any]]:
+    """Each row (`TaskPublic`'s columns, then with `folded` its label names; anything after them left out) as
+    a dict of `TaskPublic`'s fields: unfolded rows get their labels from one more query."""
+    if folded:
+        items = [dict(zip(_NAMES_AND_LABELS, row, strict=False)) for row in rows]
+        for item in items:
+            item["labels"] = item["labels"] or []
+        return items
+    items = [dict(zip(_NAMES, row, strict=False)) for row in rows]
+    labels = await label_service.names_by_task(session, [item["id"] for item in items])
+    for item in items:
+        item["labels"] = labels.get(item["id"], [])
+    return items
 
 
 def list_query(
@@ -256,14 +257,7 @@ async def read_tree(session: AsyncSession, owner_id: str, task_id: int) -> tuple
     rows = (await connection.execute(query)).all()
     if not rows:
         raise NotFound("Task not found")
-    items = [dict(zip(_NAMES_AND_LABELS, row, strict=False)) for row in rows]
-    if folded:
-        for item in items:
-            item["labels"] = item["labels"] or []
-    else:
-        labels = await label_service.names_by_task(session, [item["id"] for item in items])
-        for item in items:
-            item["labels"] = labels.get(item["id"], [])
+    items = await _with_labels(session, rows, folded)
     versions = [(item["id"], item["version"]) for item in items]
     return task_tree.nest(items[0], items[1:]), versions
 
