@@ -419,6 +419,11 @@ def run_scenarios(report: Report, server: Server, data: seed.Dataset, workdir: P
             f"tasks (labelled the same way) matches {data.search_label_count}. "
             f"Plans (EXPLAIN ANALYZE, BUFFERS; after the runs):\n\n{label_plans(data)}"
         )
+    if wanted("search"):
+        report.sections.append(
+            f"**Search plan** (`q={seed.SEARCH_WORD}` on the search user, as the server runs it; EXPLAIN ANALYZE, "
+            f"BUFFERS, after the runs):\n\n```\n{search_plan(data)}\n```\n"
+        )
 
 
 def run_batch(report: Report, server: Server, data: seed.Dataset, spec: dict[str, Any], workdir: Path) -> None:
@@ -674,6 +679,23 @@ def label_plans(data: seed.Dataset) -> str:
         ),
     }
     return "\n".join(f"`{name}`:\n\n```\n{plan}\n```\n" for name, plan in plans(data.url, statements).items())
+
+
+def search_plan(data: seed.Dataset) -> str:
+    """The search row's statement: the trigram scans of `ix_tasks_user_id_text_trgm`, not a walk of the user's rows."""
+    import psycopg
+    from sqlalchemy.dialects import postgresql
+
+    from backend.models.task import TaskSort
+    from backend.services.tasks import TaskFilters, list_query
+
+    query = TaskFilters(q=seed.SEARCH_WORD)
+    statement = list_query(data.search_user, query, TaskSort.CREATED_AT_DESC, 50, 0, labels=True)
+    # Values bound as the server binds them (`plans` inlines literals, where a pattern's `%` comes out doubled).
+    compiled = statement.compile(dialect=postgresql.psycopg.dialect())  # type: ignore[no-untyped-call]
+    with psycopg.connect(data.url) as conn:
+        rows = conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + str(compiled), compiled.params).fetchall()
+    return "\n".join(row[0] for row in rows)
 
 
 def run_scale(report: Report, env_for: Any, workdir: Path, secret: str) -> None:

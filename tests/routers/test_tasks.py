@@ -424,6 +424,23 @@ class TestSearchTasks:
         assert [t["title"] for t in body["data"]] == ["Buy milk", "Chores"]
         assert body["meta"]["total"] == 2
 
+    async def test_every_search_is_planned_for_its_text(self, app, client, user):
+        """No search statement is a prepared one: PostgreSQL plans an unprepared statement for its values, so the
+        text's trigrams can choose the owner's trigram index (specs/performance.md, "Search"). psycopg prepares a
+        query run 5 times on a connection (its default `prepare_threshold`), and after 5 more runs PostgreSQL may
+        switch it to a generic plan, in which the pattern is a parameter that no index can be planned for
+        (backend/db.py turns preparing off)."""
+        await make_task(client, user, title="Invoice for March")
+        await make_task(client, user, title="Other", description="the INVOICE is paid")
+        for _ in range(12):  # past both thresholds: psycopg's 5 runs, then PostgreSQL's 5 custom plans
+            body = (await client.get(f"/api/{user.id}/tasks/search?q=invoice", headers=user.headers)).json()
+            assert body["meta"]["total"] == 2
+        async with app.state.engine.connect() as conn:  # the connection the requests ran on (a rolled-back test)
+            if conn.dialect.name != "postgresql":
+                return  # SQLite has no server-side plans to keep
+            prepared = (await conn.exec_driver_sql("SELECT statement FROM pg_prepared_statements")).scalars().all()
+        assert [statement for statement in prepared if "ILIKE" in statement] == []
+
 
 class TestLegacyRoutes:
     async def test_same_behaviour_on_the_tokens_user(self, client, user, other_user):
