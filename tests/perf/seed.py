@@ -319,7 +319,7 @@ def seed_main(url: str, secret: str) -> tuple[Dataset, float]:
         )
     # VACUUM, not only ANALYZE: the database as autovacuum keeps it (the test server runs with autovacuum off). A GIN
     # index's statistics are written when it is built (by the migration, on the empty table) and by VACUUM only;
-    # grown more than 4x since, the planner invents them and costs the search's trigram scans (revision 0008) above
+    # left at the empty table's, the planner invents them and costs the search's trigram scans (revision 0008) above
     # a sequential scan of the whole table, which tests both ILIKEs on every row (specs/performance.md, "Search").
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
