@@ -426,10 +426,10 @@ class TestSearchTasks:
 
     async def test_every_search_is_planned_for_its_text(self, app, client, user):
         """No search statement is a prepared one: PostgreSQL plans an unprepared statement for its values, so the
-        text's trigrams can choose the owner's trigram index (specs/performance.md, "Search"). psycopg prepares a
+        plan is chosen for the text's trigrams and the owner (specs/performance.md, "Search"). psycopg prepares a
         query run 5 times on a connection (its default `prepare_threshold`), and after 5 more runs PostgreSQL may
-        switch it to a generic plan, in which the pattern is a parameter that no index can be planned for
-        (backend/db.py turns preparing off)."""
+        switch it to a generic plan, chosen without the values, the same for every text and owner (backend/db.py
+        turns preparing off)."""
         await make_task(client, user, title="Invoice for March")
         await make_task(client, user, title="Other", description="the INVOICE is paid")
         for _ in range(12):  # past both thresholds: psycopg's 5 runs, then PostgreSQL's 5 custom plans
