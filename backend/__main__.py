@@ -8,8 +8,11 @@ a database that cannot be reached (after retrying for DB_STARTUP_RETRY_SECONDS).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+import traceback
+from collections.abc import Callable
 
 from backend.config import ConfigError, Settings, load_settings
 
@@ -122,6 +125,53 @@ def serve_logging(settings: Settings) -> None:
     logging.captureWarnings(True)
 
 
+def prepare_database(settings: Settings, *, migrating: bool) -> int:
+    """Apply pending migrations (else only wait for the database): 0, or the exit code with its one line printed."""
+    from backend.migrations import MigrationRefused  # not the runner: alembic is loaded only to migrate
+
+    migrations_setting = "MIGRATIONS_DATABASE_URL" if settings.MIGRATIONS_DATABASE_URL else "DATABASE_URL"
+    try:
+        if migrating:
+            migrate(settings.migrations_database_url, settings, migrations_setting)
+        else:
+            wait_for_database(settings.database_url, settings)
+    except ConfigError as exc:  # the database refused the URL's options
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except Unreachable as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except MigrationRefused as exc:  # e.g. revision 0006 found two accounts with one canonical email
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def apart(job: Callable[[], int]) -> int:
+    """`job`'s exit code, run in a forked child: `serve`'s migrations. A process keeps every module it imports,
+    so alembic and the migration scripts (~9 MB of RSS) would stay in the server for its lifetime
+    (specs/performance.md). The child writes where the server does, in its LOG_FORMAT (it inherits the logging
+    set up by `serve_logging` and the file descriptors); an unexpected error is its traceback and exit code 1,
+    as in one process. Without `os.fork` (not POSIX), in this process."""
+    if not hasattr(os, "fork"):
+        return job()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the caller's code
+        code = 1
+        try:
+            code = job()
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backend", description="Taskdeck API")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -149,29 +199,18 @@ def main(argv: list[str] | None = None) -> int:
         write_openapi(settings, args.output)
         return 0
 
-    from backend.migrations.runner import MigrationRefused
-
-    if args.command == "serve":  # from here on, every line a served process writes is in LOG_FORMAT
-        serve_logging(settings)
-    migrations_setting = "MIGRATIONS_DATABASE_URL" if settings.MIGRATIONS_DATABASE_URL else "DATABASE_URL"
-    try:
-        if args.command == "migrate":
-            migrate(settings.migrations_database_url, settings, migrations_setting)
+    if args.command == "migrate":
+        code = prepare_database(settings, migrating=True)
+        if code == 0:
             print("migrations applied")
-            return 0
-        if settings.AUTO_MIGRATE:
-            migrate(settings.migrations_database_url, settings, migrations_setting)
-        else:
-            wait_for_database(settings.database_url, settings)
-    except ConfigError as exc:  # the database refused the URL's options
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except Unreachable as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_UNREACHABLE
-    except MigrationRefused as exc:  # e.g. revision 0006 found two accounts with one canonical email
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return code
+    serve_logging(settings)  # from here on, every line a served process writes is in LOG_FORMAT
+    if settings.AUTO_MIGRATE:
+        code = apart(lambda: prepare_database(settings, migrating=True))
+    else:
+        code = prepare_database(settings, migrating=False)
+    if code:
+        return code
 
     import uvicorn
 

@@ -402,3 +402,28 @@ def test_the_app_builds_on_the_embedded_defaults(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "openapi.json").read_text().startswith("{")
+
+
+@pytest.mark.parametrize("auto_migrate", ["true", "false"])
+def test_a_served_process_loads_no_library_it_does_not_use(tmp_path, auto_migrate):
+    """Every module imported stays in the process's memory (specs/performance.md, "RSS"): `serve` migrates in a
+    forked child, so the serving process never loads alembic, and httpx waits for a sync run or Better-Auth."""
+    script = (
+        "import sys, uvicorn\n"
+        "from backend.__main__ import main\n"
+        "from backend.main import create_app\n"
+        "uvicorn.run = lambda app, **options: create_app()\n"
+        "assert main(['serve']) == 0\n"
+        "print('loaded:', [name for name in ('alembic', 'httpx') if name in sys.modules])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=clean_env(tmp_path, AUTO_MIGRATE=auto_migrate),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "loaded: []" in done.stdout.splitlines(), done.stdout[-2000:]
+    assert ("users" in tables(tmp_path / "cli.db")) == (auto_migrate == "true")  # the child's work is done

@@ -24,7 +24,8 @@ import backend.models  # noqa: F401 - every table on the metadata
 from backend.__main__ import main
 from backend.config import Settings, load_settings
 from backend.db import create_engine, metadata
-from backend.migrations.runner import MigrationRefused, downgrade, include_object_for, upgrade
+from backend.migrations import MigrationRefused
+from backend.migrations.runner import downgrade, include_object_for, upgrade
 from backend.models.common import utcnow
 from backend.models.user import User
 from tests.conftest import BACKENDS, PG_ADMIN_URL, _pg_conninfo

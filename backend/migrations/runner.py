@@ -13,10 +13,6 @@ from alembic.config import Config
 HERE = Path(__file__).parent
 
 
-class MigrationRefused(Exception):
-    """A migration found data it will not change on its own; the message says what to do. Nothing was applied."""
-
-
 def include_object_for(dialect: str) -> Callable[..., bool]:
     """Autogenerate leaves out objects the models declare for another dialect only (`ddl_if`),
     such as the PostgreSQL trigram indexes."""

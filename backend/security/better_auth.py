@@ -12,9 +12,8 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import httpx
 import jwt
 from jwt import PyJWK, PyJWTError
 
@@ -22,6 +21,9 @@ from backend.config import ConfigError, Settings
 from backend.errors import InvalidToken, ServiceUnavailable, TokenExpired, Unauthorized
 from backend.models.common import USER_ID_PATTERN
 from backend.models.emails import MAX_EMAIL_LENGTH, canonical_email
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("taskdeck.better_auth")
 
@@ -161,7 +163,9 @@ class BetterAuthVerifier:
         self._refetch_interval = refetch_interval
         self._retry_interval = retry_interval
         self._max_age = max_age
-        self._http = httpx.AsyncClient(
+        import httpx  # only with Better-Auth on: a served process without it never carries it (specs/performance.md)
+
+        self._http: httpx.AsyncClient = httpx.AsyncClient(
             timeout=timeout, follow_redirects=True, max_redirects=3, headers={"Accept": "application/json"}
         )
         self._keys: dict[str, SigningKey] = {}
@@ -243,6 +247,8 @@ class BetterAuthVerifier:
             self._fetched_at = now
 
     async def _fetch(self) -> dict[str, SigningKey]:
+        import httpx  # loaded by then: self._http is one of its clients
+
         assert self._jwks_url is not None
         try:
             async with self._http.stream("GET", self._jwks_url) as response:

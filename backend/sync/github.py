@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from backend.models.common import iso_z
 from backend.sync.stages import StageError, SyncContext
+
+if TYPE_CHECKING:
+    import httpx
 
 API_VERSION = "2022-11-28"
 DEFAULT_RATE_LIMIT_WAIT = 60  # GitHub's advice when it names no time
@@ -25,6 +27,8 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 def make_client(*, api_url: str, token: str | None, timeout: float, app_version: str) -> httpx.AsyncClient:
     """A client for one sync run: GITHUB_API_URL, GITHUB_TOKEN (if any), GITHUB_TIMEOUT_SECONDS."""
+    import httpx  # at the first run: a served process without one never carries it (specs/performance.md, RSS)
+
     headers = {
         "User-Agent": f"taskdeck-api/{app_version}",
         "Accept": "application/vnd.github+json",
@@ -75,6 +79,8 @@ async def get_json(
     ctx: SyncContext, path: str, what: str, *, params: dict[str, Any] | None = None, absent: tuple[int, ...] = ()
 ) -> Any:
     """GET a GitHub resource as JSON; None when it answers one of the `absent` statuses."""
+    import httpx  # loaded by then: ctx.http is one of its clients
+
     try:
         response = await ctx.http.get(path, params=params)
     except httpx.TimeoutException:

@@ -20,9 +20,8 @@ import secrets
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -34,6 +33,9 @@ from backend.models.sync_run import StageStatus
 from backend.services import sync as sync_service
 from backend.services.sync import interrupted_stages
 from backend.sync.stages import ProjectSnapshot, StageError, StageFunction, SyncContext
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("taskdeck.sync")
 

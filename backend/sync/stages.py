@@ -12,9 +12,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 if TYPE_CHECKING:
+    import httpx
+
     from backend.config import Settings
 
 

@@ -13,6 +13,7 @@ Environment knobs:
                          PERF_PROFILE=batch_100 (a scenario's name): during a run of that one
   PERF_OUT=latest        results file name (tests/perf/results/<name>.md and .json)
   PERF_APP_<SETTING>=v   passed to the API as <SETTING>=v (e.g. PERF_APP_DB_POOL_SIZE=20)
+  PERF_PORT=8100         the API's port (the reference app on +1, the scale runs on +2)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import resource
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -55,6 +57,7 @@ SERVER_CORE, CLIENT_CORE = ("0", "1") if shutil.which("taskset") and (os.cpu_cou
 REDIS_URL = os.environ.get("PERF_REDIS_URL", "redis://127.0.0.1:6379/14")
 ONLY = {s for s in os.environ.get("PERF_ONLY", "").split(",") if s}
 SKIP = {s for s in os.environ.get("PERF_SKIP", "").split(",") if s}
+PORT = int(os.environ.get("PERF_PORT", "8100"))
 
 
 def wanted(name: str) -> bool:
@@ -74,6 +77,9 @@ class Server:
         self, name: str, cmd: list[str], env: dict[str, str], port: int, workdir: Path, probe: str = "/health/live"
     ) -> None:
         self.name, self.port = name, port
+        with socket.socket() as probe_socket:  # another run's server there would answer our probes and our load
+            if probe_socket.connect_ex(("127.0.0.1", port)) == 0:
+                raise RuntimeError(f"port {port} is already in use (another benchmark?): set PERF_PORT")
         self.log = workdir / f"{name}.log"
         full_cmd = ["taskset", "-c", SERVER_CORE, *cmd] if SERVER_CORE else cmd
         with self.log.open("wb") as log:
@@ -491,12 +497,17 @@ def run_reference(report: Report, server: Server, data: seed.Dataset, env: dict[
     """Ours and the two references (tests/perf/reference_app.py), one after the other at each concurrency,
     while the others are idle. The target is set against the lean one (Core, one SELECT, no ORM)."""
     reference = Server(
-        "reference", [sys.executable, "-m", "tests.perf.reference_app", "--port", "8101"], env, 8101, workdir, "/docs"
+        "reference",
+        [sys.executable, "-m", "tests.perf.reference_app", "--port", str(PORT + 1)],
+        env,
+        PORT + 1,
+        workdir,
+        "/docs",
     )
     try:
         ours = scenarios(data, server.port)["list"]
-        lean = static("lean_list", 8101, [["GET", f"/lean/users/{data.list_user}/tasks", {}, None]])
-        orm = static("orm_list", 8101, [["GET", f"/users/{data.list_user}/tasks", {}, None]])
+        lean = static("lean_list", PORT + 1, [["GET", f"/lean/users/{data.list_user}/tasks", {}, None]])
+        orm = static("orm_list", PORT + 1, [["GET", f"/users/{data.list_user}/tasks", {}, None]])
         lines = [
             "| connections | ours req/s | lean reference req/s | **ours / lean** | ORM reference req/s | ours / ORM "
             "| p99 ms ours / lean | CPU ms/req ours / lean / ORM |",
@@ -715,10 +726,14 @@ def run_scale(report: Report, env_for: Any, workdir: Path, secret: str) -> None:
             total = last * seed.SCALE_USERS
             if server is None:
                 server = Server(
-                    "scale", [sys.executable, "-m", "backend", "serve", "--port", "8102"], env_for(url), 8102, workdir
+                    "scale",
+                    [sys.executable, "-m", "backend", "serve", "--port", str(PORT + 2)],
+                    env_for(url),
+                    PORT + 2,
+                    workdir,
                 )
             users = [f"perf-scale-{i:04d}" for i in random.Random(total).sample(range(seed.SCALE_USERS), 50)]
-            for scenario, spec in scale_specs(data, 8102, users).items():
+            for scenario, spec in scale_specs(data, PORT + 2, users).items():
                 result = open_loop(server, spec, RATE, workdir)
                 report.add(Row(f"scale {total:,} {scenario}", f"{RATE:.0f} req/s", result, server.rss_mb()))
                 p95.setdefault(scenario, []).append(result["p95"])
@@ -820,7 +835,8 @@ def main() -> None:
             data, took = seed.seed_main(url, secret)
             print(f"seeded in {took:.1f} s", flush=True)
             env = app_env(url, secret, prefix, workdir)
-            server = Server("api", [sys.executable, "-m", "backend", "serve", "--port", "8100"], env, 8100, workdir)
+            server = Server("api", [sys.executable, "-m", "backend", "serve", "--port", str(PORT)], env, PORT, workdir)
+            report.sections.append(f"**Server RSS at start-up:** {server.rss_mb():.0f} MB.")
             run_scenarios(report, server, data, workdir)
             if wanted("storm"):
                 run_storm(report, server, data, workdir)

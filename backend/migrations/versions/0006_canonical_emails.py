@@ -14,7 +14,7 @@ import sqlmodel  # noqa: F401 - autogenerate renders sqlmodel.sql.sqltypes types
 from alembic import op
 
 from backend.logging_setup import mask_email
-from backend.migrations.runner import MigrationRefused
+from backend.migrations import MigrationRefused
 from backend.models.emails import MAX_EMAIL_LENGTH, canonical_email
 
 revision: str = '0006'
