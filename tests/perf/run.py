@@ -158,6 +158,7 @@ def scenarios(data: seed.Dataset, port: int) -> dict[str, dict[str, Any]]:
     rnd = random.Random(7)
     list_token, write_token = data.token(data.list_user), data.token(data.write_user)
     search_token, pins_token = data.token(data.search_user), data.token(data.pins_user)
+    writer_tokens = {writer: data.token(writer) for writer in data.writers}
     n = 256
     list_ids, write_ids = data.task_ids[data.list_user], data.task_ids[data.write_user]
     wpath = f"/api/{data.write_user}/tasks"
@@ -227,6 +228,28 @@ def scenarios(data: seed.Dataset, port: int) -> dict[str, dict[str, Any]]:
                 for i in range(n)
             ],
         ),
+        # The same writes spread over WRITERS users: a user's writes are serialised on its row (the change feed's
+        # order, specs/api/changes.md), so the rows above measure one user's queue, these the service's.
+        **{
+            f"{name}_{len(data.writers)}users": static(
+                f"{name}_{len(data.writers)}users",
+                port,
+                [
+                    [
+                        "PATCH",
+                        f"/api/{writer}/tasks/{rnd.choice(data.task_ids[writer])}{suffix}",
+                        auth(writer_tokens[writer], i),
+                        json.dumps(body(i)),
+                    ]
+                    for i in range(n)
+                    for writer in [data.writers[i % len(data.writers)]]
+                ],
+            )
+            for name, suffix, body in (
+                ("update", "", lambda i: {"title": f"Updated {i}"}),
+                ("complete", "/complete", lambda i: {"completed": i % 4 < 2}),
+            )
+        },
         "search": static(
             "search",
             port,
@@ -376,7 +399,9 @@ BATCH_P99_TARGET_MS = 250.0
 def run_scenarios(report: Report, server: Server, data: seed.Dataset, workdir: Path) -> None:
     specs = scenarios(data, server.port)
     first = len(report.rows)
-    names = ("list", "get", "create", "update", "complete", "search", *LABELS_AND_SUBTASKS, "projects_list", *FEED)
+    spread = tuple(f"{name}_{seed.WRITERS}users" for name in ("update", "complete"))
+    writes = ("create", "update", "complete", *spread)
+    names = ("list", "get", *writes, "search", *LABELS_AND_SUBTASKS, "projects_list", *FEED)
     for name in (*names, "pin_unpin", "refresh"):
         if not wanted(name):
             continue

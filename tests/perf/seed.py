@@ -25,6 +25,7 @@ WORDS = ("alpha", "report", "invoice", "deploy", "review", "budget", "garden", "
 SEARCH_WORD = "invoice"  # in one title in ten, and in some descriptions: about one task in six matches
 PINNERS = 64  # one pin/unpin slot (own user) per load-generator connection, at most 64
 LOGIN_USERS = 16
+WRITERS = 10  # users sharing the `*_10users` write rows
 # Each user's labels (lower case, so `key` = `name`); a task carries 0-3 of them (issue 18).
 LABELS = ("work", "home", "urgent", "errand", "reading", "finance", "health", "travel", "ideas", "waiting")
 LIST_TASKS = 50  # the list user's top-level tasks: the newest, so the default page is exactly these
@@ -216,6 +217,8 @@ class Dataset:
     secret: str
     list_user: str = "perf-list"  # 50 top-level tasks, 40 subtasks, labels (shape_list_user)
     write_user: str = "perf-write"  # 1 000 tasks: create, update, complete
+    # 100 tasks each: the same writes spread over several users (one user's writes queue on its row, by design)
+    writers: list[str] = field(default_factory=lambda: [f"perf-writer-{i:02d}" for i in range(WRITERS)])
     search_user: str = "perf-search"  # 10 000 tasks, labelled as label_tasks does
     pins_user: str = "perf-pins"  # 50 pins
     pinners: list[str] = field(default_factory=lambda: [f"perf-pinner-{i:02d}" for i in range(PINNERS)])
@@ -278,10 +281,12 @@ def seed_main(url: str, secret: str) -> tuple[Dataset, float]:
     hashed = password_hash()
     with psycopg.connect(url) as conn:
         users = [data.list_user, data.write_user, data.search_user, data.pins_user, *data.pinners, *data.login_users]
+        users += data.writers
         insert_users(conn, users, hashed)
         insert_tasks(conn, [data.list_user], 1, LIST_TASKS + len(subtree_parents()))
         data.subtree_root = shape_list_user(conn, data.list_user)[SUBTREE_ROOT]
         insert_tasks(conn, [data.write_user], 1, 1_000)
+        insert_tasks(conn, data.writers, 1, 100)
         insert_tasks(conn, [data.search_user], 1, 10_000)
         insert_labels(conn, [data.search_user])
         label_tasks(conn, [data.search_user])
@@ -299,10 +304,10 @@ def seed_main(url: str, secret: str) -> tuple[Dataset, float]:
             " 'A pinned repository', g, true, now(), now() FROM generate_series(0, 49) g",
             {"u": data.pins_user},
         )
-        for user in (data.list_user, data.write_user):
+        for user in (data.list_user, data.write_user, *data.writers):
             rows = conn.execute("SELECT id FROM tasks WHERE user_id = %s ORDER BY id", (user,)).fetchall()
             data.task_ids[user] = [row[0] for row in rows]
-        number_positions(conn, [data.list_user, data.write_user, data.search_user])
+        number_positions(conn, [data.list_user, data.write_user, data.search_user, *data.writers])
         carried: dict[int, list[str]] = {}
         for task_id, name in conn.execute(
             "SELECT tl.task_id, l.name FROM task_labels tl JOIN labels l ON l.id = tl.label_id"
