@@ -169,12 +169,12 @@ class _Batch:
 
     async def run(self, command: Any) -> dict[str, Any]:
         """One new command in its savepoint: its result, success or failure."""
-        last_seq = self.session.info.get(changes.LAST_SEQ)
+        recorded = changes.mark(self.session)
         try:
             async with self.session.begin_nested():
                 status, item = await self.apply(command)
         except (AppError, ValidationError) as exc:
-            self.session.info[changes.LAST_SEQ] = last_seq  # its changes' seq went back with its savepoint
+            changes.forget(self.session, recorded)  # its changes went back with its savepoint
             error = exc if isinstance(exc, AppError) else validation_failed(exc.errors())
             return {"id": str(command.id), "status": error.status_code, "item": None, "error": error_body(error)}
         return {"id": str(command.id), "status": status, "item": item, "error": None}
@@ -195,6 +195,8 @@ async def apply_batch(
     # The owner's row first, as every write takes it (services/changes.py): the claim's INSERT below share-locks
     # it through its foreign key, and two batches upgrading that share lock for their first command deadlocked.
     await lock_user_row(session, owner_id)
+    # The commands' changes are written together at the end: one seq per item changed, three statements in all.
+    changes.defer(session)
     batch = _Batch(session, owner_id, zone_header)
     ids = [str(command.id) for command in commands]
     first_hashes: dict[str, str] = {}
@@ -215,6 +217,7 @@ async def apply_batch(
             recorded[command_id] = (digest, result)
         batch.outcome.results.append(result)
     await _record(session, owner_id, done)
+    await changes.flush(session)
     return batch.outcome
 
 

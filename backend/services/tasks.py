@@ -215,6 +215,19 @@ async def get_task(session: AsyncSession, owner_id: str, task_id: int, *, for_up
     """The owner's task or NotFound. `for_update` locks the row for a read-modify-write: FOR NO KEY UPDATE on
     PostgreSQL, the lock an UPDATE takes, which lets a new subtask's foreign-key check (KEY SHARE) through."""
     query = select(Task).where(Task.id == task_id, Task.user_id == owner_id)
+    if for_update and session.get_bind().dialect.name == "postgresql":
+        # With its labels in the same round trip (a write answers them: `_labels`), the lock on the task only.
+        locked: Any = (
+            rows_of(Task, label_service.names_of(col(Task.id)))
+            .where(col(Task.id) == task_id, col(Task.user_id) == owner_id)
+            .with_for_update(key_share=True, of=Task)
+        )
+        found = (await session.exec(locked)).first()
+        if found is None:
+            raise NotFound("Task not found")
+        locked_task: Task = found[0]
+        locked_task.set_labels(found[1] or [])
+        return locked_task
     if for_update:
         query = query.with_for_update(key_share=True)
     task = (await session.exec(query)).first()
@@ -263,9 +276,11 @@ async def read_tree(session: AsyncSession, owner_id: str, task_id: int) -> tuple
 
 
 async def _labels(session: AsyncSession, owner_id: str, task: Task, names: list[str] | None) -> Task:
-    """Replace the task's labels with `names`, or (None) load the ones it has."""
+    """Replace the task's labels with `names`, or (None) load the ones it has: on PostgreSQL `lock_task` read them
+    with the task in this command (every caller locked it first), and no write since changed them."""
     if names is None:
-        await label_service.attach(session, [task])
+        if session.get_bind().dialect.name != "postgresql":
+            await label_service.attach(session, [task])
     else:
         await label_service.replace_task_labels(session, owner_id, task, names)
     return task

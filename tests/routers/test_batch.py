@@ -376,3 +376,36 @@ async def test_more_than_100_commands_is_batch_too_large_even_with_a_malformed_o
     commands[5] = {"id": "x", "op": "task.nope"}
     response = await as_user.post("/api/{uid}/batch", json={"commands": commands})
     assert_error(response, 422, "BATCH_TOO_LARGE")
+
+
+async def test_a_batch_records_each_item_once_after_its_last_change(client, user):
+    """A batch's changes are written together at its end (services/changes.defer): an item changed by several
+    commands takes one seq, for its last change, and a failed command takes none; the feed after the batch
+    holds each item once, in the order of their last changes, with the version of its last state."""
+    as_user = authed(client, user)
+    first, second = await make_task(client, user, title="first"), await make_task(client, user, title="second")
+    before = (await as_user.get("/api/{uid}/changes", params={"limit": 500})).json()["data"]["cursor"]
+    answer = await send(
+        as_user,
+        cmd("task.update", target=first["id"], data={"title": "first, once"}),
+        cmd("task.update", target=second["id"], data={"title": "second, once"}),
+        cmd("task.update", target=first["id"], data={"title": "first, twice"}),
+        cmd("task.update", target=second["id"], data={"priority": "nonsense"}),
+        cmd("task.create", temp_id="n", data={"title": "new"}),
+        cmd("task.delete", target="n"),
+    )
+    assert statuses(answer) == [200, 200, 200, 422, 201, 200]
+    assert int(answer["cursor"][1:]) == int(before[1:]) + 3  # three items: first, second, the new one
+    page = (await as_user.get("/api/{uid}/changes", params={"cursor": before})).json()["data"]
+    assert [(c["id"], c["op"]) for c in page["changes"]] == [
+        (second["id"], "upsert"),
+        (first["id"], "upsert"),
+        (answer["temp_ids"]["n"], "delete"),
+    ]
+    second_item, first_item, gone = (c for c in page["changes"])
+    assert first_item["item"]["title"] == "first, twice"
+    assert first_item["version"] == first["version"] + 2 == first_item["item"]["version"]
+    assert second_item["version"] == second["version"] + 1
+    assert gone["item"] is None
+    assert gone["version"] == 2  # created at 1; its tombstone is the version after its last
+    assert page["cursor"] == answer["cursor"]
