@@ -13,6 +13,7 @@ Environment knobs:
                          PERF_PROFILE=batch_100 (a scenario's name): during a run of that one
   PERF_OUT=latest        results file name (tests/perf/results/<name>.md and .json)
   PERF_APP_<SETTING>=v   passed to the API as <SETTING>=v (e.g. PERF_APP_DB_POOL_SIZE=20)
+  PERF_PORT=8100         the API's port (two runs at once need two ports: a run refuses a port in use)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import resource
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -55,6 +57,7 @@ SERVER_CORE, CLIENT_CORE = ("0", "1") if shutil.which("taskset") and (os.cpu_cou
 REDIS_URL = os.environ.get("PERF_REDIS_URL", "redis://127.0.0.1:6379/14")
 ONLY = {s for s in os.environ.get("PERF_ONLY", "").split(",") if s}
 SKIP = {s for s in os.environ.get("PERF_SKIP", "").split(",") if s}
+PORT = int(os.environ.get("PERF_PORT", "8100"))
 
 
 def wanted(name: str) -> bool:
@@ -75,6 +78,9 @@ class Server:
     ) -> None:
         self.name, self.port = name, port
         self.log = workdir / f"{name}.log"
+        # Another run's server on the port would answer the probe and every request (and ours would exit).
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            raise RuntimeError(f"port {port} is in use (another run?): set PERF_PORT")
         full_cmd = ["taskset", "-c", SERVER_CORE, *cmd] if SERVER_CORE else cmd
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(full_cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -798,7 +804,8 @@ def main() -> None:
             data, took = seed.seed_main(url, secret)
             print(f"seeded in {took:.1f} s", flush=True)
             env = app_env(url, secret, prefix, workdir)
-            server = Server("api", [sys.executable, "-m", "backend", "serve", "--port", "8100"], env, 8100, workdir)
+            command = [sys.executable, "-m", "backend", "serve", "--port", str(PORT)]
+            server = Server("api", command, env, PORT, workdir)
             run_scenarios(report, server, data, workdir)
             if wanted("storm"):
                 run_storm(report, server, data, workdir)
