@@ -11,13 +11,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Integer, and_, bindparam, exists, or_
+from sqlalchemy import DateTime, Integer, and_, bindparam, exists, or_, type_coerce
 from sqlalchemy import select as rows_of
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.sqltypes import UTCDateTime
 
 from backend.errors import CursorExpired
 from backend.models.change import ChangeOp, ChangeType
@@ -90,12 +91,8 @@ async def read_changes(
     if expired:
         await changes.purge(session, owner_id, before)
         top, floor = (await connection.execute(_HEAD, values)).one()
-    page = await _read(session, owner_id, cursor, limit, int(top), int(floor))
-    return {
-        "changes": [change for _, change in page.changes],
-        "cursor": page.cursor.encode(),
-        "has_more": page.has_more,
-    }
+    found, _, next_cursor, has_more = await _read(session, owner_id, cursor, limit, int(top), int(floor))
+    return {"changes": found, "cursor": next_cursor.encode(), "has_more": has_more}
 
 
 async def read_page(session: AsyncSession, owner_id: str, cursor: Cursor | None, limit: int) -> Page:
@@ -103,17 +100,25 @@ async def read_page(session: AsyncSession, owner_id: str, cursor: Cursor | None,
     change comes with the cursor the feed would answer if the page ended with it."""
     connection = await session.connection()
     top, floor = (await connection.execute(_HEAD, {"owner_id": owner_id})).one()
-    return await _read(session, owner_id, cursor, limit, int(top), int(floor))
+    found, seqs, next_cursor, has_more = await _read(session, owner_id, cursor, limit, int(top), int(floor))
+    guard = int(top) if cursor is None else cursor.guard
+    return Page(
+        [(Cursor(seq, max(guard, seq)), change) for seq, change in zip(seqs, found, strict=True)],
+        next_cursor,
+        has_more,
+    )
 
 
-async def _read(session: AsyncSession, owner_id: str, cursor: Cursor | None, limit: int, top: int, floor: int) -> Page:
+async def _read(
+    session: AsyncSession, owner_id: str, cursor: Cursor | None, limit: int, top: int, floor: int
+) -> tuple[list[dict[str, Any]], list[int], Cursor, bool]:
     """The page after `cursor`, given the owner's head `top` and `floor`, read in a statement of their own before
     this one: every seq up to `top` was committed before the page's statement began, so the page sees them all
-    (a later one is above `top`)."""
+    (a later one is above `top`). The page's changes, their seqs, the cursor after the page and `has_more`."""
     if cursor is not None and (cursor.guard < floor or cursor.guard > top):
         raise CursorExpired()
     if cursor is not None and cursor.seq == top:  # nothing committed since (guard <= top == seq)
-        return Page([], cursor, False)
+        return [], [], cursor, False
     after, guard = (0, top) if cursor is None else (cursor.seq, cursor.guard)
     # A full sync's first page skips every delete; a cursor's page those at or below its guard.
     deletes_after = _NO_DELETES if cursor is None else guard
@@ -127,12 +132,7 @@ async def _read(session: AsyncSession, owner_id: str, cursor: Cursor | None, lim
     # The whole log read: the cursor moves to what was committed when the read began (deletes skipped above
     # the last row are of items this client never had).
     next_cursor = Cursor(last, max(guard, last)) if has_more else Cursor(max(last, top), max(last, top))
-    found = await _changes(session, rows, folded)
-    return Page(
-        [(Cursor(row[0], max(guard, row[0])), change) for row, change in zip(rows, found, strict=True)],
-        next_cursor,
-        has_more,
-    )
+    return await _changes(session, rows, folded), [row[0] for row in rows], next_cursor, has_more
 
 
 async def stream_start(session: AsyncSession, owner_id: str, text: str | None) -> Cursor:
@@ -163,20 +163,26 @@ async def _changes(session: AsyncSession, rows: Sequence[Any], folded: bool) -> 
             if kind == _TASK:
                 if row[_TASK_AT] is not None:
                     item = dict(zip(_TASK_FIELDS, row[_TASK_AT:task_end], strict=False))
+                    for name in _TASK_TIMES:
+                        if item[name] is not None:
+                            item[name] = _utc(item[name])
                     if folded:
                         item["labels"] = item["labels"] or []
                     else:
                         unlabelled.append(item)
             elif row[task_end] is not None:
                 item = dict(zip(_PROJECT_NAMES, row[task_end:], strict=True))
+                for name in _PROJECT_TIMES:
+                    if item[name] is not None:
+                        item[name] = _utc(item[name])
         found.append(
             {
                 "type": kind,
                 "id": item_id,
-                "op": ChangeOp.DELETE if item is None else ChangeOp.UPSERT,
+                "op": _DELETE_OP if item is None else _UPSERT_OP,
                 "version": version if item is None else item["version"],
                 "item": item,
-                "changed_at": changed_at,
+                "changed_at": _utc(changed_at),
             }
         )
     if unlabelled:
@@ -195,9 +201,26 @@ _HEAD_AND_EXPIRED = rows_of(
 ).where(_USERS.id == bindparam("owner_id"))
 _NO_DELETES = 2**62  # above every seq: a full sync's first page keeps no delete
 _UPSERT, _TASK = ChangeOp.UPSERT.value, ChangeType.TASK.value
+_UPSERT_OP, _DELETE_OP = ChangeOp.UPSERT, ChangeOp.DELETE
 _TASK_NAMES, _TASK_COLUMNS = public_columns()
 _TASK_FIELDS = [*_TASK_NAMES, "labels"]
 _TASK_AT = 6  # a page row: the change's six columns, the task's (its labels folded), the project's
+# The page's timestamps are read as stored (`UTCDateTime`'s impl) and turned to UTC by `_utc` only where not NULL:
+# the type's own conversion ran on every value of every row (a task row's NULL project columns too), about a
+# third of the page's CPU in the profile (specs/performance.md, "Issue 19").
+_AS_STORED = DateTime(timezone=True)
+_TASK_TIMES = [column.name for column in _TASK_COLUMNS if isinstance(column.type, UTCDateTime)]
+_PROJECT_TIMES = [name for name in _PROJECT_NAMES if isinstance(_PROJECTS[name].type, UTCDateTime)]
+
+
+def _utc(value: datetime) -> datetime:
+    """A timestamp as `UTCDateTime` answers it: in UTC (a naive one, SQLite's, is UTC already)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _as_stored(column: Any, name: str) -> Any:
+    column = type_coerce(column, _AS_STORED) if isinstance(column.type, UTCDateTime) else column
+    return column.label(name)
 
 
 @lru_cache(maxsize=2)
@@ -216,11 +239,12 @@ def _page_statement(folded: bool) -> Any:
         projects.user_id == _CHANGES.user_id,
         projects.is_active.is_(True),
     )
-    task_columns = [column.label(f"task_{column.name}") for column in _TASK_COLUMNS]
+    task_columns = [_as_stored(column, f"task_{column.name}") for column in _TASK_COLUMNS]
     if folded:
         task_columns.append(label_service.names_of(tasks.c.id))
-    project_columns = [_PROJECTS[name].label(f"project_{name}") for name in _PROJECT_NAMES]
-    change_columns = [_CHANGES.seq, _CHANGES.type, _CHANGES.item_id, _CHANGES.op, _CHANGES.version, _CHANGES.changed_at]
+    project_columns = [_as_stored(_PROJECTS[name], f"project_{name}") for name in _PROJECT_NAMES]
+    change_columns = [_CHANGES.seq, _CHANGES.type, _CHANGES.item_id, _CHANGES.op, _CHANGES.version]
+    change_columns.append(_as_stored(_CHANGES.changed_at, "changed_at"))
     assert len(change_columns) == _TASK_AT
     return (
         rows_of(*change_columns, *task_columns, *project_columns)
