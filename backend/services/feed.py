@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, Integer, and_, bindparam, exists, or_, type_coerce
 from sqlalchemy import select as rows_of
+from sqlalchemy.types import NullType
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.sqltypes import UTCDateTime
 
@@ -201,7 +202,7 @@ _HEAD_AND_EXPIRED = rows_of(
 ).where(_USERS.id == bindparam("owner_id"))
 _NO_DELETES = 2**62  # above every seq: a full sync's first page keeps no delete
 _UPSERT, _TASK = ChangeOp.UPSERT.value, ChangeType.TASK.value
-_UPSERT_OP, _DELETE_OP = ChangeOp.UPSERT, ChangeOp.DELETE
+_UPSERT_OP, _DELETE_OP = ChangeOp.UPSERT.value, ChangeOp.DELETE.value  # as str: the enum's serialiser was per row
 _TASK_NAMES, _TASK_COLUMNS = public_columns()
 _TASK_FIELDS = [*_TASK_NAMES, "labels"]
 _TASK_AT = 6  # a page row: the change's six columns, the task's (its labels folded), the project's
@@ -241,7 +242,9 @@ def _page_statement(folded: bool) -> Any:
     )
     task_columns = [_as_stored(column, f"task_{column.name}") for column in _TASK_COLUMNS]
     if folded:
-        task_columns.append(label_service.names_of(tasks.c.id))
+        # Read as the driver answers it (a list of str): ARRAY's result processor, run on every row, was the
+        # largest single frame of the page's profile (specs/performance.md, "Issue 19").
+        task_columns.append(type_coerce(label_service.names_of(tasks.c.id), NullType()).label("task_labels"))
     project_columns = [_as_stored(_PROJECTS[name], f"project_{name}") for name in _PROJECT_NAMES]
     change_columns = [_CHANGES.seq, _CHANGES.type, _CHANGES.item_id, _CHANGES.op, _CHANGES.version]
     change_columns.append(_as_stored(_CHANGES.changed_at, "changed_at"))
