@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Index, String, UniqueConstraint
+from sqlalchemy import BigInteger, Index, String, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from backend.models.common import RESPONSE_CONFIG, utcnow
@@ -29,11 +29,23 @@ class ChangeOp(StrEnum):
     DELETE = "delete"
 
 
+_DELETES_SQL = "op = 'delete'"
+
+
 class Change(SQLModel, table=True):
     __tablename__ = "changes"
     __table_args__ = (
         UniqueConstraint("user_id", "type", "item_id", name="uq_changes_user_id_type_item_id"),
         Index("ix_changes_user_id_seq", "user_id", "seq"),
+        # The feed's purge probe on every read (services/changes.purge): a user's tombstones past the retention.
+        # Without it the probe read every row of the user (4 ms on PostgreSQL for 10 000 upserts).
+        Index(
+            "ix_changes_user_id_changed_at_deletes",
+            "user_id",
+            "changed_at",
+            sqlite_where=text(_DELETES_SQL),
+            postgresql_where=text(_DELETES_SQL),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)

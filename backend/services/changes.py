@@ -205,14 +205,18 @@ def _ring_after_commit(session: AsyncSession, owner_id: str) -> None:
     after_commit(session, ring_now)
 
 
+def expired_tombstones(owner_id: Any, before: Any) -> list[Any]:
+    """Conditions on `changes`: the owner's tombstones recorded before `before` (values or bind parameters),
+    the ones `purge` forgets."""
+    return [_CHANGES.user_id == owner_id, _CHANGES.op == ChangeOp.DELETE.value, _CHANGES.changed_at < before]
+
+
 async def purge(session: AsyncSession, owner_id: str, before: datetime) -> None:
     """Forget the owner's tombstones (deletes) recorded before `before`, at most PURGE_BATCH of them, and raise
     the owner's `changes_floor` to the highest purged `seq`: a cursor from before it is expired. Only a
     cheap indexed look when there is nothing to purge; else under the owner's row lock."""
     connection = await session.connection()
-    expired = rows_of(_CHANGES.id, _CHANGES.seq).where(
-        _CHANGES.user_id == owner_id, _CHANGES.op == ChangeOp.DELETE.value, _CHANGES.changed_at < before
-    )
+    expired = rows_of(_CHANGES.id, _CHANGES.seq).where(*expired_tombstones(owner_id, before))
     if (await connection.execute(expired.limit(1))).first() is None:
         return
     await lock_user_row(session, owner_id)

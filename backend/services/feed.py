@@ -9,13 +9,17 @@ guard was purged (`users.changes_floor`). Why no change is ever skipped: specs/a
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import or_
+from sqlalchemy import DateTime, Integer, and_, bindparam, exists, or_, type_coerce
 from sqlalchemy import select as rows_of
+from sqlalchemy.types import NullType
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.sqltypes import UTCDateTime
 
 from backend.errors import CursorExpired
 from backend.models.change import ChangeOp, ChangeType
@@ -79,54 +83,57 @@ async def read_changes(
 ) -> dict[str, Any]:
     """One page of the owner's changes after `cursor` (None: the first page of a full sync, upserts only),
     oldest first, as `ChangePage`'s fields. CursorExpired if changes after `cursor` were purged."""
-    await changes.purge(session, owner_id, utcnow() - timedelta(days=retention_days))
-    page = await read_page(session, owner_id, cursor, limit)
-    return {
-        "changes": [change for _, change in page.changes],
-        "cursor": page.cursor.encode(),
-        "has_more": page.has_more,
-    }
+    connection = await session.connection()
+    before = utcnow() - timedelta(days=retention_days)
+    values = {"owner_id": owner_id, "before": before}
+    # The head and whether any tombstone is due for purging, in one statement; the purge (rare) takes the
+    # owner's row lock and raises the floor, so the head is read again after it.
+    top, floor, expired = (await connection.execute(_HEAD_AND_EXPIRED, values)).one()
+    if expired:
+        await changes.purge(session, owner_id, before)
+        top, floor = (await connection.execute(_HEAD, values)).one()
+    found, _, next_cursor, has_more = await _read(session, owner_id, cursor, limit, int(top), int(floor))
+    return {"changes": found, "cursor": next_cursor.encode(), "has_more": has_more}
 
 
 async def read_page(session: AsyncSession, owner_id: str, cursor: Cursor | None, limit: int) -> Page:
     """The page `read_changes` answers, without purging (the live stream's read: it takes no lock). Each
     change comes with the cursor the feed would answer if the page ended with it."""
     connection = await session.connection()
-    # Read before the page, in a statement of its own: every seq up to `top` was committed before the page's
-    # statement began, so the page sees them all (a later one is above `top`).
-    top, floor = (
-        await connection.execute(rows_of(_USERS.change_seq, _USERS.changes_floor).where(_USERS.id == owner_id))
-    ).one()
-    if cursor is not None and (cursor.guard < floor or cursor.guard > top):
-        raise CursorExpired()
-    if cursor is not None and cursor.seq == top:  # nothing committed since (guard <= top == seq)
-        return Page([], cursor, False)
-    after, guard = (0, top) if cursor is None else (cursor.seq, cursor.guard)
-    keep = _CHANGES.op == ChangeOp.UPSERT.value
-    if cursor is not None:
-        keep = or_(keep, _CHANGES.seq > guard)
-    query = (
-        rows_of(_CHANGES.seq, _CHANGES.type, _CHANGES.item_id, _CHANGES.op, _CHANGES.version, _CHANGES.changed_at)
-        .where(_CHANGES.user_id == owner_id, _CHANGES.seq > after, keep)
-        .order_by(_CHANGES.seq)
-        .limit(limit + 1)
-    )
-    rows = list((await connection.execute(query)).all())
-    has_more = len(rows) > limit
-    rows = rows[:limit]
-    last = rows[-1].seq if rows else after
-    # The whole log read: the cursor moves to what was committed when the read began (deletes skipped above
-    # the last row are of items this client never had).
-    next_cursor = Cursor(last, max(guard, last)) if has_more else Cursor(max(last, top), max(last, top))
-    items = await _items(session, owner_id, rows)
+    top, floor = (await connection.execute(_HEAD, {"owner_id": owner_id})).one()
+    found, seqs, next_cursor, has_more = await _read(session, owner_id, cursor, limit, int(top), int(floor))
+    guard = int(top) if cursor is None else cursor.guard
     return Page(
-        [
-            (Cursor(row.seq, max(guard, row.seq)), _change(row, items.get((ChangeType(row.type), row.item_id))))
-            for row in rows
-        ],
+        [(Cursor(seq, max(guard, seq)), change) for seq, change in zip(seqs, found, strict=True)],
         next_cursor,
         has_more,
     )
+
+
+async def _read(
+    session: AsyncSession, owner_id: str, cursor: Cursor | None, limit: int, top: int, floor: int
+) -> tuple[list[dict[str, Any]], list[int], Cursor, bool]:
+    """The page after `cursor`, given the owner's head `top` and `floor`, read in a statement of their own before
+    this one: every seq up to `top` was committed before the page's statement began, so the page sees them all
+    (a later one is above `top`). The page's changes, their seqs, the cursor after the page and `has_more`."""
+    if cursor is not None and (cursor.guard < floor or cursor.guard > top):
+        raise CursorExpired()
+    if cursor is not None and cursor.seq == top:  # nothing committed since (guard <= top == seq)
+        return [], [], cursor, False
+    after, guard = (0, top) if cursor is None else (cursor.seq, cursor.guard)
+    # A full sync's first page skips every delete; a cursor's page those at or below its guard.
+    deletes_after = _NO_DELETES if cursor is None else guard
+    connection = await session.connection()
+    folded = connection.dialect.name == "postgresql"
+    values = {"owner_id": owner_id, "after": after, "deletes_after": deletes_after, "limit": limit + 1}
+    rows = (await connection.execute(_page_statement(folded), values)).all()
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    last = rows[-1][0] if rows else after
+    # The whole log read: the cursor moves to what was committed when the read began (deletes skipped above
+    # the last row are of items this client never had).
+    next_cursor = Cursor(last, max(guard, last)) if has_more else Cursor(max(last, top), max(last, top))
+    return await _changes(session, rows, folded), [row[0] for row in rows], next_cursor, has_more
 
 
 async def stream_start(session: AsyncSession, owner_id: str, text: str | None) -> Cursor:
@@ -134,9 +141,7 @@ async def stream_start(session: AsyncSession, owner_id: str, text: str | None) -
     would refuse it), else (no id, an earlier draft's `<ms>-<seq>` event id, anything else) at the owner's
     last change: live only."""
     connection = await session.connection()
-    top, floor = (
-        await connection.execute(rows_of(_USERS.change_seq, _USERS.changes_floor).where(_USERS.id == owner_id))
-    ).one()
+    top, floor = (await connection.execute(_HEAD, {"owner_id": owner_id})).one()
     cursor = parse_cursor(text) if text is not None else None
     if cursor is None:
         return Cursor(top, top)
@@ -145,43 +150,111 @@ async def stream_start(session: AsyncSession, owner_id: str, text: str | None) -
     return cursor
 
 
-def _change(row: Any, item: dict[str, Any] | None) -> dict[str, Any]:
-    upsert = row.op == ChangeOp.UPSERT.value and item is not None
-    return {
-        "type": row.type,
-        "id": row.item_id,
-        "op": ChangeOp.UPSERT if upsert else ChangeOp.DELETE,
-        "version": item["version"] if upsert and item is not None else row.version,
-        "item": item if upsert else None,
-        "changed_at": row.changed_at,
-    }
-
-
-async def _items(session: AsyncSession, owner_id: str, rows: list[Any]) -> dict[tuple[ChangeType, int], dict[str, Any]]:
-    """The current rows of the page's upserts, as their single GET answers them: one query per type (and one
-    for the tasks' labels)."""
-    wanted: dict[ChangeType, list[int]] = {ChangeType.TASK: [], ChangeType.PROJECT: []}
+async def _changes(session: AsyncSession, rows: Sequence[Any], folded: bool) -> list[dict[str, Any]]:
+    """Each row of `_page_statement` as its change: an upsert carries its item as the single GET answers it
+    (`folded`: the task's labels came with the row; else one more query for the page's tasks' labels). An upsert
+    whose row has no item (a task not found, a project not pinned) is answered as a delete."""
+    found: list[dict[str, Any]] = []
+    unlabelled: list[dict[str, Any]] = []
+    task_end = _TASK_AT + len(_TASK_NAMES) + (1 if folded else 0)
     for row in rows:
-        if row.op == ChangeOp.UPSERT.value:
-            wanted[ChangeType(row.type)].append(row.item_id)
-    connection = await session.connection()
-    items: dict[tuple[ChangeType, int], dict[str, Any]] = {}
-    if task_ids := wanted[ChangeType.TASK]:
-        names, columns = public_columns()
-        tasks = changes.TABLES[ChangeType.TASK].c
-        query = rows_of(*columns).where(tasks.id.in_(task_ids), tasks.user_id == owner_id)
-        found = (await connection.execute(query)).all()
-        labels = await label_service.names_by_task(session, task_ids)
-        for found_row in found:
-            task = dict(zip(names, found_row, strict=True))
-            task["labels"] = labels.get(task["id"], [])
-            items[(ChangeType.TASK, task["id"])] = task
-    if project_ids := wanted[ChangeType.PROJECT]:
-        columns = [_PROJECTS[name] for name in _PROJECT_NAMES]
-        query = rows_of(*columns).where(
-            _PROJECTS.id.in_(project_ids), _PROJECTS.user_id == owner_id, _PROJECTS.is_active.is_(True)
+        _, kind, item_id, op, version, changed_at = row[:_TASK_AT]
+        item: dict[str, Any] | None = None
+        if op == _UPSERT:
+            if kind == _TASK:
+                if row[_TASK_AT] is not None:
+                    item = dict(zip(_TASK_FIELDS, row[_TASK_AT:task_end], strict=False))
+                    for name in _TASK_TIMES:
+                        if item[name] is not None:
+                            item[name] = _utc(item[name])
+                    if folded:
+                        item["labels"] = item["labels"] or []
+                    else:
+                        unlabelled.append(item)
+            elif row[task_end] is not None:
+                item = dict(zip(_PROJECT_NAMES, row[task_end:], strict=True))
+                for name in _PROJECT_TIMES:
+                    if item[name] is not None:
+                        item[name] = _utc(item[name])
+        found.append(
+            {
+                "type": kind,
+                "id": item_id,
+                "op": _DELETE_OP if item is None else _UPSERT_OP,
+                "version": version if item is None else item["version"],
+                "item": item,
+                "changed_at": _utc(changed_at),
+            }
         )
-        for found_row in (await connection.execute(query)).all():
-            project = dict(zip(_PROJECT_NAMES, found_row, strict=True))
-            items[(ChangeType.PROJECT, project["id"])] = project
-    return items
+    if unlabelled:
+        labels = await label_service.names_by_task(session, [item["id"] for item in unlabelled])
+        for item in unlabelled:
+            item["labels"] = labels.get(item["id"], [])
+    return found
+
+
+# The statements are built once, their values bound as they run (specs/performance.md, "Issue 19").
+_HEAD = rows_of(_USERS.change_seq, _USERS.changes_floor).where(_USERS.id == bindparam("owner_id"))
+_HEAD_AND_EXPIRED = rows_of(
+    _USERS.change_seq,
+    _USERS.changes_floor,
+    exists().where(*changes.expired_tombstones(bindparam("owner_id"), bindparam("before"))).label("expired"),
+).where(_USERS.id == bindparam("owner_id"))
+_NO_DELETES = 2**62  # above every seq: a full sync's first page keeps no delete
+_UPSERT, _TASK = ChangeOp.UPSERT.value, ChangeType.TASK.value
+_UPSERT_OP, _DELETE_OP = ChangeOp.UPSERT.value, ChangeOp.DELETE.value  # as str: the enum's serialiser was per row
+_TASK_NAMES, _TASK_COLUMNS = public_columns()
+_TASK_FIELDS = [*_TASK_NAMES, "labels"]
+_TASK_AT = 6  # a page row: the change's six columns, the task's (its labels folded), the project's
+# The page's timestamps are read as stored (`UTCDateTime`'s impl) and turned to UTC by `_utc` only where not NULL:
+# the type's own conversion ran on every value of every row (a task row's NULL project columns too), about a
+# third of the page's CPU in the profile (specs/performance.md, "Issue 19").
+_AS_STORED = DateTime(timezone=True)
+_TASK_TIMES = [column.name for column in _TASK_COLUMNS if isinstance(column.type, UTCDateTime)]
+_PROJECT_TIMES = [name for name in _PROJECT_NAMES if isinstance(_PROJECTS[name].type, UTCDateTime)]
+
+
+def _utc(value: datetime) -> datetime:
+    """A timestamp as `UTCDateTime` answers it: in UTC (a naive one, SQLite's, is UTC already)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _as_stored(column: Any, name: str) -> Any:
+    column = type_coerce(column, _AS_STORED) if isinstance(column.type, UTCDateTime) else column
+    return column.label(name)
+
+
+@lru_cache(maxsize=2)
+def _page_statement(folded: bool) -> Any:
+    """The owner's changes after `after` in seq order (deletes only above `deletes_after`), at most `limit`, each
+    with the current row of its upsert's item: the task's columns (`folded`: its label names too, as a list
+    folds them on PostgreSQL), then the pinned project's (NULLs when it is not that type, gone or unpinned)."""
+    tasks, projects = changes.TABLES[ChangeType.TASK], _PROJECTS
+    upsert = _CHANGES.op == _UPSERT
+    of_owner = _CHANGES.user_id == bindparam("owner_id")
+    task_of = and_(upsert, _CHANGES.type == _TASK, tasks.c.id == _CHANGES.item_id, tasks.c.user_id == _CHANGES.user_id)
+    project_of = and_(
+        upsert,
+        _CHANGES.type == ChangeType.PROJECT.value,
+        projects.id == _CHANGES.item_id,
+        projects.user_id == _CHANGES.user_id,
+        projects.is_active.is_(True),
+    )
+    task_columns = [_as_stored(column, f"task_{column.name}") for column in _TASK_COLUMNS]
+    if folded:
+        # Read as the driver answers it (a list of str): ARRAY's result processor, run on every row, was the
+        # largest single frame of the page's profile (specs/performance.md, "Issue 19").
+        task_columns.append(type_coerce(label_service.names_of(tasks.c.id), NullType()).label("task_labels"))
+    project_columns = [_as_stored(_PROJECTS[name], f"project_{name}") for name in _PROJECT_NAMES]
+    change_columns = [_CHANGES.seq, _CHANGES.type, _CHANGES.item_id, _CHANGES.op, _CHANGES.version]
+    change_columns.append(_as_stored(_CHANGES.changed_at, "changed_at"))
+    assert len(change_columns) == _TASK_AT
+    return (
+        rows_of(*change_columns, *task_columns, *project_columns)
+        .select_from(
+            changes.CHANGES.outerjoin(tasks, task_of).outerjoin(changes.TABLES[ChangeType.PROJECT], project_of)
+        )
+        .where(of_owner, _CHANGES.seq > bindparam("after"), or_(upsert, _CHANGES.seq > bindparam("deletes_after")))
+        .order_by(_CHANGES.seq)
+        .limit(bindparam("limit", type_=Integer))
+    )

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from backend.models.change import Change
 from backend.models.common import utcnow
@@ -299,3 +299,35 @@ async def test_a_page_is_exactly_what_its_response_model_sends(client, user):
         assert response.status_code == 200, response.text
         expected = ChangePageEnvelope.model_validate(response.json()).model_dump_json().encode()
         assert response.content == expected
+
+
+async def test_a_page_costs_one_statement_more_than_a_list(app, client, user):
+    """Issue 19's profile: a page's items were read in statements of their own (one per type, one for the labels,
+    plus a purge probe): five statements for one change. Now the head (with the purge probe) and the page joined
+    to its items: one statement more than a list (the head, read before the page: specs/api/changes.md), however
+    many items and of whichever types the page holds."""
+    as_user = authed(client, user)
+    await pin_project(client, user)
+    await make_task(client, user, title="one", labels=["work", "home"])
+    await make_task(client, user, title="two")
+    engine = app.state.engine.sync_engine
+
+    async def statements(path: str, params: dict[str, Any]) -> list[str]:
+        seen: list[str] = []
+
+        def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            if not statement.startswith(("BEGIN", "SAVEPOINT", "RELEASE", "ROLLBACK")):
+                seen.append(statement)
+
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            response = await as_user.get(path, params=params)
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+        assert response.status_code == 200, response.text
+        return seen
+
+    listed = await statements("/api/{uid}/tasks", {})
+    page = await statements("/api/{uid}/changes", {})
+    assert len(page) == len(listed) + 1, page
+    assert len([sql for sql in page if "FROM changes" in sql]) == 2, page  # the head (purge probe) and the page
