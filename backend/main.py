@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -56,19 +55,7 @@ fields are refused.
 """
 
 
-def served_app() -> FastAPI:
-    """The app as `python -m backend serve` runs it (uvicorn's factory, in each worker): `create_app`, and once
-    it has started, every object alive then is moved out of the garbage collector's reach (`gc.freeze`).
-
-    Start-up leaves some 160 000 long-lived objects (modules, classes, schemas, routes, the ORM's metadata). A
-    full collection walks every one of them: 60-190 ms on the bench machine, during which the worker answers
-    nothing, which was the p99 of routes whose median is 5 ms (specs/performance.md, "Garbage collector").
-    Frozen, they are never walked again; what requests allocate is collected as before. Not in `create_app`:
-    a test process builds an app per test, and freezing each would keep every earlier test's cycles forever."""
-    return create_app(freeze_after_start=True)
-
-
-def create_app(settings: Settings | None = None, *, freeze_after_start: bool = False) -> FastAPI:
+def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
     engine = create_engine(
@@ -99,9 +86,6 @@ def create_app(settings: Settings | None = None, *, freeze_after_start: bool = F
         await limiter.start()
         await app.state.events.start()
         await sync_runner.start()  # takes over runs of dead instances (their events need the bus)
-        if freeze_after_start:
-            gc.collect()
-            gc.freeze()
         try:
             yield
         finally:

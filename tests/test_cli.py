@@ -184,7 +184,7 @@ class TestServeOptions:
 
     def test_defaults(self, tmp_path, monkeypatch):
         app, options = self.run_serve(tmp_path, monkeypatch, [])
-        assert app == "backend.main:served_app"
+        assert app == "backend.main:create_app"
         assert options["factory"] is True
         assert (options["host"], options["port"], options["workers"]) == ("127.0.0.1", 8000, 1)
         # uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1; the app reads it itself.
@@ -427,33 +427,3 @@ def test_a_served_process_loads_no_library_it_does_not_use(tmp_path, auto_migrat
     assert done.returncode == 0, done.stderr
     assert "loaded: []" in done.stdout.splitlines(), done.stdout[-2000:]
     assert ("users" in tables(tmp_path / "cli.db")) == (auto_migrate == "true")  # the child's work is done
-
-
-def test_a_served_worker_freezes_what_start_up_made_out_of_the_garbage_collector(tmp_path):
-    """`serve`'s app (uvicorn's factory) moves the objects alive after start-up out of the collector's reach: a
-    full collection walked all of them (60-190 ms without an answer; specs/performance.md, "Garbage
-    collector"). An app of `create_app` (every test's) freezes nothing."""
-    script = (
-        "import asyncio, gc, uvicorn\n"
-        "from uvicorn.importer import import_from_string\n"
-        "from backend.__main__ import main\n"
-        "from backend.main import create_app\n"
-        "served = []\n"
-        "uvicorn.run = lambda app, **options: served.append(import_from_string(app))\n"
-        "assert main(['serve']) == 0\n"
-        "async def start(app):\n"
-        "    async with app.router.lifespan_context(app):\n"
-        "        return gc.get_freeze_count()\n"
-        "print('plain:', asyncio.run(start(create_app())))\n"
-        "frozen = asyncio.run(start(served[0]()))\n"
-        "print('served:', frozen, 'of', frozen + len(gc.get_objects()))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, env=clean_env(tmp_path), capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    lines = done.stdout.splitlines()
-    assert "plain: 0" in lines, lines
-    (served,) = [line.split() for line in lines if line.startswith("served:")]
-    frozen, tracked = int(served[1]), int(served[3])
-    assert frozen > 0.9 * tracked, lines  # nearly everything tracked at start-up is out of reach
