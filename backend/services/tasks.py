@@ -147,7 +147,7 @@ async def list_tasks(
         return await _with_labels(session, rows, folded), int(rows[0][-1])
     if offset == 0:
         return [], 0
-    # Past the last page the window count has no row to ride on: count separately.
+    # Past the last page the total has no row to ride on: count separately.
     total = (await connection.execute(_count_statement(_shape(filters, keys)), values)).scalar_one()
     return [], int(total)
 
