@@ -189,13 +189,18 @@ def _list_statement(shape: Shape, sort: TaskSort, labels: bool) -> Any:
     """A page of tasks (`TaskPublic`'s columns; with `labels`, then each task's label names), each row carrying
     the total number of matches last. Values bound at execution: `_values`, limit, offset."""
     page = (bindparam("limit", type_=Integer), bindparam("offset", type_=Integer))
-    searching = shape[-2]
+    searching, labelled = shape[-2], shape[-1]
     if not searching:
         # The total is the count statement as an uncorrelated scalar subquery (its own `tasks`): run once, from
         # the owner's index alone where it covers the filters (index-only). A window count made the page read
         # every matching row in full before keeping 50: 1 000 rows for a user with 1 000 tasks
-        # (specs/performance.md, "Scale run").
-        total = _count_statement(shape).correlate(None).scalar_subquery().label("total")
+        # (specs/performance.md, "Scale run"). With a label filter the page reads every match anyway (the
+        # label's tasks, then a top-N sort), and a separate count would read them twice: a window there.
+        total = (
+            over(func.count()).label("total")
+            if labelled
+            else _count_statement(shape).correlate(None).scalar_subquery().label("total")
+        )
         columns = [*_PUBLIC_COLUMNS, label_service.names_of(_TASKS.id), total] if labels else [*_PUBLIC_COLUMNS, total]
         return rows_of(*columns).where(*_conditions(shape)).order_by(*_order_by(sort)).limit(page[0]).offset(page[1])
     total = over(func.count()).label("total")
