@@ -180,7 +180,7 @@ async def _changes(session: AsyncSession, rows: Sequence[Any], folded: bool) -> 
             {
                 "type": kind,
                 "id": item_id,
-                "op": _DELETE_OP if item is None else _UPSERT_OP,
+                "op": _DELETE if item is None else _UPSERT,
                 "version": version if item is None else item["version"],
                 "item": item,
                 "changed_at": _utc(changed_at),
@@ -202,7 +202,7 @@ _HEAD_AND_EXPIRED = rows_of(
 ).where(_USERS.id == bindparam("owner_id"))
 _NO_DELETES = 2**62  # above every seq: a full sync's first page keeps no delete
 _UPSERT, _TASK = ChangeOp.UPSERT.value, ChangeType.TASK.value
-_UPSERT_OP, _DELETE_OP = ChangeOp.UPSERT.value, ChangeOp.DELETE.value  # as str: the enum's serialiser was per row
+_DELETE = ChangeOp.DELETE.value  # as str, as `_UPSERT`: the enum's serialiser was per row
 _TASK_NAMES, _TASK_COLUMNS = public_columns()
 _TASK_FIELDS = [*_TASK_NAMES, "labels"]
 _TASK_AT = 6  # a page row: the change's six columns, the task's (its labels folded), the project's

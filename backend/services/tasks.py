@@ -225,19 +225,6 @@ async def get_task(session: AsyncSession, owner_id: str, task_id: int, *, for_up
     """The owner's task or NotFound. `for_update` locks the row for a read-modify-write: FOR NO KEY UPDATE on
     PostgreSQL, the lock an UPDATE takes, which lets a new subtask's foreign-key check (KEY SHARE) through."""
     query = select(Task).where(Task.id == task_id, Task.user_id == owner_id)
-    if for_update and session.get_bind().dialect.name == "postgresql":
-        # With its labels in the same round trip (a write answers them: `_labels`), the lock on the task only.
-        locked: Any = (
-            rows_of(Task, label_service.names_of(col(Task.id)))
-            .where(col(Task.id) == task_id, col(Task.user_id) == owner_id)
-            .with_for_update(key_share=True, of=Task)
-        )
-        found = (await session.exec(locked)).first()
-        if found is None:
-            raise NotFound("Task not found")
-        locked_task: Task = found[0]
-        locked_task.set_labels(found[1] or [])
-        return locked_task
     if for_update:
         query = query.with_for_update(key_share=True)
     task = (await session.exec(query)).first()
@@ -246,11 +233,28 @@ async def get_task(session: AsyncSession, owner_id: str, task_id: int, *, for_up
     return task
 
 
+# A task locked for a write with its label names (a write answers them), in one round trip; the lock on the
+# task's row only. Built once, its values bound as it runs.
+_LOCKED_WITH_LABELS: Any = (
+    rows_of(Task, label_service.names_of(col(Task.id)))
+    .where(col(Task.id) == bindparam("task_id"), col(Task.user_id) == bindparam("owner_id"))
+    .with_for_update(key_share=True, of=Task)
+)
+
+
 async def lock_task(session: AsyncSession, owner_id: str, task_id: int) -> Task:
-    """The owner's task locked for a write, the owner's row locked first (the one lock order of every write:
-    services/changes.py); or NotFound."""
+    """The owner's task locked for a write, with its labels loaded; the owner's row locked first (the one lock
+    order of every write: services/changes.py); or NotFound. PostgreSQL reads the labels in the locking
+    statement; SQLite (one writer at a time) in one more query."""
     await lock_user_row(session, owner_id)
-    return await get_task(session, owner_id, task_id, for_update=True)
+    if session.get_bind().dialect.name != "postgresql":
+        return (await label_service.attach(session, [await get_task(session, owner_id, task_id, for_update=True)]))[0]
+    found = (await session.exec(_LOCKED_WITH_LABELS, params={"task_id": task_id, "owner_id": owner_id})).first()
+    if found is None:
+        raise NotFound("Task not found")
+    task: Task = found[0]
+    task.set_labels(found[1] or [])
+    return task
 
 
 async def _recorded(session: AsyncSession, owner_id: str, task: Task) -> Task:
@@ -286,12 +290,9 @@ async def read_tree(session: AsyncSession, owner_id: str, task_id: int) -> tuple
 
 
 async def _labels(session: AsyncSession, owner_id: str, task: Task, names: list[str] | None) -> Task:
-    """Replace the task's labels with `names`, or (None) load the ones it has: on PostgreSQL `lock_task` read them
-    with the task in this command (every caller locked it first), and no write since changed them."""
-    if names is None:
-        if session.get_bind().dialect.name != "postgresql":
-            await label_service.attach(session, [task])
-    else:
+    """Replace the task's labels with `names`; None keeps the ones `lock_task` loaded with it (every caller
+    locked the task first, and no write since changed its labels)."""
+    if names is not None:
         await label_service.replace_task_labels(session, owner_id, task, names)
     return task
 
