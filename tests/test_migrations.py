@@ -188,8 +188,9 @@ async def test_0006_refuses_a_collision_instead_of_merging_accounts(fresh_url):
     assert "carol@" not in record.getMessage().lower()  # masked: no address in the logs
 
 
-OWNER_SEARCH = "ix_tasks_user_id_text_trgm"
-WHOLE_TABLE_TRGM = {"ix_tasks_title_trgm", "ix_tasks_description_trgm"}
+OWNER_SEARCH = "ix_tasks_user_id_text_trgm"  # 0008 to 0013
+WHOLE_TABLE_TRGM = {"ix_tasks_title_trgm", "ix_tasks_description_trgm"}  # 0002, and later without btree_gin
+OWNER_SEARCH_TEXT = "ix_tasks_user_id_search_trgm"  # 0014
 
 
 def _trigram_indexes(connection) -> set[str]:
@@ -198,13 +199,38 @@ def _trigram_indexes(connection) -> set[str]:
 
 
 async def test_0008_replaces_the_whole_table_trigram_indexes_by_the_owners(fresh_url):
-    upgrade(fresh_url)
+    upgrade(fresh_url, "0008")
     postgres = fresh_url.startswith("postgresql")
     assert await _inspect(fresh_url, _trigram_indexes) == ({OWNER_SEARCH} if postgres else set())
     downgrade(fresh_url, "0007")
     assert await _inspect(fresh_url, _trigram_indexes) == (WHOLE_TABLE_TRGM if postgres else set())
-    upgrade(fresh_url)
+    upgrade(fresh_url, "0008")
     assert await _inspect(fresh_url, _trigram_indexes) == ({OWNER_SEARCH} if postgres else set())
+
+
+def _search_text(connection) -> str | None:
+    """How PostgreSQL generates `tasks.search_text` (None: no such column)."""
+    for column in inspect(connection).get_columns("tasks"):
+        if column["name"] == "search_text":
+            return str(column.get("computed", {}).get("sqltext"))
+    return None
+
+
+async def test_0014_searches_a_stored_lowered_text_through_the_owners_index(fresh_url):
+    upgrade(fresh_url)
+    postgres = fresh_url.startswith("postgresql")
+    assert await _inspect(fresh_url, _trigram_indexes) == ({OWNER_SEARCH_TEXT} if postgres else set())
+    generated = await _inspect(fresh_url, _search_text)
+    if postgres:
+        assert "lower(" in generated, generated
+        assert "description" in generated, generated
+    else:
+        assert generated is None  # SQLite searches with its ILIKEs, as before
+    downgrade(fresh_url, "0013_changes_tombstones")
+    assert await _inspect(fresh_url, _search_text) is None
+    assert await _inspect(fresh_url, _trigram_indexes) == ({OWNER_SEARCH} if postgres else set())
+    upgrade(fresh_url)
+    assert await _inspect(fresh_url, _trigram_indexes) == ({OWNER_SEARCH_TEXT} if postgres else set())
 
 
 @pytest.fixture
@@ -240,6 +266,10 @@ async def test_0008_without_btree_gin_keeps_the_whole_table_indexes(restricted_u
     assert "permission denied" in record.getMessage()
     with psycopg.connect(restricted_url) as conn:
         assert conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'btree_gin'").fetchone() == (0,)
+    upgrade(restricted_url)  # 0014 without btree_gin: one whole-table index of the stored text replaces both
+    assert await _inspect(restricted_url, _trigram_indexes) == {"ix_tasks_search_trgm"}
+    downgrade(restricted_url, "0013_changes_tombstones")
+    assert await _inspect(restricted_url, _trigram_indexes) == WHOLE_TABLE_TRGM
     downgrade(restricted_url, "base")
     assert await _inspect(restricted_url, _tables) == {"alembic_version"}
 

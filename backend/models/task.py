@@ -83,16 +83,9 @@ class Task(TaskBase, table=True):
         # A task's children (parent_id=N, the subtree's recursive step), and a sibling group in manual order.
         Index("ix_tasks_parent_id", "parent_id"),
         Index("ix_tasks_user_id_project_id_parent_id_position", "user_id", "project_id", "parent_id", "position"),
-        # Substring search (ILIKE) of one owner's tasks: one trigram GIN index keyed by user_id too (btree_gin),
-        # PostgreSQL only (revision 0008; without btree_gin the migration keeps 0002's whole-table indexes).
-        Index(
-            "ix_tasks_user_id_text_trgm",
-            "user_id",
-            "title",
-            "description",
-            postgresql_using="gin",
-            postgresql_ops={"title": "gin_trgm_ops", "description": "gin_trgm_ops"},
-        ).ddl_if(dialect="postgresql"),
+        # Substring search (`q`) of one owner's tasks on PostgreSQL: a stored, lowered `search_text` column and
+        # its trigram GIN index keyed by user_id (btree_gin), both the database's own, not the model's (revision
+        # 0014, backend/migrations/runner.UNMODELLED; services/tasks._conditions).
         CheckConstraint("status IN ('pending', 'in_progress', 'completed')", name="status"),
         CheckConstraint("priority IN ('low', 'medium', 'high')", name="priority"),
         CheckConstraint("completed = (status = 'completed')", name="completed_matches_status"),

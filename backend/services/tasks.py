@@ -7,7 +7,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, case, func, over
+from sqlalchemy import Integer, String, Text, bindparam, case, func, literal_column, over
 from sqlalchemy import select as rows_of
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col, delete, or_, select
@@ -70,26 +70,35 @@ def _sort_keys(columns: Any) -> dict[str, Any]:
 
 
 def _order_by(sort: TaskSort, columns: Any = _TASKS) -> list[Any]:
+    return _ordered(sort, _sort_keys(columns)[sort.value.lstrip("-")], columns.id)
+
+
+def _ordered(sort: TaskSort, key: Any, task_id: Any) -> list[Any]:
+    """ORDER BY `key` in `sort`'s direction, then the task's id."""
     descending = sort.value.startswith("-")
-    key = _sort_keys(columns)[sort.value.lstrip("-")]
     # Tasks without a due date come last either way; the id breaks ties in the same direction,
     # so pages never overlap or skip rows.
     ordered = key.desc() if descending else key.asc()
     if sort.value.lstrip("-") == "due_date":
         ordered = ordered.nulls_last()
-    return [ordered, columns.id.desc() if descending else columns.id.asc()]
+    return [ordered, task_id.desc() if descending else task_id.asc()]
 
 
 # A list's SQL depends only on which filters are present (its shape), the sort and whether labels are folded in;
 # the values are bound when it runs. So each statement is built once (lru_cache) and SQLAlchemy's compiled cache
 # hits on the same object: building one cost ~0.35 ms of CPU per request (specs/performance.md, "Issue 18").
-Shape = tuple[bool, bool, bool, bool, bool, bool, bool, bool | None, bool, int]
+Shape = tuple[bool, bool, bool, bool, bool, bool, bool, bool | None, int, int]
 _FILTERS = ("status", "priority", "completed", "project_id", "due_before", "due_after", "parent_id")
+
+
+# `q`'s place in a shape: no text, a text, a text with a line break (PostgreSQL's `search_text` separator).
+NO_TEXT, TEXT, TEXT_WITH_BREAK = 0, 1, 2
 
 
 def _shape(filters: TaskFilters, label_keys: list[str]) -> Shape:
     present = tuple(getattr(filters, name) is not None for name in _FILTERS)
-    return (*present, filters.root, bool(filters.q), len(label_keys))  # type: ignore[return-value]
+    text = NO_TEXT if not filters.q else TEXT_WITH_BREAK if "\n" in filters.q else TEXT
+    return (*present, filters.root, text, len(label_keys))  # type: ignore[return-value]
 
 
 def _label_keys(filters: TaskFilters) -> list[str]:
@@ -106,7 +115,12 @@ def _values(owner_id: str, filters: TaskFilters, label_keys: list[str]) -> dict[
     return values
 
 
-def _conditions(shape: Shape) -> list[ColumnElement[bool]]:
+# PostgreSQL's stored `lower(title) || E'\\n' || lower(coalesce(description, ''))` (revision 0014): not a model
+# column, named where a search reads it (the statements' `tasks` is never aliased).
+_SEARCH_TEXT: Any = literal_column("tasks.search_text", Text)
+
+
+def _conditions(shape: Shape, postgresql: bool) -> list[ColumnElement[bool]]:
     status, priority, completed, project_id, due_before, due_after, parent_id, root, q, labels = shape
     conditions: list[ColumnElement[bool]] = [_TASKS.user_id == bindparam("owner_id")]
     if status:
@@ -126,8 +140,17 @@ def _conditions(shape: Shape) -> list[ColumnElement[bool]]:
     if root is not None:
         conditions.append(_TASKS.parent_id.is_(None) if root else _TASKS.parent_id.is_not(None))
     if q:
-        pattern: Any = bindparam("q")
-        conditions.append(or_(_TASKS.title.ilike(pattern, escape="\\"), _TASKS.description.ilike(pattern, escape="\\")))
+        pattern: Any = bindparam("q", type_=String)
+        exact = or_(_TASKS.title.ilike(pattern, escape="\\"), _TASKS.description.ilike(pattern, escape="\\"))
+        if postgresql:
+            # The same test as the ILIKEs (PostgreSQL lowers both sides of an ILIKE with the same collation), on
+            # text lowered once when it was written, through the owner's trigram index. A text with a line break
+            # could span title and description there: the index finds the candidates, the ILIKEs decide.
+            conditions.append(_SEARCH_TEXT.like(func.lower(pattern), escape="\\"))
+            if q == TEXT_WITH_BREAK:
+                conditions.append(exact)
+        else:
+            conditions.append(exact)
     conditions.extend(label_service.carrying(labels))
     return conditions
 
@@ -142,13 +165,14 @@ async def list_tasks(
     folded = connection.dialect.name == "postgresql"
     keys = _label_keys(filters)
     values = {**_values(owner_id, filters, keys), "limit": limit, "offset": offset}
-    rows = (await connection.execute(_list_statement(_shape(filters, keys), sort, folded), values)).all()
+    shape = _shape(filters, keys)
+    rows = (await connection.execute(_list_statement(shape, sort, folded), values)).all()
     if rows:
         return await _with_labels(session, rows, folded), int(rows[0][-1])
     if offset == 0:
         return [], 0
     # Past the last page the total has no row to ride on: count separately.
-    total = (await connection.execute(_count_statement(_shape(filters, keys)), values)).scalar_one()
+    total = (await connection.execute(_count_statement(shape, folded), values)).scalar_one()
     return [], int(total)
 
 
@@ -171,25 +195,26 @@ async def _with_labels(session: AsyncSession, rows: Any, folded: bool) -> list[d
 
 
 def list_query(
-    owner_id: str, filters: TaskFilters, sort: TaskSort, limit: int, offset: int, *, labels: bool = False
+    owner_id: str, filters: TaskFilters, sort: TaskSort, limit: int, offset: int, *, postgresql: bool = True
 ) -> Any:
     """The list statement with its values bound (to read its plan; a request binds them as it runs it)."""
     keys = _label_keys(filters)
     values = {**_values(owner_id, filters, keys), "limit": limit, "offset": offset}
-    return _list_statement(_shape(filters, keys), sort, labels).params(values)
+    return _list_statement(_shape(filters, keys), sort, postgresql).params(values)
 
 
-def count_query(owner_id: str, filters: TaskFilters) -> Any:
+def count_query(owner_id: str, filters: TaskFilters, *, postgresql: bool = True) -> Any:
     keys = _label_keys(filters)
-    return _count_statement(_shape(filters, keys)).params(_values(owner_id, filters, keys))
+    return _count_statement(_shape(filters, keys), postgresql).params(_values(owner_id, filters, keys))
 
 
 @lru_cache(maxsize=512)
-def _list_statement(shape: Shape, sort: TaskSort, labels: bool) -> Any:
-    """A page of tasks (`TaskPublic`'s columns; with `labels`, then each task's label names), each row carrying
+def _list_statement(shape: Shape, sort: TaskSort, postgresql: bool) -> Any:
+    """A page of tasks (`TaskPublic`'s columns; on PostgreSQL, then each task's label names), each row carrying
     the total number of matches last. Values bound at execution: `_values`, limit, offset."""
     page = (bindparam("limit", type_=Integer), bindparam("offset", type_=Integer))
     searching, labelled = shape[-2], shape[-1]
+    conditions = _conditions(shape, postgresql)
     if not searching:
         # The total is the count statement as an uncorrelated scalar subquery (its own `tasks`): run once, from
         # the owner's index alone where it covers the filters (index-only). A window count made the page read
@@ -199,26 +224,45 @@ def _list_statement(shape: Shape, sort: TaskSort, labels: bool) -> Any:
         total = (
             over(func.count()).label("total")
             if labelled
-            else _count_statement(shape).correlate(None).scalar_subquery().label("total")
+            else _count_statement(shape, postgresql).correlate(None).scalar_subquery().label("total")
         )
-        columns = [*_PUBLIC_COLUMNS, label_service.names_of(_TASKS.id), total] if labels else [*_PUBLIC_COLUMNS, total]
-        return rows_of(*columns).where(*_conditions(shape)).order_by(*_order_by(sort)).limit(page[0]).offset(page[1])
-    total = over(func.count()).label("total")
-    # A search reads every match anyway (the window count), so the matches are a subquery planned for all of
-    # them: PostgreSQL then takes the owner's trigram index (revision 0008) and sorts the few matches. In one
-    # query with the LIMIT, the planner (15) costs the window as if it stopped after a page, and walks all the
-    # owner's rows in date order, testing both ILIKEs on each (specs/performance.md, "Search"). The labels are
-    # read for the page only, outside the subquery.
-    found = rows_of(*_PUBLIC_COLUMNS, total).where(*_conditions(shape)).subquery("matches")
-    columns = [*found.c]
-    if labels:
-        columns.insert(-1, label_service.names_of(found.c.id))
-    return rows_of(*columns).order_by(*_order_by(sort, found.c)).limit(page[0]).offset(page[1])
+        columns = (
+            [*_PUBLIC_COLUMNS, label_service.names_of(_TASKS.id), total] if postgresql else [*_PUBLIC_COLUMNS, total]
+        )
+        return rows_of(*columns).where(*conditions).order_by(*_order_by(sort)).limit(page[0]).offset(page[1])
+    if postgresql:
+        return _search_statement(conditions, sort, page)
+    # SQLite: the matches with a window count, ordered and paged outside.
+    found = rows_of(*_PUBLIC_COLUMNS, over(func.count()).label("total")).where(*conditions).subquery("matches")
+    return rows_of(*found.c).order_by(*_order_by(sort, found.c)).limit(page[0]).offset(page[1])
+
+
+def _search_statement(conditions: list[ColumnElement[bool]], sort: TaskSort, page: tuple[Any, Any]) -> Any:
+    """PostgreSQL's search: every match is found once, as (id, sort key) only (a materialized CTE, planned for all
+    of them: the owner's trigram index, revision 0014), counted and sorted there; only the page's tasks are then
+    read in full, with their labels. A window count over the matches in full (and a sort of them) cost 2 ms of the
+    benchmark search's 9 (1 600 matches): specs/performance.md, "Search". Under one LIMIT with the matches, the
+    planner (15) costs the count as if it stopped after a page and walks all the owner's rows in date order."""
+    key = _sort_keys(_TASKS)[sort.value.lstrip("-")].label("sort_key")
+    matches = rows_of(_TASKS.id, key).where(*conditions).cte("matches").prefix_with("MATERIALIZED")
+    chosen = (
+        rows_of(matches.c.id, matches.c.sort_key)
+        .order_by(*_ordered(sort, matches.c.sort_key, matches.c.id))
+        .limit(page[0])
+        .offset(page[1])
+        .subquery("page")
+    )
+    total = rows_of(func.count()).select_from(matches).scalar_subquery().label("total")
+    return (
+        rows_of(*_PUBLIC_COLUMNS, label_service.names_of(_TASKS.id), total)
+        .select_from(chosen.join(TASKS, _TASKS.id == chosen.c.id))
+        .order_by(*_ordered(sort, chosen.c.sort_key, chosen.c.id))
+    )
 
 
 @lru_cache(maxsize=512)
-def _count_statement(shape: Shape) -> Any:
-    return rows_of(func.count()).select_from(TASKS).where(*_conditions(shape))
+def _count_statement(shape: Shape, postgresql: bool) -> Any:
+    return rows_of(func.count()).select_from(TASKS).where(*_conditions(shape, postgresql))
 
 
 async def get_task(session: AsyncSession, owner_id: str, task_id: int, *, for_update: bool = False) -> Task:

@@ -687,10 +687,10 @@ def explain(url: str, user: str) -> dict[str, str]:
 
     sort = TaskSort.CREATED_AT_DESC
     statements = {
-        "list": list_query(user, TaskFilters(), sort, 50, 0, labels=True),
-        "filtered list": list_query(user, TaskFilters(status="pending", priority="high"), sort, 50, 0, labels=True),  # type: ignore[arg-type]
-        "search": list_query(user, TaskFilters(q=seed.SEARCH_WORD), sort, 50, 0, labels=True),
-        "label filter": list_query(user, TaskFilters(labels=(seed.LABELS[0],)), sort, 50, 0, labels=True),
+        "list": list_query(user, TaskFilters(), sort, 50, 0),
+        "filtered list": list_query(user, TaskFilters(status="pending", priority="high"), sort, 50, 0),  # type: ignore[arg-type]
+        "search": list_query(user, TaskFilters(q=seed.SEARCH_WORD), sort, 50, 0),
+        "label filter": list_query(user, TaskFilters(labels=(seed.LABELS[0],)), sort, 50, 0),
         "count": count_query(user, TaskFilters(completed=True)),
     }
     return plans(url, statements)
@@ -703,22 +703,21 @@ def label_plans(data: seed.Dataset) -> str:
 
     user, newest = data.list_user, TaskSort.CREATED_AT_DESC
     statements = {
-        f"label={data.list_label}": list_query(
-            user, TaskFilters(labels=(data.list_label,)), newest, 50, 0, labels=True
-        ),
+        f"label={data.list_label}": list_query(user, TaskFilters(labels=(data.list_label,)), newest, 50, 0),
         "label={}&label={}".format(*data.list_pair): list_query(
-            user, TaskFilters(labels=data.list_pair), newest, 50, 0, labels=True
+            user, TaskFilters(labels=data.list_pair), newest, 50, 0
         ),
-        "sort=position&root=true": list_query(user, TaskFilters(root=True), TaskSort.POSITION, 50, 0, labels=True),
+        "sort=position&root=true": list_query(user, TaskFilters(root=True), TaskSort.POSITION, 50, 0),
         f"label={seed.SEARCH_LABEL} (10 000-task user)": list_query(
-            data.search_user, TaskFilters(labels=(seed.SEARCH_LABEL,)), newest, 50, 0, labels=True
+            data.search_user, TaskFilters(labels=(seed.SEARCH_LABEL,)), newest, 50, 0
         ),
     }
     return "\n".join(f"`{name}`:\n\n```\n{plan}\n```\n" for name, plan in plans(data.url, statements).items())
 
 
 def search_plan(data: seed.Dataset) -> str:
-    """The search row's statement: the trigram scans of `ix_tasks_user_id_text_trgm`, not a walk of the user's rows."""
+    """The search row's statement: the trigram scan of `ix_tasks_user_id_search_trgm` (revision 0014), not a walk of
+    the user's rows."""
     import psycopg
     from sqlalchemy.dialects import postgresql
 
@@ -726,7 +725,7 @@ def search_plan(data: seed.Dataset) -> str:
     from backend.services.tasks import TaskFilters, list_query
 
     query = TaskFilters(q=seed.SEARCH_WORD)
-    statement = list_query(data.search_user, query, TaskSort.CREATED_AT_DESC, 50, 0, labels=True)
+    statement = list_query(data.search_user, query, TaskSort.CREATED_AT_DESC, 50, 0)
     # Values bound as the server binds them (`plans` inlines literals, where a pattern's `%` comes out doubled).
     compiled = statement.compile(dialect=postgresql.psycopg.dialect())  # type: ignore[no-untyped-call]
     with psycopg.connect(data.url) as conn:

@@ -424,6 +424,28 @@ class TestSearchTasks:
         assert [t["title"] for t in body["data"]] == ["Buy milk", "Chores"]
         assert body["meta"]["total"] == 2
 
+    async def test_a_search_matches_within_a_field_never_across_the_two(self, client, user):
+        """PostgreSQL searches one stored text, title and description joined by a line break (revision 0014): a
+        text with a line break must still match inside one field only, never title's end and description's start."""
+        await make_task(client, user, title="Across one", description="line two")
+        await make_task(client, user, title="Inside", description="step one\nline two")
+        for path in (f"/api/{user.id}/tasks/search", f"/api/{user.id}/tasks"):
+            body = (await client.get(path, params={"q": "ONE\nLINE"}, headers=user.headers)).json()
+            assert [t["title"] for t in body["data"]] == ["Inside"], path
+            assert body["meta"]["total"] == 1
+            body = (await client.get(path, params={"q": "one"}, headers=user.headers)).json()
+            assert body["meta"]["total"] == 2
+
+    async def test_a_search_folds_case_beyond_ascii_on_postgresql(self, app, client, user):
+        """As ILIKE does: PostgreSQL lowers both sides with the database's collation (SQLite's lower() folds ASCII
+        only, and so does its search)."""
+        await make_task(client, user, title="École du soir", description="ÜBER alles")
+        async with app.state.engine.connect() as conn:
+            postgresql = conn.dialect.name == "postgresql"
+        for q in ("éCOLE", "über", "SOIR"):
+            body = (await client.get(f"/api/{user.id}/tasks/search", params={"q": q}, headers=user.headers)).json()
+            assert body["meta"]["total"] == (1 if postgresql or q == "SOIR" else 0), q
+
     async def test_every_search_is_planned_for_its_text(self, app, client, user):
         """No search statement is a prepared one: PostgreSQL plans an unprepared statement for its values, so the
         plan is chosen for the text's trigrams and the owner (specs/performance.md, "Search"). psycopg prepares a
@@ -439,7 +461,7 @@ class TestSearchTasks:
             if conn.dialect.name != "postgresql":
                 return  # SQLite has no server-side plans to keep
             prepared = (await conn.exec_driver_sql("SELECT statement FROM pg_prepared_statements")).scalars().all()
-        assert [statement for statement in prepared if "ILIKE" in statement] == []
+        assert [statement for statement in prepared if "search_text" in statement or "ILIKE" in statement] == []
 
 
 class TestLegacyRoutes:
