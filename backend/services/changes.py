@@ -17,7 +17,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import BigInteger, bindparam
+from sqlalchemy import ARRAY, BigInteger, Integer, bindparam, cast, func, true
 from sqlalchemy import select as rows_of
 from sqlalchemy import update as update_rows
 from sqlalchemy.dialects import postgresql, sqlite
@@ -84,7 +84,8 @@ async def record(
     """Record that the owner's items `ids` changed (`op`), in the writing transaction: each gets the next `seq`
     of the owner and its row of `changes` is replaced. Call it once the rows are written (their `version` is
     read here); `gone`: the rows are about to be deleted (the tombstone's version is the last one + 1).
-    Three statements whatever the number of ids; none while the transaction `defer`s (`flush` writes them)."""
+    Three statements whatever the number of ids (one on PostgreSQL); none while the transaction `defer`s (`flush`
+    writes them)."""
     ids = sorted(set(ids))
     if not ids:
         return
@@ -96,9 +97,53 @@ async def record(
         versions = await _versions(connection, change_type, ids) if gone else None
         pending.append(_Pending(owner_id, change_type, ids, op, versions))
         return
+    if connection.dialect.name == "postgresql":
+        values = {"owner_id": owner_id, "ids": ids, "count": len(ids), "type": change_type.value, "op": op.value}
+        await connection.execute(_record_at_once(change_type), {**values, "gone": int(gone), "changed_at": utcnow()})
+        _ring_after_commit(session, owner_id)
+        return
     versions = await _versions(connection, change_type, ids)
     entries = {(change_type, item_id): (op, versions.get(item_id, 0) + (1 if gone else 0)) for item_id in ids}
     await _write(session, owner_id, entries)
+
+
+@lru_cache(maxsize=len(ChangeType))
+def _record_at_once(change_type: ChangeType) -> Any:
+    """PostgreSQL: `record`'s three statements (the items' versions, the owner's seq bumped, their rows of
+    `changes` replaced) as one, a data-modifying CTE: one round trip per write instead of three. The bump locks
+    the owner's row as before, and the items' rows are read in the writing transaction, as before:
+
+        WITH bumped AS (UPDATE users SET change_seq = change_seq + :count WHERE id = :owner_id RETURNING change_seq)
+        INSERT INTO changes (...) SELECT :owner_id, :type, items.item_id, bumped.change_seq - :count + items.ord,
+               :op, coalesce(item.version, 0) + :gone, :changed_at
+        FROM bumped JOIN unnest(:ids) WITH ORDINALITY AS items (item_id, ord) ON true
+             LEFT JOIN <tasks | pinned_projects> AS item ON item.id = items.item_id
+        ON CONFLICT (user_id, type, item_id) DO UPDATE SET seq, op, version, changed_at = the new ones
+    """
+    count = bindparam("count", type_=BigInteger)
+    bumped = _BUMP.cte("bumped")
+    items = (
+        func.unnest(cast(bindparam("ids"), ARRAY(Integer)))
+        .table_valued("item_id", with_ordinality="ord")
+        .render_derived(name="items")
+    )
+    item = TABLES[change_type].alias("item")
+    chosen = rows_of(
+        bindparam("owner_id"),
+        bindparam("type"),
+        items.c.item_id,
+        bumped.c.change_seq - count + items.c.ord,
+        bindparam("op"),
+        func.coalesce(item.c.version, 0) + bindparam("gone", type_=Integer),
+        bindparam("changed_at", type_=CHANGES.c.changed_at.type),
+    ).select_from(bumped.join(items, true()).outerjoin(item, item.c.id == items.c.item_id))
+    statement = postgresql.insert(CHANGES).from_select(
+        ["user_id", "type", "item_id", "seq", "op", "version", "changed_at"], chosen
+    )
+    return statement.on_conflict_do_update(
+        index_elements=[_CHANGES.user_id, _CHANGES.type, _CHANGES.item_id],
+        set_={name: statement.excluded[name] for name in ("seq", "op", "version", "changed_at")},
+    )
 
 
 @dataclass(frozen=True)

@@ -331,3 +331,35 @@ async def test_a_page_costs_one_statement_more_than_a_list(app, client, user):
     page = await statements("/api/{uid}/changes", {})
     assert len(page) == len(listed) + 1, page
     assert len([sql for sql in page if "FROM changes" in sql]) == 2, page  # the head (purge probe) and the page
+
+
+async def test_a_write_records_its_change_in_one_statement_on_postgresql(app, client, user):
+    """Recording a change read the items' versions, bumped the owner's seq and replaced their rows of `changes`:
+    three round trips in every write. On PostgreSQL they are one statement (a data-modifying CTE); SQLite keeps
+    the three. Either way the change carries the new seq and the row's version."""
+    as_user = authed(client, user)
+    task = await make_task(client, user, title="before")
+    _, cursor = await drain(client, user)
+    engine = app.state.engine.sync_engine
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(" ".join(statement.split()))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        response = await as_user.patch(f"/api/{{uid}}/tasks/{task['id']}", json={"title": "after"})
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert response.status_code == 200, response.text
+    starts = ("SELECT tasks.id, tasks.version FROM", "UPDATE users SET change_seq", "INSERT INTO changes")
+    starts += ("WITH bumped",)
+    recording = [sql for sql in seen if sql.startswith(starts)]
+    if engine.dialect.name == "postgresql":
+        assert len(recording) == 1, recording
+        assert recording[0].startswith("WITH bumped AS (UPDATE users SET change_seq"), recording
+    else:
+        assert len(recording) == 3, recording
+    changes, _ = await drain(client, user, cursor)
+    assert [(change["id"], change["op"], change["version"]) for change in changes] == [(task["id"], "upsert", 2)]
+    assert response.json()["data"]["version"] == 2
