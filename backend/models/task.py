@@ -78,6 +78,9 @@ class Task(TaskBase, table=True):
         # Backward scans of this index serve the default `-created_at` order with the owner filter.
         Index("ix_tasks_user_id_created_at", "user_id", "created_at", "id"),
         Index("ix_tasks_user_id_status", "user_id", "status"),
+        # Open (or done) tasks newest first, and how many (revision 0015): the page in index order, the count
+        # from the index alone.
+        Index("ix_tasks_user_id_completed_created_at", "user_id", "completed", "created_at", "id"),
         Index("ix_tasks_user_id_due_date", "user_id", "due_date"),
         Index("ix_tasks_user_id_project_id", "user_id", "project_id"),
         # A task's children (parent_id=N, the subtree's recursive step), and a sibling group in manual order.
