@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     ACCESS_TOKEN_EXPIRE_MINUTES: int = Field(default=15, ge=1, le=30)
     REFRESH_TOKEN_EXPIRE_DAYS: int = Field(default=14, ge=1, le=365)
     JWT_LEEWAY_SECONDS: int = Field(default=10, ge=0, le=120)
+    # How long an instance may answer "this login session is alive" from its memory instead of the database
+    # (backend/live_sessions.py). Changes made through the API (logout, refresh-token reuse, erasure) are seen at
+    # once whatever this is; changes made in the database by hand within this. 0: ask the database every time.
+    SESSION_CACHE_SECONDS: float = Field(default=5.0, ge=0, le=60)
     BCRYPT_ROUNDS: int = Field(default=12, ge=4, le=16)
 
     CORS_ORIGINS: CommaList = ["http://localhost:3000"]

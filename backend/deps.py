@@ -12,6 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from backend.config import Settings
 from backend.db import commit
 from backend.errors import Forbidden, NotAuthenticated, Unauthorized
+from backend.live_sessions import EPOCH_STATE
 from backend.logging_setup import security_event
 from backend.middleware import client_ip
 from backend.models.common import USER_ID_PATTERN
@@ -62,7 +63,12 @@ async def get_principal(
     try:
         if is_own_token(token):
             principal = await resolve_access_token(
-                session, token, secret=settings.jwt_secret, leeway=settings.JWT_LEEWAY_SECONDS
+                session,
+                token,
+                secret=settings.jwt_secret,
+                leeway=settings.JWT_LEEWAY_SECONDS,
+                live=request.app.state.live_sessions,
+                epoch_read=_epoch(request),
             )
         else:
             principal = await resolve_external_token(session, request.app.state.external_verifier, token)
@@ -72,6 +78,13 @@ async def get_principal(
     ensure_active(principal.user, event="forbidden", route=_route(request))
     request.state.user_id = principal.user.id
     return principal
+
+
+def _epoch(request: Request) -> tuple[str, str] | None:
+    """(the user id the bearer token claims, that user's login-session epoch), as the rate-limit middleware read
+    them before anything else (backend/live_sessions.py); None when it read none."""
+    read = request.scope.get("state", {}).get(EPOCH_STATE)
+    return read if isinstance(read, tuple) else None
 
 
 def _route(request: Request) -> str:

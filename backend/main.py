@@ -14,6 +14,7 @@ from backend.db import ConnectionGate, create_engine, is_sqlite, session_factory
 from backend.docs import OPENAPI_TAGS, install_docs
 from backend.errors import EVERY_OPERATION, install_error_handlers
 from backend.events import EventBus, publish
+from backend.live_sessions import LiveSessions
 from backend.logging_setup import configure_logging
 from backend.metrics import Metrics, record_sync_outcome
 from backend.middleware import CORS_EXPOSE, CORS_HEADERS, CORS_METHODS, CORSMiddleware, InnerMiddleware, OuterMiddleware
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     redis = RedisLink(settings)  # one pool and one circuit breaker for every Redis use
     limiter = RateLimiter(settings, redis)
+    live_sessions = LiveSessions(settings, redis)  # read through the limiter's script: backend/live_sessions.py
     verifier = BetterAuthVerifier(settings) if better_auth_enabled(settings) else None
     sessionmaker = session_factory(engine)
     github_client = partial(
@@ -116,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.external_verifier = verifier or no_external_verifier
     app.state.redis = redis
     app.state.limiter = limiter
+    app.state.live_sessions = live_sessions
     app.state.metrics = Metrics(engine)
     redis.breaker.observe = app.state.metrics.observe_redis_call
     app.state.events = EventBus(settings, app.state.metrics, redis)
@@ -155,7 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         successors=legacy.SUCCESSORS,
         since=legacy.DEPRECATED_SINCE,
     )
-    app.add_middleware(RateLimitMiddleware, limiter=limiter)
+    app.add_middleware(RateLimitMiddleware, limiter=limiter, live=live_sessions)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.CORS_ORIGINS,

@@ -32,10 +32,12 @@ from backend.breaker import RedisLink
 from backend.config import Settings
 from backend.deps import PrincipalDep
 from backend.errors import RateLimited, render_error
+from backend.live_sessions import EPOCH_KEY_SECONDS, EPOCH_STATE, LiveSessions, new_epoch
 from backend.logging_setup import mask_email, security_event
 from backend.metrics import record_rate_limited
 from backend.middleware import client_ip, route_of
 from backend.models.emails import canonical_email
+from backend.security.tokens import claimed_subject
 
 log = logging.getLogger("taskdeck.ratelimit")
 
@@ -53,7 +55,17 @@ STATE_KEY = "ratelimit"
 # newest first, at most `limit` long) followed by its moving_window.lua (binary search for the oldest hit still
 # in the window), in one script, so a request costs one Redis call instead of two. Same keys and data as the
 # `limits` package's Redis storage. Returns {allowed (0/1), oldest hit in the window (or now), hits in it}.
+# With a second key, the login-session epoch of the user the bearer token claims (backend/live_sessions.py) is
+# appended: read, or created with ARGV[5] (a fresh random value, expiring after ARGV[6] s) when there is none.
 MOVING_WINDOW_HIT = """
+local epoch = nil
+if KEYS[2] then
+    epoch = redis.call('get', KEYS[2])
+    if not epoch then
+        epoch = ARGV[5]
+        redis.call('set', KEYS[2], epoch, 'EX', tonumber(ARGV[6]))
+    end
+end
 local now = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local expiry = tonumber(ARGV[3])
@@ -83,9 +95,9 @@ while low <= high do
     end
 end
 if found then
-    return {allowed, tostring(redis.call('lindex', KEYS[1], found)), found + 1}
+    return {allowed, tostring(redis.call('lindex', KEYS[1], found)), found + 1, epoch}
 end
-return {allowed, tostring(now), 0}
+return {allowed, tostring(now), 0, epoch}
 """
 
 
@@ -98,6 +110,7 @@ class Decision:
     limit: int
     remaining: int
     reset_after: int  # whole seconds until the oldest hit in the window leaves it
+    epoch: str | None = None  # the login-session epoch read with the hit (`hit(..., epoch_key=...)`), if any
 
     @property
     def retry_after(self) -> int:
@@ -146,25 +159,33 @@ class RateLimiter:
         return allowed, await self.strategy.get_window_stats(item, policy, key)
 
     async def _count_on_redis(
-        self, redis: RedisLink, item: RateLimitItem, policy: Policy, key: str, cost: int
-    ) -> tuple[bool, WindowStats]:
-        """On Redis: the hit and the window's stats in one script call, within one deadline, through the breaker."""
+        self, redis: RedisLink, item: RateLimitItem, policy: Policy, key: str, cost: int, epoch_key: str | None
+    ) -> tuple[bool, WindowStats, str | None]:
+        """On Redis: the hit and the window's stats in one script call, within one deadline, through the breaker;
+        and the epoch at `epoch_key` (created if missing), read in the same call."""
         expiry = item.get_expiry()
         keys = [f"{self.key_prefix}:{item.key_for(policy, key)}"]
-        args = [time.time(), item.amount, expiry, cost]
-        allowed, oldest, count = await redis.call(lambda: self.script(keys=keys, args=args))
-        return bool(allowed), WindowStats(float(oldest) + expiry, item.amount - int(count))
+        args: list[Any] = [time.time(), item.amount, expiry, cost]
+        if epoch_key is not None:
+            keys.append(epoch_key)
+            args += [new_epoch(), EPOCH_KEY_SECONDS]
+        allowed, oldest, count, *epoch = await redis.call(lambda: self.script(keys=keys, args=args))
+        read = (epoch[0].decode() if isinstance(epoch[0], bytes) else str(epoch[0])) if epoch else None
+        return bool(allowed), WindowStats(float(oldest) + expiry, item.amount - int(count)), read
 
-    async def hit(self, policy: Policy, key: str, cost: int = 1) -> Decision | None:
-        """Count `cost` requests at once: all of them when the window has room for all, else none (refused)."""
+    async def hit(self, policy: Policy, key: str, cost: int = 1, *, epoch_key: str | None = None) -> Decision | None:
+        """Count `cost` requests at once: all of them when the window has room for all, else none (refused).
+
+        On Redis, `epoch_key` is read (or created) in the same call: the decision's `epoch`."""
         if not self.enabled:
             return None
         item = self.items[policy]
+        epoch = None
         try:
             if self.redis is None:
                 allowed, stats = await self._count(item, policy, key, cost)
             else:
-                allowed, stats = await self._count_on_redis(self.redis, item, policy, key, cost)
+                allowed, stats, epoch = await self._count_on_redis(self.redis, item, policy, key, cost, epoch_key)
         except (RedisError, OSError) as exc:
             self._store_failed(exc)
             return None
@@ -172,7 +193,7 @@ class RateLimiter:
             self._failing = False
             log.warning("rate-limit store is back; limits enforced again", extra={"event": "ratelimit_store_up"})
         reset_after = max(0, math.ceil(stats.reset_time - time.time()))
-        return Decision(policy, allowed, item.amount, max(0, stats.remaining), reset_after)
+        return Decision(policy, allowed, item.amount, max(0, stats.remaining), reset_after, epoch)
 
     def _store_failed(self, exc: BaseException) -> None:
         now = time.monotonic()
@@ -293,12 +314,31 @@ def is_exempt(path: str) -> bool:
     return path in EXEMPT_PATHS or path.startswith(EXEMPT_PREFIXES)
 
 
-class RateLimitMiddleware:
-    """The default per-IP policy on every request but health and docs, and `RateLimit-*` on limited responses."""
+def _bearer_token(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() != "bearer":
+                return None
+            return token.strip() or None
+    return None
 
-    def __init__(self, app: ASGIApp, *, limiter: RateLimiter) -> None:
+
+class RateLimitMiddleware:
+    """The default per-IP policy on every request but health and docs, and `RateLimit-*` on limited responses.
+
+    With `live` reading epochs, the same script call reads the login-session epoch of the user an own bearer token
+    claims, for `deps.get_principal` (scope state `EPOCH_STATE`: (claimed user id, epoch)); backend/live_sessions.py.
+    """
+
+    def __init__(self, app: ASGIApp, *, limiter: RateLimiter, live: LiveSessions | None = None) -> None:
         self.app = app
         self.limiter = limiter
+        self.live = live if live is not None and live.reads_epochs and limiter.uses_redis else None
+
+    def _claimed_subject(self, scope: Scope) -> str | None:
+        token = _bearer_token(scope) if self.live is not None else None
+        return claimed_subject(token) if token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.limiter.enabled:
@@ -306,9 +346,13 @@ class RateLimitMiddleware:
             return
         if not is_exempt(scope["path"]):
             key = ip_key(client_ip(scope))
-            decision = await self.limiter.hit("default", key)
+            subject = self._claimed_subject(scope)
+            epoch_key = self.live.epoch_key(subject) if self.live is not None and subject is not None else None
+            decision = await self.limiter.hit("default", key, epoch_key=epoch_key)
             if decision is not None:
                 _record(scope, decision)
+                if decision.epoch is not None:
+                    scope.setdefault("state", {})[EPOCH_STATE] = (subject, decision.epoch)
                 if not decision.allowed:
                     # Refused before routing: the route it was aimed at all the same, for the logs and metrics.
                     if (route := route_of(scope)) is not None:

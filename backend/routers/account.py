@@ -14,7 +14,7 @@ from sqlmodel import Field, SQLModel
 from backend.deps import CurrentUser, OwnerDep, SessionDep
 from backend.envelope import MessageEnvelope, ok
 from backend.errors import responses
-from backend.events import end_sessions
+from backend.live_sessions import sessions_ended
 from backend.ratelimit import by_user, rate_limit
 from backend.routers.common import json_attachment
 from backend.security.tokens import issued_at
@@ -79,5 +79,5 @@ async def erase_account(
     await account_service.confirm_erasure(
         session, user, password=payload.password if payload else None, token_issued_at=_token_issued_at(request)
     )
-    await account_service.erase_account(session, owner_id, partial(end_sessions, request.app.state))
+    await account_service.erase_account(session, owner_id, partial(sessions_ended, request.app.state))
     return ok(None, "Account erased")

@@ -13,7 +13,7 @@ from backend.config import Settings
 from backend.deps import PrincipalDep, SessionDep, SettingsDep
 from backend.envelope import MeEnvelope, MessageEnvelope, TokenPairEnvelope, UserEnvelope, ok
 from backend.errors import responses
-from backend.events import end_sessions
+from backend.live_sessions import sessions_ended
 from backend.middleware import client_ip
 from backend.models.common import NO_NUL
 from backend.models.session import RefreshRequest, TokenPair
@@ -125,7 +125,7 @@ async def refresh(
 ) -> dict[str, Any]:
     """The old refresh token stops working. Presenting it again revokes the whole session (and closes the
     event streams it opened)."""
-    ended = partial(end_sessions, request.app.state)
+    ended = partial(sessions_ended, request.app.state)
     pair = await auth_service.rotate_refresh_token(session, payload.refresh_token, token_settings(settings), ended)
     return ok(pair, "Token refreshed")
 
@@ -140,7 +140,7 @@ async def refresh(
 async def logout(principal: PrincipalDep, request: Request, session: SessionDep) -> dict[str, Any]:
     """The session's refresh token and the presented access token stop working at once; the event streams
     and stream tickets of the session too (streams close within 5 s, on every instance)."""
-    ended = partial(end_sessions, request.app.state)
+    ended = partial(sessions_ended, request.app.state)
     await auth_service.logout(session, principal.user.id, principal.session_id, ended)
     return ok(None, "Logged out")
 

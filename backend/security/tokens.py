@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import time
 import uuid
@@ -13,6 +14,7 @@ from typing import Any
 import jwt
 
 from backend.errors import InvalidToken, TokenExpired
+from backend.models.common import USER_ID_PATTERN
 
 ISSUER = "taskdeck"
 ALGORITHM = "HS256"
@@ -48,6 +50,24 @@ def is_own_token(token: str) -> bool:
     except jwt.PyJWTError:
         return False
     return unverified.get("iss") == ISSUER
+
+
+_USER_ID = re.compile(USER_ID_PATTERN)
+
+
+@lru_cache(maxsize=TOKEN_CACHE_SIZE)
+def claimed_subject(token: str) -> str | None:
+    """The `sub` one of our access tokens claims, NOT verified: it may only choose which user's data to read
+    ahead (the login-session epoch, backend/live_sessions.py); the token is verified later, as always. None
+    for anything else (another issuer, garbage, a `sub` that is no user id)."""
+    try:
+        unverified = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    subject = unverified.get("sub")
+    if unverified.get("iss") != ISSUER or not isinstance(subject, str) or not _USER_ID.fullmatch(subject):
+        return None
+    return subject
 
 
 @lru_cache(maxsize=TOKEN_CACHE_SIZE)

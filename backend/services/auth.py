@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import bindparam, update
 from sqlalchemy import select as rows_of
@@ -28,9 +28,11 @@ from backend.services.users import ensure_active, get_user, get_user_by_email, u
 
 if TYPE_CHECKING:
     from backend.events import EventLog
+    from backend.live_sessions import LiveSessions
 
 # Told, once it is committed, that a user's login session ended (None: every session of the user), so that
-# the streams it opened close (`backend.events.end_sessions`, bound to the app by the router).
+# no instance answers for it from memory and the streams it opened close (`backend.live_sessions.sessions_ended`,
+# bound to the app by the router).
 SessionsEnded = Callable[[str, str | None], Awaitable[None]]
 SESSION_ENDED = "This session has ended; sign in again"
 
@@ -95,19 +97,38 @@ async def resolve_external_token(session: AsyncSession, verifier: ExternalVerifi
     return Principal(user=user, session_id=None)
 
 
-async def resolve_access_token(session: AsyncSession, token: str, *, secret: str, leeway: int) -> Principal:
+async def resolve_access_token(
+    session: AsyncSession,
+    token: str,
+    *,
+    secret: str,
+    leeway: int,
+    live: LiveSessions | None = None,
+    epoch_read: tuple[str, str] | None = None,
+) -> Principal:
     """The user and login session behind one of our access tokens, if that login is still alive.
 
+    `epoch_read`: (a user id, that user's login-session epoch), read before anything here (backend/live_sessions.py).
+    When it is the token's verified `sub`, a login that `live` remembers under that epoch is answered from memory;
+    else the database answers, and an alive login is remembered under the epoch. Only after the token's signature
+    and expiry were checked, keyed by its verified `sub` and `sid`.
     Whether the account is active is the caller's check (`ensure_active`), as for Better-Auth tokens.
     """
     claims = decode_access_token(token, secret=secret, leeway=leeway)
-    login = await _login(session, claims["sub"], claims["sid"])
+    user_id, session_id = claims["sub"], claims["sid"]
+    epoch = epoch_read[1] if epoch_read is not None and epoch_read[0] == user_id else None
+    if live is not None and epoch is not None:
+        row = live.get(user_id, session_id, epoch)
+        if row is not None:
+            return Principal(user=_user(row), session_id=session_id)
+    login = await _login(session, user_id, session_id)
     if login is None:
         raise InvalidToken()
-    user, alive = login
-    if not alive:
+    if not login.alive:
         raise InvalidToken(SESSION_ENDED)
-    return Principal(user=user, session_id=claims["sid"])
+    if live is not None and epoch is not None:
+        live.put(user_id, session_id, epoch, login.columns, login.expires_at)
+    return Principal(user=login.user, session_id=session_id)
 
 
 # The caller's row, read as columns (Core): building an ORM entity per request cost more than the query.
@@ -121,7 +142,19 @@ _LOGIN_QUERY = (
 )
 
 
-async def _login(session: AsyncSession, user_id: str, session_id: str) -> tuple[User, bool] | None:
+def _user(columns: tuple[Any, ...]) -> User:
+    """A detached `User` of the row's values (no validation): a new one each time, so no request sees another's."""
+    return User.model_construct(**dict(zip(_USER_NAMES, columns, strict=True)))
+
+
+class _Login(NamedTuple):
+    user: User
+    alive: bool  # not revoked, not expired
+    columns: tuple[Any, ...]  # the user's row, as `_user` takes it
+    expires_at: datetime  # the session's
+
+
+async def _login(session: AsyncSession, user_id: str, session_id: str) -> _Login | None:
     """The user of login session `session_id` and whether that login is still alive (None: no such login).
 
     One indexed query answers both "who" and "is this login still alive" (logout is immediate). The user is a
@@ -131,9 +164,9 @@ async def _login(session: AsyncSession, user_id: str, session_id: str) -> tuple[
     row = (await connection.execute(_LOGIN_QUERY, {"session_id": session_id, "user_id": user_id})).first()
     if row is None:
         return None
-    *columns, revoked_at, expires_at = row
-    user = User.model_construct(**dict(zip(_USER_NAMES, columns, strict=True)))  # the row's values: no validation
-    return user, revoked_at is None and _aware(expires_at) > utcnow()
+    *values, revoked_at, expires_at = row
+    columns, expires_at = tuple(values), _aware(expires_at)
+    return _Login(_user(columns), revoked_at is None and expires_at > utcnow(), columns, expires_at)
 
 
 async def resolve_stream_ticket(session: AsyncSession, log: EventLog, ticket: str) -> Principal:
@@ -149,9 +182,9 @@ async def resolve_stream_ticket(session: AsyncSession, log: EventLog, ticket: st
             raise InvalidToken("The stream ticket is invalid, used or expired")
     else:
         login = await _login(session, owner.user_id, owner.session_id)
-        if login is None or not login[1]:
+        if login is None or not login.alive:
             raise InvalidToken(SESSION_ENDED)
-        user = login[0]
+        user = login.user
     ensure_active(user)
     return Principal(user=user, session_id=owner.session_id)
 
@@ -163,7 +196,7 @@ async def stream_allowed(session: AsyncSession, user_id: str, session_id: str | 
         user = await get_user(session, user_id)
         return user is not None and user.is_active
     login = await _login(session, user_id, session_id)
-    return login is not None and login[1] and login[0].is_active
+    return login is not None and login.alive and login.user.is_active
 
 
 async def start_session(session: AsyncSession, user: User, cfg: TokenSettings, client: ClientInfo) -> TokenPair:

@@ -20,8 +20,9 @@ from backend.main import create_app
 from backend.models.common import utcnow
 from backend.models.session import AuthSession
 from backend.models.user import User
-from tests.conftest import PASSWORD, REDIS_URL, UserCtx, assert_error, make_settings, make_user
+from tests.conftest import PASSWORD, UserCtx, assert_error, make_settings, make_user
 from tests.routers.test_events import Stream, open_stream, serve, ticket_for
+from tests.support import limited
 
 pytestmark = pytest.mark.committing  # live servers, two apps on one database
 
@@ -74,7 +75,9 @@ async def two_instances(app, database_url, data_dir, settings_overrides) -> Asyn
 
 
 def redis(prefix: str, **overrides) -> dict:
-    return {"REDIS_URL": REDIS_URL, "REDIS_KEY_PREFIX": prefix, **overrides}
+    """Redis shared by both instances, and rate limiting on it (loose), so that the per-IP script reads the login-
+    session epoch and bearer tokens are answered from memory on a warm instance (backend/live_sessions.py)."""
+    return limited(prefix, **overrides)
 
 
 class TestNoticeAcrossInstances:
@@ -92,8 +95,12 @@ class TestNoticeAcrossInstances:
                 open_stream(two, other_login) as survivor,
             ):
                 spare_ticket = await ticket_for(one, user)  # taken before logout, never used
+                for _ in range(2):  # the second is answered from the second instance's memory
+                    assert (await two.get("/api/auth/me", headers=user.headers)).status_code == 200
                 logout = await one.post("/api/auth/logout", headers=user.headers)
                 assert logout.status_code == 200, logout.text
+                # The bearer token is refused on the other instance from the very next request.
+                assert_error(await two.get("/api/auth/me", headers=user.headers), 401, "INVALID_TOKEN")
                 await write(one, other_login, "after logout")  # the user's write, by their other session
                 for stream in (by_bearer, by_ticket):
                     delivered = await ends(stream)
