@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from sqlalchemy.dialects import postgresql
 
-from backend.migrations.runner import upgrade
 from backend.services.feed import page_query
+from tests.support import plan_nodes, plans_database
 
 OWNER = "feed_owner"  # 10 000 tasks, one change each
 OTHER = "feed_other"  # 2 000 tasks
@@ -19,14 +19,7 @@ OTHER = "feed_other"  # 2 000 tasks
 
 @pytest.fixture(scope="module")
 def seeded(pg_database):
-    """A separate, migrated database (the shared one is emptied after every test)."""
-    name = pg_database.rsplit("/", 1)[1] + "_feed_plans"
-    admin_url = pg_database.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = pg_database.rsplit("/", 1)[0] + "/" + name
-    try:
-        upgrade(url)
+    with plans_database(pg_database, "_feed_plans") as url:
         with psycopg.connect(url, autocommit=True) as conn:
             for user, count in ((OWNER, 10_000), (OTHER, 2_000)):
                 conn.execute(
@@ -48,13 +41,6 @@ def seeded(pg_database):
                 )
             conn.execute("ANALYZE")
         yield url
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def nodes(plan: dict) -> list[dict]:
-    return [plan, *(node for child in plan.get("Plans", []) for node in nodes(child))]
 
 
 @pytest.mark.parametrize("limit", [1, 200, 500])
@@ -66,7 +52,7 @@ def test_a_page_reads_its_own_tasks_not_every_task_of_the_owner(seeded, limit):
     with psycopg.connect(seeded) as conn:
         (document,) = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + str(compiled), compiled.params).fetchone()
     plan = document[0]["Plan"]
-    read = [node for node in nodes(plan) if node.get("Relation Name") == "tasks"]
+    read = [node for node in plan_nodes(plan) if node.get("Relation Name") == "tasks"]
     assert read, plan
     assert sum(node["Actual Rows"] * node["Actual Loops"] for node in read) <= limit, plan
     assert all(node.get("Index Name") == "pk_tasks" for node in read), plan
