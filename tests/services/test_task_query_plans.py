@@ -123,8 +123,8 @@ def test_a_search_sorts_and_counts_narrow_rows(seeded):
     with psycopg.connect(seeded) as conn:
         (document,) = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + str(compiled), compiled.params).fetchone()
     plan = document[0]["Plan"]
-    assert not [node for node in nodes(plan) if node["Node Type"] == "WindowAgg"], plan
-    full = [node for node in nodes(plan) if node.get("Index Name") == "pk_tasks"]  # a page's task read in full
+    assert not [node for node in plan_nodes(plan) if node["Node Type"] == "WindowAgg"], plan
+    full = [node for node in plan_nodes(plan) if node.get("Index Name") == "pk_tasks"]  # a page's task read in full
     assert full, plan
     assert all(node["Actual Rows"] * node["Actual Loops"] <= 50 for node in full), full
 
