@@ -367,3 +367,27 @@ def running_cluster() -> Iterator[Cluster]:
         with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
             server.stop()
         shutil.rmtree(server.root, ignore_errors=True)
+
+
+@contextmanager
+def plans_database(pg_database: str, suffix: str) -> Iterator[str]:
+    """A separate, migrated PostgreSQL database for a module's query plans (the shared one is emptied after every
+    test), dropped at the end: its URL."""
+    from backend.migrations.runner import upgrade
+
+    name = pg_database.rsplit("/", 1)[1] + suffix
+    admin_url = pg_database.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = pg_database.rsplit("/", 1)[0] + "/" + name
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """A plan (EXPLAIN's JSON) and every node under it."""
+    return [plan, *(node for child in plan.get("Plans", []) for node in plan_nodes(child))]

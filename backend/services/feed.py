@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import DateTime, Integer, and_, bindparam, exists, or_, type_coerce
+from sqlalchemy import DateTime, Integer, and_, bindparam, exists, func, literal_column, or_, true, type_coerce
 from sqlalchemy import select as rows_of
 from sqlalchemy.types import NullType
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -136,6 +136,13 @@ async def _read(
     return await _changes(session, rows, folded), [row[0] for row in rows], next_cursor, has_more
 
 
+def page_query(owner_id: str, after: int, limit: int) -> Any:
+    """The page statement of an incremental read after seq `after` on PostgreSQL, its values bound (to read its
+    plan; a request binds them as it runs it)."""
+    values = {"owner_id": owner_id, "after": after, "deletes_after": after, "limit": limit + 1}
+    return _page_statement(True).params(values)
+
+
 async def stream_start(session: AsyncSession, owner_id: str, text: str | None) -> Cursor:
     """Where a live stream starts: after `text` if it is a cursor of this feed (CursorExpired if the feed
     would refuse it), else (no id, an earlier draft's `<ms>-<seq>` event id, anything else) at the owner's
@@ -208,19 +215,31 @@ _TASK_FIELDS = [*_TASK_NAMES, "labels"]
 _TASK_AT = 6  # a page row: the change's six columns, the task's (its labels folded), the project's
 # The page's timestamps are read as stored (`UTCDateTime`'s impl) and turned to UTC by `_utc` only where not NULL:
 # the type's own conversion ran on every value of every row (a task row's NULL project columns too), about a
-# third of the page's CPU in the profile (specs/performance.md, "Issue 19").
+# third of the page's CPU in the profile (specs/performance.md, "Issue 19"). PostgreSQL answers them as UTC wall
+# times (`AT TIME ZONE 'UTC'`, naive, as SQLite stores them), so neither psycopg (into the session's zone, a
+# `ZoneInfo`) nor `_utc` (back to UTC) converts zones: 1.7 ms of CPU less per page of 200 (specs/performance.md,
+# "Subtree and feed page").
 _AS_STORED = DateTime(timezone=True)
+_AS_UTC_WALL_TIME = DateTime(timezone=False)
+_EPOCH, _EPOCH_UTC = datetime(1970, 1, 1), datetime(1970, 1, 1, tzinfo=UTC)
 _TASK_TIMES = [column.name for column in _TASK_COLUMNS if isinstance(column.type, UTCDateTime)]
 _PROJECT_TIMES = [name for name in _PROJECT_NAMES if isinstance(_PROJECTS[name].type, UTCDateTime)]
 
 
 def _utc(value: datetime) -> datetime:
-    """A timestamp as `UTCDateTime` answers it: in UTC (a naive one, SQLite's, is UTC already)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    """A timestamp as `UTCDateTime` answers it: in UTC (a naive one, SQLite's or PostgreSQL's UTC wall time, is UTC
+    already: made aware by adding its distance from the epoch, 0.15 µs here where `replace(tzinfo=UTC)` took 2.3)."""
+    return _EPOCH_UTC + (value - _EPOCH) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _as_stored(column: Any, name: str) -> Any:
-    column = type_coerce(column, _AS_STORED) if isinstance(column.type, UTCDateTime) else column
+def _as_stored(column: Any, name: str, folded: bool) -> Any:
+    """`column` labelled `name`; a `UTCDateTime` one without the type's conversion (`folded`, PostgreSQL: as its
+    UTC wall time)."""
+    if isinstance(column.type, UTCDateTime):
+        if folded:
+            column = type_coerce(func.timezone(literal_column("'UTC'"), column), _AS_UTC_WALL_TIME)
+        else:
+            column = type_coerce(column, _AS_STORED)
     return column.label(name)
 
 
@@ -233,6 +252,15 @@ def _page_statement(folded: bool) -> Any:
     upsert = _CHANGES.op == _UPSERT
     of_owner = _CHANGES.user_id == bindparam("owner_id")
     task_of = and_(upsert, _CHANGES.type == _TASK, tasks.c.id == _CHANGES.item_id, tasks.c.user_id == _CHANGES.user_id)
+    joined: Any = tasks
+    if folded:
+        # PostgreSQL: each change's task by its primary key, as a LATERAL subquery (its LIMIT keeps the planner
+        # from pulling it up into a join). Joined plainly, a page of 200 on a user owning most of `tasks` (the
+        # benchmark's) was a hash join over a sequential scan of all the owner's tasks: 7.8 ms of PostgreSQL per
+        # page instead of 3.0 (specs/performance.md, "Subtree and feed page"). SQLite has no LATERAL; its
+        # planner probes the key anyway.
+        joined = rows_of(*_TASK_COLUMNS).where(task_of).limit(1).lateral("task")
+        task_of = true()
     project_of = and_(
         upsert,
         _CHANGES.type == ChangeType.PROJECT.value,
@@ -240,19 +268,19 @@ def _page_statement(folded: bool) -> Any:
         projects.user_id == _CHANGES.user_id,
         projects.is_active.is_(True),
     )
-    task_columns = [_as_stored(column, f"task_{column.name}") for column in _TASK_COLUMNS]
+    task_columns = [_as_stored(joined.c[column.name], f"task_{column.name}", folded) for column in _TASK_COLUMNS]
     if folded:
         # Read as the driver answers it (a list of str): ARRAY's result processor, run on every row, was the
         # largest single frame of the page's profile (specs/performance.md, "Issue 19").
-        task_columns.append(type_coerce(label_service.names_of(tasks.c.id), NullType()).label("task_labels"))
-    project_columns = [_as_stored(_PROJECTS[name], f"project_{name}") for name in _PROJECT_NAMES]
+        task_columns.append(type_coerce(label_service.names_of(joined.c.id), NullType()).label("task_labels"))
+    project_columns = [_as_stored(_PROJECTS[name], f"project_{name}", folded) for name in _PROJECT_NAMES]
     change_columns = [_CHANGES.seq, _CHANGES.type, _CHANGES.item_id, _CHANGES.op, _CHANGES.version]
-    change_columns.append(_as_stored(_CHANGES.changed_at, "changed_at"))
+    change_columns.append(_as_stored(_CHANGES.changed_at, "changed_at", folded))
     assert len(change_columns) == _TASK_AT
     return (
         rows_of(*change_columns, *task_columns, *project_columns)
         .select_from(
-            changes.CHANGES.outerjoin(tasks, task_of).outerjoin(changes.TABLES[ChangeType.PROJECT], project_of)
+            changes.CHANGES.outerjoin(joined, task_of).outerjoin(changes.TABLES[ChangeType.PROJECT], project_of)
         )
         .where(of_owner, _CHANGES.seq > bindparam("after"), or_(upsert, _CHANGES.seq > bindparam("deletes_after")))
         .order_by(_CHANGES.seq)

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import literal
 from sqlalchemy import select as rows_of
 from sqlalchemy import update as update_rows
+from sqlalchemy.sql.elements import BindParameter
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.errors import TaskCycle, TaskDepthExceeded, ValidationFailed
@@ -30,8 +31,11 @@ _TASKS = TASKS.c
 _WALK_LIMIT = MAX_DEPTH + 1
 
 
-def descendants_query(owner_id: str, task_id: int, *, include_self: bool = False) -> Any:
-    """`(id, parent_id, depth)` of the task's subtree (depth 0 is the task itself), one recursive query."""
+def descendants_query(
+    owner_id: str | BindParameter[Any], task_id: int | BindParameter[Any], *, include_self: bool = False
+) -> Any:
+    """`(id, parent_id, depth)` of the task's subtree (depth 0 is the task itself), one recursive query. The owner
+    and the task are values, or bound parameters for a statement built once (services/tasks.read_tree)."""
     tree = (
         rows_of(_TASKS.id, _TASKS.parent_id, literal(0).label("depth"))
         .where(_TASKS.id == task_id, _TASKS.user_id == owner_id)

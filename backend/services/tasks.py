@@ -322,15 +322,24 @@ async def read_tree(session: AsyncSession, owner_id: str, task_id: int) -> tuple
     the representation's ETag is made of)."""
     connection = await session.connection()
     folded = connection.dialect.name == "postgresql"
-    tree = task_tree.descendants_query(owner_id, task_id, include_self=True).subquery()
-    columns = [*_PUBLIC_COLUMNS, label_service.names_of(_TASKS.id)] if folded else _PUBLIC_COLUMNS
-    query = rows_of(*columns).join(tree, tree.c.id == _TASKS.id).order_by(tree.c.depth, _TASKS.position, _TASKS.id)
-    rows = (await connection.execute(query)).all()
+    values = {"owner_id": owner_id, "task_id": task_id}
+    rows = (await connection.execute(_tree_statement(folded), values)).all()
     if not rows:
         raise NotFound("Task not found")
     items = await _with_labels(session, rows, folded)
     versions = [(item["id"], item["version"]) for item in items]
     return task_tree.nest(items[0], items[1:]), versions
+
+
+@lru_cache(maxsize=2)
+def _tree_statement(folded: bool) -> Any:
+    """The task `task_id` of `owner_id` and its subtree (`TaskPublic`'s columns; `folded`: then each task's label
+    names), in tree order: built once, its values bound as it runs. Building it per request (an alias of `tasks`,
+    the recursive CTE, the join) was about a third of the subtree read's CPU (specs/performance.md, "Subtree and
+    feed page")."""
+    tree = task_tree.descendants_query(bindparam("owner_id"), bindparam("task_id"), include_self=True).subquery()
+    columns = [*_PUBLIC_COLUMNS, label_service.names_of(_TASKS.id)] if folded else _PUBLIC_COLUMNS
+    return rows_of(*columns).join(tree, tree.c.id == _TASKS.id).order_by(tree.c.depth, _TASKS.position, _TASKS.id)
 
 
 async def _labels(session: AsyncSession, owner_id: str, task: Task, names: list[str] | None) -> Task:

@@ -290,6 +290,8 @@ async def test_a_page_is_exactly_what_its_response_model_sends(client, user):
         project_id=project["id"],
         labels=["Zeta ✓", "alpha"],
     )
+    # A timestamp on a whole second (no fraction) and a completed task (`completed_at`).
+    await make_task(client, user, title="whole second", due_date="2026-01-01T00:00:00Z", completed=True)
     gone = await make_task(client, user, title="gone")
     cursor = (await feed(client, user))["cursor"]
     await as_user.delete(f"/api/{{uid}}/tasks/{gone['id']}")
@@ -299,6 +301,12 @@ async def test_a_page_is_exactly_what_its_response_model_sends(client, user):
         assert response.status_code == 200, response.text
         expected = ChangePageEnvelope.model_validate(response.json()).model_dump_json().encode()
         assert response.content == expected
+        # Every value as the item's single GET answers it (read through the ORM and its types: another path),
+        # each timestamp the same string (the same instant, in UTC, formatted alike).
+        for change in response.json()["data"]["changes"]:
+            if change["item"] is not None:
+                single = await as_user.get(f"/api/{{uid}}/{change['type']}s/{change['id']}")
+                assert change["item"] == single.json()["data"]
 
 
 async def test_a_page_costs_one_statement_more_than_a_list(app, client, user):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from sqlalchemy import event
 
 from backend.envelope import TaskTreeEnvelope
 from tests.conftest import assert_error
@@ -159,6 +162,30 @@ class TestReading:
         # Without include: the task alone, no `subtasks`.
         plain = (await as_user.get(f"/api/{{uid}}/tasks/{root['id']}")).json()["data"]
         assert "subtasks" not in plain
+
+    async def test_the_tree_statement_is_built_once(self, app, client, user):
+        """Building the recursive statement (an alias of `tasks`, a CTE, a join) on every request was about a third
+        of the subtree read's CPU (specs/performance.md, "Subtree and feed page"): it is one statement object, its
+        owner and root bound as it runs, whichever tree is read."""
+        as_user = authed(client, user)
+        roots = [await make_task(client, user, title="one"), await make_task(client, user, title="two")]
+        await make_task(client, user, title="under", parent_id=roots[1]["id"])
+        engine = app.state.engine.sync_engine
+        trees: list[Any] = []
+
+        def seen(conn: Any, clauseelement: Any, *args: Any) -> None:
+            if "subtree" in str(clauseelement):
+                trees.append(clauseelement)
+
+        event.listen(engine, "before_execute", seen)
+        try:
+            for root in roots:
+                response = await as_user.get(f"/api/{{uid}}/tasks/{root['id']}?include=subtasks")
+                assert response.status_code == 200, response.text
+        finally:
+            event.remove(engine, "before_execute", seen)
+        assert len(trees) == 2, trees
+        assert trees[0] is trees[1]
 
     async def test_the_trees_etag_changes_with_any_task_in_it(self, client, user):
         as_user = authed(client, user)

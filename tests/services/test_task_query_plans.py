@@ -10,9 +10,9 @@ import psycopg
 import pytest
 from sqlalchemy.dialects import postgresql
 
-from backend.migrations.runner import upgrade
 from backend.models.task import TaskSort, TaskStatus
 from backend.services.tasks import TaskFilters, count_query, list_query
+from tests.support import plan_nodes, plans_database
 
 USER = "user_0042"
 HEAVY = "user_heavy"  # 10 000 tasks, one in six containing "invoice" (as the benchmark's search user)
@@ -21,13 +21,7 @@ HEAVY = "user_heavy"  # 10 000 tasks, one in six containing "invoice" (as the be
 @pytest.fixture(scope="module")
 def seeded(pg_database):
     """A separate, migrated database (the shared one is emptied after every test)."""
-    name = pg_database.rsplit("/", 1)[1] + "_plans"
-    admin_url = pg_database.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = pg_database.rsplit("/", 1)[0] + "/" + name
-    try:
-        upgrade(url)
+    with plans_database(pg_database, "_plans") as url:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(
                 "INSERT INTO users (id, email, is_active, auth_provider, created_at, updated_at) "
@@ -59,9 +53,6 @@ def seeded(pg_database):
             )
             conn.execute("VACUUM ANALYZE tasks")  # as autovacuum keeps a table: statistics and visibility map
         yield url
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def explain(url: str, statement) -> str:
@@ -135,8 +126,8 @@ def test_a_search_sorts_and_counts_narrow_rows(seeded):
     with psycopg.connect(seeded) as conn:
         (document,) = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + str(compiled), compiled.params).fetchone()
     plan = document[0]["Plan"]
-    assert not [node for node in nodes(plan) if node["Node Type"] == "WindowAgg"], plan
-    full = [node for node in nodes(plan) if node.get("Index Name") == "pk_tasks"]  # a page's task read in full
+    assert not [node for node in plan_nodes(plan) if node["Node Type"] == "WindowAgg"], plan
+    full = [node for node in plan_nodes(plan) if node.get("Index Name") == "pk_tasks"]  # a page's task read in full
     assert full, plan
     assert all(node["Actual Rows"] * node["Actual Loops"] <= 50 for node in full), full
 
@@ -155,10 +146,6 @@ def test_a_short_search_reads_only_the_owners_rows(seeded, q):
     assert "Index" in plan, plan
 
 
-def nodes(plan: dict) -> list[dict]:
-    return [plan, *(node for child in plan.get("Plans", []) for node in nodes(child))]
-
-
 @pytest.mark.parametrize("filters", [TaskFilters(), TaskFilters(status=TaskStatus.PENDING)])
 def test_a_list_reads_one_page_of_rows_not_every_match(seeded, filters):
     """`meta.total` is an uncorrelated count run once (an InitPlan), not a window over the page's scan: a window
@@ -169,7 +156,7 @@ def test_a_list_reads_one_page_of_rows_not_every_match(seeded, filters):
         (document,) = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + str(compiled), compiled.params).fetchone()
     plan = document[0]["Plan"]
     assert plan["Node Type"] == "Limit", plan
-    assert not [node for node in nodes(plan) if node["Node Type"] == "WindowAgg"], plan
+    assert not [node for node in plan_nodes(plan) if node["Node Type"] == "WindowAgg"], plan
     (page,) = [node for node in plan["Plans"] if node.get("Parent Relationship") == "Outer"]
     assert page["Actual Rows"] <= 50, page
     assert any(node.get("Parent Relationship") == "InitPlan" for node in plan["Plans"]), plan
