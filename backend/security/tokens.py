@@ -43,26 +43,32 @@ TOKEN_CACHE_SIZE = 4096
 
 
 @lru_cache(maxsize=TOKEN_CACHE_SIZE)
+@lru_cache(maxsize=TOKEN_CACHE_SIZE)
+def _unverified_claims(token: str) -> dict[str, Any] | None:
+    """The claims a token carries, NOT verified (None: not a JWT). Decoded once per token for both readers below
+    (the rate-limit middleware and the principal each asked before): callers only read them."""
+    try:
+        claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    return claims
+
+
 def is_own_token(token: str) -> bool:
     """Ours if it claims our issuer; the signature is checked afterwards by `decode_access_token`."""
-    try:
-        unverified = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
-        return False
-    return unverified.get("iss") == ISSUER
+    unverified = _unverified_claims(token)
+    return unverified is not None and unverified.get("iss") == ISSUER
 
 
 _USER_ID = re.compile(USER_ID_PATTERN)
 
 
-@lru_cache(maxsize=TOKEN_CACHE_SIZE)
 def claimed_subject(token: str) -> str | None:
     """The `sub` one of our access tokens claims, NOT verified: it may only choose which user's data to read
     ahead (the login-session epoch, backend/live_sessions.py); the token is verified later, as always. None
     for anything else (another issuer, garbage, a `sub` that is no user id)."""
-    try:
-        unverified = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
+    unverified = _unverified_claims(token)
+    if unverified is None:
         return None
     subject = unverified.get("sub")
     if unverified.get("iss") != ISSUER or not isinstance(subject, str) or not _USER_ID.fullmatch(subject):
