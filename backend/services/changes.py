@@ -65,7 +65,11 @@ def _versions_of(change_type: ChangeType) -> Any:
 @lru_cache(maxsize=2)
 def _upsert(dialect: str) -> Any:
     """Each item's row of `changes` replaced by its newest change (run with one set of values per item)."""
-    statement = (postgresql if dialect == "postgresql" else sqlite).insert(CHANGES)
+    return _replacing((postgresql if dialect == "postgresql" else sqlite).insert(CHANGES))
+
+
+def _replacing(statement: Any) -> Any:
+    """`statement` (an INSERT into `changes`) replacing an item's row when it has one: its newest change wins."""
     return statement.on_conflict_do_update(
         index_elements=[_CHANGES.user_id, _CHANGES.type, _CHANGES.item_id],
         set_={name: statement.excluded[name] for name in ("seq", "op", "version", "changed_at")},
@@ -137,13 +141,8 @@ def _record_at_once(change_type: ChangeType) -> Any:
         func.coalesce(item.c.version, 0) + bindparam("gone", type_=Integer),
         bindparam("changed_at", type_=CHANGES.c.changed_at.type),
     ).select_from(bumped.join(items, true()).outerjoin(item, item.c.id == items.c.item_id))
-    statement = postgresql.insert(CHANGES).from_select(
-        ["user_id", "type", "item_id", "seq", "op", "version", "changed_at"], chosen
-    )
-    return statement.on_conflict_do_update(
-        index_elements=[_CHANGES.user_id, _CHANGES.type, _CHANGES.item_id],
-        set_={name: statement.excluded[name] for name in ("seq", "op", "version", "changed_at")},
-    )
+    columns = ["user_id", "type", "item_id", "seq", "op", "version", "changed_at"]
+    return _replacing(postgresql.insert(CHANGES).from_select(columns, chosen))
 
 
 @dataclass(frozen=True)
