@@ -391,3 +391,21 @@ def plans_database(pg_database: str, suffix: str) -> Iterator[str]:
 def plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
     """A plan (EXPLAIN's JSON) and every node under it."""
     return [plan, *(node for child in plan.get("Plans", []) for node in plan_nodes(child))]
+
+
+@contextmanager
+def statements_sent(app: Any) -> Iterator[list[str]]:
+    """Every SQL statement the app's engine sends inside the block, whitespace collapsed, in order."""
+    from sqlalchemy import event
+
+    engine = app.state.engine.sync_engine
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(" ".join(statement.split()))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)

@@ -1,8 +1,9 @@
 """Batches (specs/api/batch.md): commands applied in order, each on its own, each command id applied once.
 
-Each command runs in a SAVEPOINT of the request's transaction and calls the service the single route calls; a
-command that fails (an AppError, or its `data` failing its schema) is rolled back to its savepoint and answers
-the error the single route would, and the next command goes on. Every command id of the batch is claimed first,
+Each command runs in a SAVEPOINT of the request's transaction and calls the service the single route calls (a run
+of consecutive field edits is applied together, to the same effect: services/batch_edits.py); a command that
+fails (an AppError, or its `data` failing its schema) is rolled back to its savepoint and answers the error the
+single route would, and the next command goes on. Every command id of the batch is claimed first,
 in one statement (a unique row per user and id, so it holds across instances and concurrent retries of one
 batch); the claim and the command's recorded result are part of the request's transaction, so a command is
 applied and recorded together, or neither. A claimed id answers its recorded result for 24 h.
@@ -43,6 +44,7 @@ from backend.models.task import TaskPublic
 from backend.services import changes
 from backend.services import projects as project_service
 from backend.services import tasks as task_service
+from backend.services.batch_edits import Edit, apply_edits, is_field_edit
 
 log = logging.getLogger("taskdeck.batch")
 
@@ -175,8 +177,7 @@ class _Batch:
                 status, item = await self.apply(command)
         except (AppError, ValidationError) as exc:
             changes.forget(self.session, recorded)  # its changes went back with its savepoint
-            error = exc if isinstance(exc, AppError) else validation_failed(exc.errors())
-            return {"id": str(command.id), "status": error.status_code, "item": None, "error": error_body(error)}
+            return _failed(str(command.id), exc if isinstance(exc, AppError) else validation_failed(exc.errors()))
         return {"id": str(command.id), "status": status, "item": item, "error": None}
 
     def replayed(self, command: Any, result: dict[str, Any]) -> dict[str, Any]:
@@ -204,11 +205,31 @@ async def apply_batch(
         first_hashes.setdefault(command_id, digest)  # an id twice in one batch: the second is its replay
     recorded = await _claim(session, owner_id, first_hashes)
     done: dict[str, dict[str, Any]] = {}  # this batch's results, by command id
+    run: list[tuple[str, str, Edit]] = []  # a run of new field edits, applied together (services/batch_edits.py)
+
+    async def end_run() -> None:
+        outcomes = await apply_edits(session, owner_id, zone_header, [edit for _, _, edit in run])
+        for (command_id, digest, _), outcome in zip(run, outcomes, strict=True):
+            if isinstance(outcome, AppError):
+                result = _failed(command_id, outcome)
+            else:
+                result = {"id": command_id, "status": outcome[0], "item": outcome[1], "error": None}
+            done[command_id] = result
+            recorded[command_id] = (digest, result)
+            batch.outcome.results.append(result)
+        run.clear()
+
     for command, command_id, digest in zip(commands, ids, hashes, strict=True):
         first = recorded.get(command_id)
+        if first is None and is_field_edit(command) and all(command_id != queued for queued, _, _ in run):
+            run.append((command_id, digest, Edit(command, batch.ref(command.target, "task"))))
+            continue
+        if run:
+            await end_run()
+            first = recorded.get(command_id)  # an id twice in the run: the second is its replay
         if first is not None and first[0] != digest:
             reused = IdempotencyKeyReused("This command id was already used with a different command", field="id")
-            result = {"id": command_id, "status": reused.status_code, "item": None, "error": error_body(reused)}
+            result = _failed(command_id, reused)
         elif first is not None and first[1] is not None:
             result = batch.replayed(command, first[1])
         else:
@@ -216,9 +237,16 @@ async def apply_batch(
             done[command_id] = result
             recorded[command_id] = (digest, result)
         batch.outcome.results.append(result)
+    if run:
+        await end_run()
     await _record(session, owner_id, done)
     await changes.flush(session)
     return batch.outcome
+
+
+def _failed(command_id: str, error: AppError) -> dict[str, Any]:
+    """A command's result when it failed: the error its single route would answer."""
+    return {"id": command_id, "status": error.status_code, "item": None, "error": error_body(error)}
 
 
 async def _claim(

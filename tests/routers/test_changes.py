@@ -13,6 +13,7 @@ from backend.models.change import Change
 from backend.models.common import utcnow
 from tests.conftest import assert_error
 from tests.factories import authed, make_task, make_user, pin_project
+from tests.support import statements_sent
 
 
 async def feed(client, user, cursor: str | None = None, limit: int | None = None) -> dict[str, Any]:
@@ -348,22 +349,13 @@ async def test_a_write_records_its_change_in_one_statement_on_postgresql(app, cl
     as_user = authed(client, user)
     task = await make_task(client, user, title="before")
     _, cursor = await drain(client, user)
-    engine = app.state.engine.sync_engine
-    seen: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        seen.append(" ".join(statement.split()))
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with statements_sent(app) as seen:
         response = await as_user.patch(f"/api/{{uid}}/tasks/{task['id']}", json={"title": "after"})
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
     assert response.status_code == 200, response.text
     starts = ("SELECT tasks.id, tasks.version FROM", "UPDATE users SET change_seq", "INSERT INTO changes")
     starts += ("WITH bumped",)
     recording = [sql for sql in seen if sql.startswith(starts)]
-    if engine.dialect.name == "postgresql":
+    if app.state.engine.dialect.name == "postgresql":
         assert len(recording) == 1, recording
         assert recording[0].startswith("WITH bumped AS (UPDATE users SET change_seq"), recording
     else:
