@@ -257,9 +257,11 @@ class ConnectionGate:
     SQLAlchemy's async pool is not fair: a connection handed back wakes the longest waiter, but a request
     arriving meanwhile takes it first, and the woken one queues again at the back. Under sustained overload
     (256 or 1 024 connections on a pool of 30) a few requests starved until `DB_POOL_TIMEOUT` and were
-    answered 503 while later ones went through. The gate is a FIFO semaphore of the pool's size in front of
-    it: a request waits here, in order, at most `timeout` (then the pool's own TimeoutError, a 503 as before),
-    and once through it always finds a connection. None: no gate (SQLite, whose pool is not the limit)."""
+    answered 503 while later ones went through. The gate is a FIFO semaphore in front of it, of the pool's kept
+    size (`DB_POOL_SIZE`: requests never open an overflow connection, which the pool would close again when it
+    is handed back; the overflow is for work outside requests): a request waits here, in order, at most
+    `timeout` (then the pool's own TimeoutError, a 503 as before), and once through it finds a connection.
+    None: no gate (SQLite, whose pool is not the limit)."""
 
     def __init__(self, slots: int | None, timeout: float) -> None:
         self.slots = asyncio.Semaphore(slots) if slots else None

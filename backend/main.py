@@ -112,7 +112,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = sessionmaker
-    pool_slots = None if is_sqlite(settings.database_url) else settings.DB_POOL_SIZE + settings.DB_MAX_OVERFLOW
+    # Requests take at most the pool's kept connections: an overflow connection is closed when handed back to a
+    # full pool, and requests holding overflow ones reopened ~40 connections a second under load (specs/
+    # performance.md, "Requests within the pool"). The overflow serves work outside requests.
+    pool_slots = None if is_sqlite(settings.database_url) else settings.DB_POOL_SIZE
     app.state.db_gate = ConnectionGate(pool_slots, settings.DB_POOL_TIMEOUT)
     app.state.sync_runner = sync_runner
     app.state.external_verifier = verifier or no_external_verifier

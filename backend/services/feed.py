@@ -11,15 +11,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import DateTime, Integer, and_, bindparam, exists, func, literal_column, or_, true, type_coerce
+from sqlalchemy import Integer, and_, bindparam, exists, or_, true, type_coerce
 from sqlalchemy import select as rows_of
 from sqlalchemy.types import NullType
 from sqlmodel.ext.asyncio.session import AsyncSession
-from sqlmodel.sql.sqltypes import UTCDateTime
 
 from backend.errors import CursorExpired
 from backend.models.change import ChangeOp, ChangeType
@@ -28,6 +27,7 @@ from backend.models.project import ProjectPublic
 from backend.services import changes
 from backend.services import labels as label_service
 from backend.services.tasks import public_columns
+from backend.services.wall_times import as_stored, is_timestamp, utc
 
 CURSOR = re.compile(r"^c(\d{1,18})(?:\.(\d{1,18}))?$")
 _CHANGES = changes.CHANGES.c
@@ -173,7 +173,7 @@ async def _changes(session: AsyncSession, rows: Sequence[Any], folded: bool) -> 
                     item = dict(zip(_TASK_FIELDS, row[_TASK_AT:task_end], strict=False))
                     for name in _TASK_TIMES:
                         if item[name] is not None:
-                            item[name] = _utc(item[name])
+                            item[name] = utc(item[name])
                     if folded:
                         item["labels"] = item["labels"] or []
                     else:
@@ -182,7 +182,7 @@ async def _changes(session: AsyncSession, rows: Sequence[Any], folded: bool) -> 
                 item = dict(zip(_PROJECT_NAMES, row[task_end:], strict=True))
                 for name in _PROJECT_TIMES:
                     if item[name] is not None:
-                        item[name] = _utc(item[name])
+                        item[name] = utc(item[name])
         found.append(
             {
                 "type": kind,
@@ -190,7 +190,7 @@ async def _changes(session: AsyncSession, rows: Sequence[Any], folded: bool) -> 
                 "op": _DELETE if item is None else _UPSERT,
                 "version": version if item is None else item["version"],
                 "item": item,
-                "changed_at": _utc(changed_at),
+                "changed_at": utc(changed_at),
             }
         )
     if unlabelled:
@@ -213,34 +213,12 @@ _DELETE = ChangeOp.DELETE.value  # as str, as `_UPSERT`: the enum's serialiser w
 _TASK_NAMES, _TASK_COLUMNS = public_columns()
 _TASK_FIELDS = [*_TASK_NAMES, "labels"]
 _TASK_AT = 6  # a page row: the change's six columns, the task's (its labels folded), the project's
-# The page's timestamps are read as stored (`UTCDateTime`'s impl) and turned to UTC by `_utc` only where not NULL:
-# the type's own conversion ran on every value of every row (a task row's NULL project columns too), about a
-# third of the page's CPU in the profile (specs/performance.md, "Issue 19"). PostgreSQL answers them as UTC wall
-# times (`AT TIME ZONE 'UTC'`, naive, as SQLite stores them), so neither psycopg (into the session's zone, a
-# `ZoneInfo`) nor `_utc` (back to UTC) converts zones: 1.7 ms of CPU less per page of 200 (specs/performance.md,
-# "Subtree and feed page").
-_AS_STORED = DateTime(timezone=True)
-_AS_UTC_WALL_TIME = DateTime(timezone=False)
-_EPOCH, _EPOCH_UTC = datetime(1970, 1, 1), datetime(1970, 1, 1, tzinfo=UTC)
-_TASK_TIMES = [column.name for column in _TASK_COLUMNS if isinstance(column.type, UTCDateTime)]
-_PROJECT_TIMES = [name for name in _PROJECT_NAMES if isinstance(_PROJECTS[name].type, UTCDateTime)]
-
-
-def _utc(value: datetime) -> datetime:
-    """A timestamp as `UTCDateTime` answers it: in UTC (a naive one, SQLite's or PostgreSQL's UTC wall time, is UTC
-    already: made aware by adding its distance from the epoch, 0.15 µs here where `replace(tzinfo=UTC)` took 2.3)."""
-    return _EPOCH_UTC + (value - _EPOCH) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _as_stored(column: Any, name: str, folded: bool) -> Any:
-    """`column` labelled `name`; a `UTCDateTime` one without the type's conversion (`folded`, PostgreSQL: as its
-    UTC wall time)."""
-    if isinstance(column.type, UTCDateTime):
-        if folded:
-            column = type_coerce(func.timezone(literal_column("'UTC'"), column), _AS_UTC_WALL_TIME)
-        else:
-            column = type_coerce(column, _AS_STORED)
-    return column.label(name)
+# The page's timestamps are read as stored and turned to UTC only where not NULL (services/wall_times.py): the
+# type's own conversion ran on every value of every row (a task row's NULL project columns too), about a third of
+# the page's CPU in the profile (specs/performance.md, "Issue 19"), and PostgreSQL's UTC wall times spare psycopg's
+# and the type's zone conversions: 1.7 ms of CPU less per page of 200 ("Subtree and feed page").
+_TASK_TIMES = [column.name for column in _TASK_COLUMNS if is_timestamp(column)]
+_PROJECT_TIMES = [name for name in _PROJECT_NAMES if is_timestamp(_PROJECTS[name])]
 
 
 @lru_cache(maxsize=2)
@@ -268,14 +246,14 @@ def _page_statement(folded: bool) -> Any:
         projects.user_id == _CHANGES.user_id,
         projects.is_active.is_(True),
     )
-    task_columns = [_as_stored(joined.c[column.name], f"task_{column.name}", folded) for column in _TASK_COLUMNS]
+    task_columns = [as_stored(joined.c[column.name], f"task_{column.name}", folded) for column in _TASK_COLUMNS]
     if folded:
         # Read as the driver answers it (a list of str): ARRAY's result processor, run on every row, was the
         # largest single frame of the page's profile (specs/performance.md, "Issue 19").
         task_columns.append(type_coerce(label_service.names_of(joined.c.id), NullType()).label("task_labels"))
-    project_columns = [_as_stored(_PROJECTS[name], f"project_{name}", folded) for name in _PROJECT_NAMES]
+    project_columns = [as_stored(_PROJECTS[name], f"project_{name}", folded) for name in _PROJECT_NAMES]
     change_columns = [_CHANGES.seq, _CHANGES.type, _CHANGES.item_id, _CHANGES.op, _CHANGES.version]
-    change_columns.append(_as_stored(_CHANGES.changed_at, "changed_at", folded))
+    change_columns.append(as_stored(_CHANGES.changed_at, "changed_at", folded))
     assert len(change_columns) == _TASK_AT
     return (
         rows_of(*change_columns, *task_columns, *project_columns)

@@ -22,6 +22,7 @@ from backend.services import changes as change_log
 from backend.services import labels as label_service
 from backend.services import recurring, task_order, task_tree
 from backend.services.projects import ensure_project
+from backend.services.wall_times import as_stored, is_timestamp, utc
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,9 @@ _TASKS = TASKS.c
 # `labels` is not a column: a page's labels come from one more query (services/labels.names_by_task).
 _NAMES = [name for name in TaskPublic.model_fields if name != "labels"]
 _PUBLIC_COLUMNS = [_TASKS[name] for name in _NAMES]
+# What a page selects for them: the timestamps as stored, made UTC in `_with_labels` (services/wall_times.py).
+_PAGE_COLUMNS = {folded: [as_stored(_TASKS[name], name, folded) for name in _NAMES] for folded in (False, True)}
+_TIMES = [name for name in _NAMES if is_timestamp(_TASKS[name])]
 
 
 def public_columns() -> tuple[list[str], list[Any]]:
@@ -186,11 +190,15 @@ async def _with_labels(session: AsyncSession, rows: Any, folded: bool) -> list[d
         items = [dict(zip(_NAMES_AND_LABELS, row, strict=False)) for row in rows]
         for item in items:
             item["labels"] = item["labels"] or []
-        return items
-    items = [dict(zip(_NAMES, row, strict=False)) for row in rows]
-    labels = await label_service.names_by_task(session, [item["id"] for item in items])
+    else:
+        items = [dict(zip(_NAMES, row, strict=False)) for row in rows]
+        labels = await label_service.names_by_task(session, [item["id"] for item in items])
+        for item in items:
+            item["labels"] = labels.get(item["id"], [])
     for item in items:
-        item["labels"] = labels.get(item["id"], [])
+        for name in _TIMES:
+            if (value := item[name]) is not None:
+                item[name] = utc(value)
     return items
 
 
@@ -226,14 +234,13 @@ def _list_statement(shape: Shape, sort: TaskSort, postgresql: bool) -> Any:
             if labelled
             else _count_statement(shape, postgresql).correlate(None).scalar_subquery().label("total")
         )
-        columns = (
-            [*_PUBLIC_COLUMNS, label_service.names_of(_TASKS.id), total] if postgresql else [*_PUBLIC_COLUMNS, total]
-        )
+        shown = _PAGE_COLUMNS[postgresql]
+        columns = [*shown, label_service.names_of(_TASKS.id), total] if postgresql else [*shown, total]
         return rows_of(*columns).where(*conditions).order_by(*_order_by(sort)).limit(page[0]).offset(page[1])
     if postgresql:
         return _search_statement(conditions, sort, page)
     # SQLite: the matches with a window count, ordered and paged outside.
-    found = rows_of(*_PUBLIC_COLUMNS, over(func.count()).label("total")).where(*conditions).subquery("matches")
+    found = rows_of(*_PAGE_COLUMNS[False], over(func.count()).label("total")).where(*conditions).subquery("matches")
     return rows_of(*found.c).order_by(*_order_by(sort, found.c)).limit(page[0]).offset(page[1])
 
 
@@ -254,7 +261,7 @@ def _search_statement(conditions: list[ColumnElement[bool]], sort: TaskSort, pag
     )
     total = rows_of(func.count()).select_from(matches).scalar_subquery().label("total")
     return (
-        rows_of(*_PUBLIC_COLUMNS, label_service.names_of(_TASKS.id), total)
+        rows_of(*_PAGE_COLUMNS[True], label_service.names_of(_TASKS.id), total)
         .select_from(chosen.join(TASKS, _TASKS.id == chosen.c.id))
         .order_by(*_ordered(sort, chosen.c.sort_key, chosen.c.id))
     )
@@ -338,7 +345,7 @@ def _tree_statement(folded: bool) -> Any:
     the recursive CTE, the join) was about a third of the subtree read's CPU (specs/performance.md, "Subtree and
     feed page")."""
     tree = task_tree.descendants_query(bindparam("owner_id"), bindparam("task_id"), include_self=True).subquery()
-    columns = [*_PUBLIC_COLUMNS, label_service.names_of(_TASKS.id)] if folded else _PUBLIC_COLUMNS
+    columns = [*_PAGE_COLUMNS[True], label_service.names_of(_TASKS.id)] if folded else _PAGE_COLUMNS[False]
     return rows_of(*columns).join(tree, tree.c.id == _TASKS.id).order_by(tree.c.depth, _TASKS.position, _TASKS.id)
 
 
