@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -332,6 +333,14 @@ def client_ip(scope: Mapping[str, Any]) -> str:
 
 
 def resolve_client_ip(peer: str, forwarded_for: list[str], trusted: tuple[Network, ...]) -> str:
+    return _resolved(peer, tuple(forwarded_for), trusted)
+
+
+# Parsing the peer and the X-Forwarded-For hops (`ipaddress`) was 3 % of a list request's CPU: the same few
+# addresses come again and again (specs/performance.md, "Requests within the pool"). Bounded: distinct forged
+# headers only evict older entries.
+@lru_cache(maxsize=4096)
+def _resolved(peer: str, forwarded_for: tuple[str, ...], trusted: tuple[Network, ...]) -> str:
     current = _parse_ip(peer)
     if current is None or not _is_trusted(current, trusted):
         return peer

@@ -17,6 +17,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 from fastapi import Depends, Request
@@ -216,6 +217,7 @@ class RateLimiter:
         return "ok" if await self.redis.ping() else "down"
 
 
+@lru_cache(maxsize=4096)  # the same addresses again and again; parsing one took longer than the lookup
 def ip_key(ip: str) -> str:
     """The rate-limit identity of an address: IPv6 clients get a /64, which one host can rotate within."""
     try:

@@ -15,9 +15,8 @@ from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Integer, and_, bindparam, exists, or_, true, type_coerce
+from sqlalchemy import Integer, and_, bindparam, exists, or_, true
 from sqlalchemy import select as rows_of
-from sqlalchemy.types import NullType
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.errors import CursorExpired
@@ -248,9 +247,7 @@ def _page_statement(folded: bool) -> Any:
     )
     task_columns = [as_stored(joined.c[column.name], f"task_{column.name}", folded) for column in _TASK_COLUMNS]
     if folded:
-        # Read as the driver answers it (a list of str): ARRAY's result processor, run on every row, was the
-        # largest single frame of the page's profile (specs/performance.md, "Issue 19").
-        task_columns.append(type_coerce(label_service.names_of(joined.c.id), NullType()).label("task_labels"))
+        task_columns.append(label_service.names_of(joined.c.id).label("task_labels"))
     project_columns = [as_stored(_PROJECTS[name], f"project_{name}", folded) for name in _PROJECT_NAMES]
     change_columns = [_CHANGES.seq, _CHANGES.type, _CHANGES.item_id, _CHANGES.op, _CHANGES.version]
     change_columns.append(as_stored(_CHANGES.changed_at, "changed_at", folded))
