@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from sqlalchemy import event, text
 from sqlalchemy.exc import IntegrityError
@@ -178,8 +180,6 @@ async def test_a_small_pool_under_sustained_load_answers_every_request(database_
     """40 clients in a closed loop for 3 s on a pool of one connection: every request waits its turn at the gate
     and is answered, none is lost (a slot leaked by a failed or cancelled request would stall the rest). The
     starvation the gate prevents shows under real overload: `make bench`'s overload rows (specs/performance.md)."""
-    import asyncio
-    import time
 
     from backend.main import create_app
     from tests.conftest import make_settings
@@ -190,14 +190,7 @@ async def test_a_small_pool_under_sustained_load_answers_every_request(database_
     app = create_app(settings)
     async with app.router.lifespan_context(app), client_for(app) as http:
         user = await make_user(http)
-        statuses: list[int] = []
-        deadline = time.monotonic() + 3
-
-        async def client() -> None:
-            while time.monotonic() < deadline:
-                statuses.append((await http.get(f"/api/{user.id}/tasks", headers=user.headers)).status_code)
-
-        await asyncio.gather(*(client() for _ in range(40)))
+        statuses = await closed_loop(http, f"/api/{user.id}/tasks", user.headers, clients=40, seconds=3)
     assert statuses
     assert set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
 
@@ -208,8 +201,6 @@ async def test_requests_never_open_an_overflow_connection(database_url, data_dir
     to a full pool, and with requests allowed into the overflow the benchmark's server opened about 40 PostgreSQL
     connections a second under 64 connections of load (specs/performance.md, "Requests within the pool"). 20
     clients in a closed loop on a pool of 2 (+3 overflow): 2 connections opened in all, every request answered."""
-    import asyncio
-    import time
 
     from sqlalchemy import event
 
@@ -225,15 +216,24 @@ async def test_requests_never_open_an_overflow_connection(database_url, data_dir
         await app.state.engine.dispose()  # start counting from an empty pool
         opened: list[int] = []
         event.listen(app.state.engine.sync_engine, "connect", lambda *args: opened.append(1))
-        statuses: list[int] = []
-        deadline = time.monotonic() + 2
-
-        async def client() -> None:
-            while time.monotonic() < deadline:
-                statuses.append((await http.get(f"/api/{user.id}/tasks", headers=user.headers)).status_code)
-
-        await asyncio.gather(*(client() for _ in range(20)))
+        statuses = await closed_loop(http, f"/api/{user.id}/tasks", user.headers, clients=20, seconds=2)
     assert set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
     assert len(statuses) > 20
     if app.state.engine.dialect.name == "postgresql":  # SQLite has no gate: its pool is not the limit
         assert len(opened) <= 2, len(opened)
+
+
+async def closed_loop(http: Any, path: str, headers: dict[str, str], *, clients: int, seconds: float) -> list[int]:
+    """`clients` clients each GETting `path` again as soon as answered, for `seconds`: every answer's status."""
+    import asyncio
+    import time
+
+    statuses: list[int] = []
+    deadline = time.monotonic() + seconds
+
+    async def client() -> None:
+        while time.monotonic() < deadline:
+            statuses.append((await http.get(path, headers=headers)).status_code)
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return statuses
