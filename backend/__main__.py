@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings.jwt_secret  # noqa: B018 - create the development key once, before workers race for it
     uvicorn.run(
-        "backend.main:create_app",
+        "backend.main:served_app",
         factory=True,
         host=args.host,
         port=settings.PORT if args.port is None else args.port,
