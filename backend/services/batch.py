@@ -32,7 +32,6 @@ from backend.errors import (
     AppError,
     IdempotencyKeyReused,
     NotFound,
-    PreconditionFailed,
     ValidationFailed,
     error_body,
     validation_failed,
@@ -44,7 +43,7 @@ from backend.models.task import TaskPublic
 from backend.services import changes
 from backend.services import projects as project_service
 from backend.services import tasks as task_service
-from backend.services.batch_edits import Edit, apply_edits, is_field_edit
+from backend.services.batch_edits import Edit, apply_edits, is_field_edit, version_changed
 
 log = logging.getLogger("taskdeck.batch")
 
@@ -115,11 +114,7 @@ class _Batch:
         else:
             row = await project_service.lock_project(self.session, self.owner_id, row_id)
         if row.version != command.if_version:
-            raise PreconditionFailed(
-                f"The {kind} changed since you read it: if_version {command.if_version}, its version is now "
-                f"{row.version}; read it again",
-                field="if_version",
-            )
+            raise version_changed(kind, command.if_version, row.version)
 
     async def apply(self, command: Any) -> tuple[int, dict[str, Any] | None]:
         """Run one command: its status and item. Raises the AppError the single route would answer."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from types import SimpleNamespace
 from typing import Any, TypeGuard
 
 from sqlalchemy import bindparam
@@ -57,17 +58,12 @@ class Edit:
     target: int | None
 
 
-@dataclass
-class _Row:
-    """A task as the run's earlier commands left it: read with `schedule`'s attribute names."""
-
-    values: dict[str, Any]
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.__dict__["values"][name]
-        except KeyError:
-            raise AttributeError(name) from None
+def version_changed(kind: str, sent: int, current: int) -> PreconditionFailed:
+    """A command's `if_version` that its row no longer has (every batch command's 412)."""
+    return PreconditionFailed(
+        f"The {kind} changed since you read it: if_version {sent}, its version is now {current}; read it again",
+        field="if_version",
+    )
 
 
 Result = tuple[int, dict[str, Any]] | AppError
@@ -112,13 +108,11 @@ def _apply(rows: dict[int, dict[str, Any]], edit: Edit, zone_header: str | None,
     if row is None:
         raise NotFound("Task not found")
     if command.if_version is not None and row["version"] != command.if_version:
-        raise PreconditionFailed(
-            f"The task changed since you read it: if_version {command.if_version}, its version is now "
-            f"{row['version']}; read it again",
-            field="if_version",
-        )
+        raise version_changed("task", command.if_version, row["version"])
     now = utcnow()
-    changed = recurring.schedule(_Row(row), command.data.model_dump(exclude_unset=True), zone_header, now)  # type: ignore[arg-type]
+    # `schedule` reads the task's schedule fields as attributes: the row as the run's earlier commands left it.
+    current: Any = SimpleNamespace(**row)
+    changed = recurring.schedule(current, command.data.model_dump(exclude_unset=True), zone_header, now)
     changed |= {"updated_at": now, "version": row["version"] + 1}
     row.update(changed)
     written.setdefault(row["id"], set()).update(changed)
