@@ -119,6 +119,22 @@ class JSONPage(Response):
         return to_json(content)
 
 
+class SplicedJSON(Response):
+    """An answer whose dict holds `SPLICE` in place of one value already serialised (`raw`, JSON text: the change
+    feed's page, whose tasks PostgreSQL wrote): the dict is serialised, then `raw` put where `SPLICE` came out."""
+
+    media_type = "application/json"
+
+    def __init__(self, data: dict[str, Any], raw: str) -> None:
+        head, spliced, tail = to_json(data).partition(_SPLICED)
+        assert spliced, "no SPLICE in the answer"
+        super().__init__(b"".join((head, raw.encode(), tail)))
+
+
+SPLICE = "<spliced>"  # a value no answer's other fields (cursors, flags, messages of ours) can hold
+_SPLICED = to_json(SPLICE)
+
+
 def json_attachment(data: dict[str, Any], filename: str) -> Response:
     """An export as a JSON file download, saved under `filename`."""
     return Response(

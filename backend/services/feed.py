@@ -15,7 +15,8 @@ from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Integer, and_, bindparam, exists, or_, true
+from pydantic_core import to_json
+from sqlalchemy import Integer, Text, and_, bindparam, cast, exists, func, literal_column, or_, true
 from sqlalchemy import select as rows_of
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -26,7 +27,7 @@ from backend.models.project import ProjectPublic
 from backend.services import changes
 from backend.services import labels as label_service
 from backend.services.tasks import public_columns
-from backend.services.wall_times import as_stored, is_timestamp, utc
+from backend.services.wall_times import as_json_text, as_stored, is_timestamp, utc
 
 CURSOR = re.compile(r"^c(\d{1,18})(?:\.(\d{1,18}))?$")
 _CHANGES = changes.CHANGES.c
@@ -69,6 +70,15 @@ async def current_cursor(session: AsyncSession, owner_id: str) -> str:
 
 
 @dataclass(frozen=True)
+class FeedPage:
+    """What `GET /changes` answers (`ChangePage`), its changes already serialised: a JSON array's text."""
+
+    changes: str
+    cursor: str
+    has_more: bool
+
+
+@dataclass(frozen=True)
 class Page:
     """Changes after a cursor, oldest first: each with the cursor right after it (a live event's id)."""
 
@@ -79,9 +89,9 @@ class Page:
 
 async def read_changes(
     session: AsyncSession, owner_id: str, cursor: Cursor | None, limit: int, retention_days: int
-) -> dict[str, Any]:
+) -> FeedPage:
     """One page of the owner's changes after `cursor` (None: the first page of a full sync, upserts only),
-    oldest first, as `ChangePage`'s fields. CursorExpired if changes after `cursor` were purged."""
+    oldest first, its changes already serialised. CursorExpired if changes after `cursor` were purged."""
     connection = await session.connection()
     before = utcnow() - timedelta(days=retention_days)
     values = {"owner_id": owner_id, "before": before}
@@ -91,8 +101,18 @@ async def read_changes(
     if expired:
         await changes.purge(session, owner_id, before)
         top, floor = (await connection.execute(_HEAD, values)).one()
-    found, _, next_cursor, has_more = await _read(session, owner_id, cursor, limit, int(top), int(floor))
-    return {"changes": found, "cursor": next_cursor.encode(), "has_more": has_more}
+    if connection.dialect.name == "postgresql":
+        # PostgreSQL writes each task's JSON (`_json_page_statement`); only a project's is built here.
+        rows, next_cursor, has_more = await _read(
+            session, owner_id, cursor, limit, int(top), int(floor), _json_page_statement()
+        )
+        texts = [_change_text(row) for row in rows]
+    else:
+        rows, next_cursor, has_more = await _read(
+            session, owner_id, cursor, limit, int(top), int(floor), _page_statement(False)
+        )
+        texts = [to_json(change).decode() for change in await _changes(session, rows, False)]
+    return FeedPage("[" + ",".join(texts) + "]", next_cursor.encode(), has_more)
 
 
 async def read_page(session: AsyncSession, owner_id: str, cursor: Cursor | None, limit: int) -> Page:
@@ -100,7 +120,10 @@ async def read_page(session: AsyncSession, owner_id: str, cursor: Cursor | None,
     change comes with the cursor the feed would answer if the page ended with it."""
     connection = await session.connection()
     top, floor = (await connection.execute(_HEAD, {"owner_id": owner_id})).one()
-    found, seqs, next_cursor, has_more = await _read(session, owner_id, cursor, limit, int(top), int(floor))
+    folded = connection.dialect.name == "postgresql"
+    statement = _page_statement(folded)
+    rows, next_cursor, has_more = await _read(session, owner_id, cursor, limit, int(top), int(floor), statement)
+    found, seqs = await _changes(session, rows, folded), [row[0] for row in rows]
     guard = int(top) if cursor is None else cursor.guard
     return Page(
         [(Cursor(seq, max(guard, seq)), change) for seq, change in zip(seqs, found, strict=True)],
@@ -110,36 +133,36 @@ async def read_page(session: AsyncSession, owner_id: str, cursor: Cursor | None,
 
 
 async def _read(
-    session: AsyncSession, owner_id: str, cursor: Cursor | None, limit: int, top: int, floor: int
-) -> tuple[list[dict[str, Any]], list[int], Cursor, bool]:
+    session: AsyncSession, owner_id: str, cursor: Cursor | None, limit: int, top: int, floor: int, statement: Any
+) -> tuple[Sequence[Any], Cursor, bool]:
     """The page after `cursor`, given the owner's head `top` and `floor`, read in a statement of their own before
     this one: every seq up to `top` was committed before the page's statement began, so the page sees them all
-    (a later one is above `top`). The page's changes, their seqs, the cursor after the page and `has_more`."""
+    (a later one is above `top`). The page's rows of `statement` (one of the page statements below), the cursor
+    after the page and `has_more`."""
     if cursor is not None and (cursor.guard < floor or cursor.guard > top):
         raise CursorExpired()
     if cursor is not None and cursor.seq == top:  # nothing committed since (guard <= top == seq)
-        return [], [], cursor, False
+        return [], cursor, False
     after, guard = (0, top) if cursor is None else (cursor.seq, cursor.guard)
     # A full sync's first page skips every delete; a cursor's page those at or below its guard.
     deletes_after = _NO_DELETES if cursor is None else guard
     connection = await session.connection()
-    folded = connection.dialect.name == "postgresql"
     values = {"owner_id": owner_id, "after": after, "deletes_after": deletes_after, "limit": limit + 1}
-    rows = (await connection.execute(_page_statement(folded), values)).all()
+    rows = (await connection.execute(statement, values)).all()
     has_more = len(rows) > limit
     rows = rows[:limit]
     last = rows[-1][0] if rows else after
     # The whole log read: the cursor moves to what was committed when the read began (deletes skipped above
     # the last row are of items this client never had).
     next_cursor = Cursor(last, max(guard, last)) if has_more else Cursor(max(last, top), max(last, top))
-    return await _changes(session, rows, folded), [row[0] for row in rows], next_cursor, has_more
+    return rows, next_cursor, has_more
 
 
 def page_query(owner_id: str, after: int, limit: int) -> Any:
-    """The page statement of an incremental read after seq `after` on PostgreSQL, its values bound (to read its
-    plan; a request binds them as it runs it)."""
+    """The page statement `GET /changes` runs on PostgreSQL for an incremental read after seq `after`, its values
+    bound (to read its plan; a request binds them as it runs it)."""
     values = {"owner_id": owner_id, "after": after, "deletes_after": after, "limit": limit + 1}
-    return _page_statement(True).params(values)
+    return _json_page_statement().params(values)
 
 
 async def stream_start(session: AsyncSession, owner_id: str, text: str | None) -> Cursor:
@@ -177,26 +200,56 @@ async def _changes(session: AsyncSession, rows: Sequence[Any], folded: bool) -> 
                         item["labels"] = item["labels"] or []
                     else:
                         unlabelled.append(item)
-            elif row[task_end] is not None:
-                item = dict(zip(_PROJECT_NAMES, row[task_end:], strict=True))
-                for name in _PROJECT_TIMES:
-                    if item[name] is not None:
-                        item[name] = utc(item[name])
-        found.append(
-            {
-                "type": kind,
-                "id": item_id,
-                "op": _DELETE if item is None else _UPSERT,
-                "version": version if item is None else item["version"],
-                "item": item,
-                "changed_at": utc(changed_at),
-            }
-        )
+            else:
+                item = _project(row, task_end)
+        found.append(_change(kind, item_id, version, item, utc(changed_at)))
     if unlabelled:
         labels = await label_service.names_by_task(session, [item["id"] for item in unlabelled])
         for item in unlabelled:
             item["labels"] = labels.get(item["id"], [])
     return found
+
+
+def _project(row: Sequence[Any], at: int) -> dict[str, Any] | None:
+    """The pinned project of a page row, from its columns at `at` on (None: not that type, gone or unpinned)."""
+    if row[at] is None:
+        return None
+    item = dict(zip(_PROJECT_NAMES, row[at:], strict=True))
+    for name in _PROJECT_TIMES:
+        if item[name] is not None:
+            item[name] = utc(item[name])
+    return item
+
+
+def _change(kind: str, item_id: int, version: int, item: dict[str, Any] | None, changed_at: Any) -> dict[str, Any]:
+    """A change as `ChangeItem` has it: an upsert with its item, or (no item) a delete with the change's version."""
+    return {
+        "type": kind,
+        "id": item_id,
+        "op": _DELETE if item is None else _UPSERT,
+        "version": version if item is None else item["version"],
+        "item": item,
+        "changed_at": changed_at,
+    }
+
+
+def _change_text(row: Sequence[Any]) -> str:
+    """A row of `_json_page_statement` as its change's JSON, the bytes `ChangeItem` would be serialised to (checked
+    by tests/routers/test_changes.py): the task's item and every timestamp come written by PostgreSQL, a project's
+    item is built and serialised here."""
+    _, kind, item_id, op, version, changed_at, task_version, task_json = row[:_JSON_PROJECT_AT]
+    if task_json is not None:
+        return (
+            f'{{"type":"{kind}","id":{item_id},"op":"{_UPSERT}","version":{task_version},"item":{task_json},'
+            f'"changed_at":"{changed_at}"}}'
+        )
+    project = _project(row, _JSON_PROJECT_AT) if op == _UPSERT else None
+    if project is not None:
+        return to_json(_change(kind, item_id, version, project, changed_at)).decode()
+    return (
+        f'{{"type":"{kind}","id":{item_id},"op":"{_DELETE}","version":{version},"item":null,'
+        f'"changed_at":"{changed_at}"}}'
+    )
 
 
 # The statements are built once, their values bound as they run (specs/performance.md, "Issue 19").
@@ -212,6 +265,9 @@ _DELETE = ChangeOp.DELETE.value  # as str, as `_UPSERT`: the enum's serialiser w
 _TASK_NAMES, _TASK_COLUMNS = public_columns()
 _TASK_FIELDS = [*_TASK_NAMES, "labels"]
 _TASK_AT = 6  # a page row: the change's six columns, the task's (its labels folded), the project's
+_JSON_PROJECT_AT = 8  # a JSON page row: the change's six columns, the task's version and JSON, the project's
+_TASKS = changes.TABLES[ChangeType.TASK]
+_CHANGE_COLUMNS = [_CHANGES.seq, _CHANGES.type, _CHANGES.item_id, _CHANGES.op, _CHANGES.version]
 # The page's timestamps are read as stored and turned to UTC only where not NULL (services/wall_times.py): the
 # type's own conversion ran on every value of every row (a task row's NULL project columns too), about a third of
 # the page's CPU in the profile (specs/performance.md, "Issue 19"), and PostgreSQL's UTC wall times spare psycopg's
@@ -220,16 +276,19 @@ _TASK_TIMES = [column.name for column in _TASK_COLUMNS if is_timestamp(column)]
 _PROJECT_TIMES = [name for name in _PROJECT_NAMES if is_timestamp(_PROJECTS[name])]
 
 
+_UPSERTED = _CHANGES.op == _UPSERT
+_TASK_OF = and_(
+    _UPSERTED, _CHANGES.type == _TASK, _TASKS.c.id == _CHANGES.item_id, _TASKS.c.user_id == _CHANGES.user_id
+)
+
+
 @lru_cache(maxsize=2)
 def _page_statement(folded: bool) -> Any:
     """The owner's changes after `after` in seq order (deletes only above `deletes_after`), at most `limit`, each
     with the current row of its upsert's item: the task's columns (`folded`: its label names too, as a list
     folds them on PostgreSQL), then the pinned project's (NULLs when it is not that type, gone or unpinned)."""
-    tasks, projects = changes.TABLES[ChangeType.TASK], _PROJECTS
-    upsert = _CHANGES.op == _UPSERT
-    of_owner = _CHANGES.user_id == bindparam("owner_id")
-    task_of = and_(upsert, _CHANGES.type == _TASK, tasks.c.id == _CHANGES.item_id, tasks.c.user_id == _CHANGES.user_id)
-    joined: Any = tasks
+    joined: Any = _TASKS
+    task_of: Any = _TASK_OF
     if folded:
         # PostgreSQL: each change's task by its primary key, as a LATERAL subquery (its LIMIT keeps the planner
         # from pulling it up into a join). Joined plainly, a page of 200 on a user owning most of `tasks` (the
@@ -238,26 +297,46 @@ def _page_statement(folded: bool) -> Any:
         # planner probes the key anyway.
         joined = rows_of(*_TASK_COLUMNS).where(task_of).limit(1).lateral("task")
         task_of = true()
-    project_of = and_(
-        upsert,
-        _CHANGES.type == ChangeType.PROJECT.value,
-        projects.id == _CHANGES.item_id,
-        projects.user_id == _CHANGES.user_id,
-        projects.is_active.is_(True),
-    )
     task_columns = [as_stored(joined.c[column.name], f"task_{column.name}", folded) for column in _TASK_COLUMNS]
     if folded:
         task_columns.append(label_service.names_of(joined.c.id).label("task_labels"))
+    changed_at = as_stored(_CHANGES.changed_at, "changed_at", folded)
+    return _paged([*_CHANGE_COLUMNS, changed_at, *task_columns], joined, task_of, folded)
+
+
+@lru_cache(maxsize=1)
+def _json_page_statement() -> Any:
+    """PostgreSQL: `_page_statement`'s page with each task written as JSON by PostgreSQL, as `TaskPublic`
+    serialises it (its fields in order, compact, timestamps by `as_json_text`, labels a list) and the change's
+    `changed_at` as text: a row is the change's five columns, `changed_at`, the task's version and JSON (NULL:
+    no task), then the pinned project's columns. Turning 200 rows into dicts and serialising them was about 2.3 ms
+    of the server's CPU per page (specs/performance.md, "The feed page written by PostgreSQL")."""
+    fields = [(as_json_text(column) if is_timestamp(column) else column).label(column.name) for column in _TASK_COLUMNS]
+    labels = func.coalesce(label_service.names_of(_TASKS.c.id), literal_column("'{}'::text[]")).label("labels")
+    # The task by its primary key in a LATERAL subquery, as `_page_statement(True)`; `correlate`: the item's
+    # subquery reads the outer page's change (else SQLAlchemy would add `changes` to its FROM).
+    item = rows_of(*fields, labels).where(_TASK_OF).limit(1).correlate(changes.CHANGES).subquery("item")
+    task = rows_of(item.c.version, cast(func.to_json(item.table_valued()), Text).label("json")).lateral("task")
+    changed_at = as_json_text(_CHANGES.changed_at).label("changed_at")
+    columns = [*_CHANGE_COLUMNS, changed_at, task.c.version.label("task_version"), task.c.json.label("task_json")]
+    return _paged(columns, task, true(), True)
+
+
+def _paged(columns: list[Any], task: Any, task_of: Any, folded: bool) -> Any:
+    """The page of changes with `columns`, joined to `task` on `task_of` and to the pinned project's columns."""
+    project_of = and_(
+        _UPSERTED,
+        _CHANGES.type == ChangeType.PROJECT.value,
+        _PROJECTS.id == _CHANGES.item_id,
+        _PROJECTS.user_id == _CHANGES.user_id,
+        _PROJECTS.is_active.is_(True),
+    )
     project_columns = [as_stored(_PROJECTS[name], f"project_{name}", folded) for name in _PROJECT_NAMES]
-    change_columns = [_CHANGES.seq, _CHANGES.type, _CHANGES.item_id, _CHANGES.op, _CHANGES.version]
-    change_columns.append(as_stored(_CHANGES.changed_at, "changed_at", folded))
-    assert len(change_columns) == _TASK_AT
+    of_owner = _CHANGES.user_id == bindparam("owner_id")
     return (
-        rows_of(*change_columns, *task_columns, *project_columns)
-        .select_from(
-            changes.CHANGES.outerjoin(joined, task_of).outerjoin(changes.TABLES[ChangeType.PROJECT], project_of)
-        )
-        .where(of_owner, _CHANGES.seq > bindparam("after"), or_(upsert, _CHANGES.seq > bindparam("deletes_after")))
+        rows_of(*columns, *project_columns)
+        .select_from(changes.CHANGES.outerjoin(task, task_of).outerjoin(changes.TABLES[ChangeType.PROJECT], project_of))
+        .where(of_owner, _CHANGES.seq > bindparam("after"), or_(_UPSERTED, _CHANGES.seq > bindparam("deletes_after")))
         .order_by(_CHANGES.seq)
         .limit(bindparam("limit", type_=Integer))
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, func, literal_column, type_coerce
+from sqlalchemy import DateTime, case, func, literal_column, type_coerce
 from sqlmodel.sql.sqltypes import UTCDateTime
 
 _AS_STORED = DateTime(timezone=True)
@@ -41,3 +41,16 @@ def as_stored(column: Any, name: str, folded: bool) -> Any:
         else:
             column = type_coerce(column, _AS_STORED)
     return column.label(name)
+
+
+_WHOLE_SECOND: Any = literal_column("""'YYYY-MM-DD"T"HH24:MI:SS"Z"'""")
+_WITH_FRACTION: Any = literal_column("""'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'""")
+
+
+def as_json_text(column: Any) -> Any:
+    """PostgreSQL: a `timestamptz` column as text, written as pydantic writes the aware UTC datetime in JSON: its UTC
+    wall time, `T`, six digits of fraction unless it is a whole second, `Z` (NULL stays NULL). For answers that
+    PostgreSQL serialises itself (the change feed's items: services/feed.py)."""
+    wall = func.timezone(literal_column("'UTC'"), column)
+    whole = func.date_trunc(literal_column("'second'"), wall) == wall
+    return func.to_char(wall, case((whole, _WHOLE_SECOND), else_=_WITH_FRACTION))

@@ -292,7 +292,17 @@ async def test_a_page_is_exactly_what_its_response_model_sends(client, user):
         labels=["Zeta ✓", "alpha"],
     )
     # A timestamp on a whole second (no fraction) and a completed task (`completed_at`).
-    await make_task(client, user, title="whole second", due_date="2026-01-01T00:00:00Z", completed=True)
+    whole = await make_task(client, user, title="whole second", due_date="2026-01-01T00:00:00Z", completed=True)
+    # PostgreSQL writes the tasks' JSON (services/feed.py): every escape JSON has, text that needs none, a fraction
+    # ending in zeros, a subtask.
+    await make_task(
+        client,
+        user,
+        title='back\\slash "quoted" \u00e9\u2028 \U0001f600 </script>',
+        description="\x01\x07\x08\t\n\x0c\r\x1f\x7f end",
+        due_date="2026-07-01T12:00:00.120000Z",
+        parent_id=whole["id"],
+    )
     gone = await make_task(client, user, title="gone")
     cursor = (await feed(client, user))["cursor"]
     await as_user.delete(f"/api/{{uid}}/tasks/{gone['id']}")
