@@ -181,5 +181,5 @@ def ok(data: Any, message: str | None = None) -> dict[str, Any]:
     return {"success": True, "data": data, "message": message}
 
 
-def page(items: list[Any], total: int, limit: int, offset: int) -> dict[str, Any]:
+def page(items: Any, total: int, limit: int, offset: int) -> dict[str, Any]:
     return {"success": True, "data": items, "message": None, "meta": {"total": total, "limit": limit, "offset": offset}}

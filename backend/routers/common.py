@@ -98,11 +98,12 @@ async def task_page(
 ) -> Response:
     """One page of the owner's matching tasks; `meta.total` counts every match.
 
-    Serialised once, straight from the rows (typed by their columns), into the `TaskListEnvelope` the route
-    declares: FastAPI's second pass (validate the dict against the response model, then dump it) is skipped,
-    and `tests/routers/test_lists.py` checks that the bytes are the ones that pass would give."""
+    Serialised once, where the rows are read (on PostgreSQL by PostgreSQL: services/tasks.json_fields), into the
+    `TaskListEnvelope` the route declares: FastAPI's second pass (validate the dict against the response model,
+    then dump it) is skipped, and `tests/routers/test_lists.py` checks that the bytes are the ones that pass would
+    give."""
     items, total = await task_service.list_tasks(session, owner_id, filters, sort, limit, offset)
-    return JSONPage(page(items, total, limit, offset))
+    return SplicedJSON(page(SPLICE, total, limit, offset), items)
 
 
 class JSONPage(Response):
@@ -203,13 +204,15 @@ DEPRECATION_HEADERS: dict[str, dict[str, Any]] = {
 def reshaped(endpoint: F, shape: type[BaseModel]) -> F:
     """`endpoint` answering in `shape`, a response model with fewer fields than the route's own. A dict
     answer needs nothing: FastAPI validates it into the route's response model, which drops the rest. A
-    pre-serialised list page (JSONPage) is serialised again through `shape`."""
+    pre-serialised answer (JSONPage, SplicedJSON) is serialised again through `shape`."""
 
     @functools.wraps(endpoint)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         result = await endpoint(*args, **kwargs)
         if isinstance(result, JSONPage):
             return JSONPage(shape.model_validate(result.data).model_dump(mode="json"), result.status_code)
+        if isinstance(result, SplicedJSON):
+            return JSONPage(shape.model_validate_json(bytes(result.body)).model_dump(mode="json"), result.status_code)
         return result
 
     return cast(F, wrapper)

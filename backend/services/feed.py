@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 from pydantic_core import to_json
-from sqlalchemy import Integer, Text, and_, bindparam, cast, exists, func, literal_column, or_, true
+from sqlalchemy import Integer, and_, bindparam, exists, or_, true
 from sqlalchemy import select as rows_of
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -26,7 +26,7 @@ from backend.models.common import utcnow
 from backend.models.project import ProjectPublic
 from backend.services import changes
 from backend.services import labels as label_service
-from backend.services.tasks import public_columns
+from backend.services.tasks import as_json, json_fields, public_columns
 from backend.services.wall_times import as_json_text, as_stored, is_timestamp, utc
 
 CURSOR = re.compile(r"^c(\d{1,18})(?:\.(\d{1,18}))?$")
@@ -307,16 +307,14 @@ def _page_statement(folded: bool) -> Any:
 @lru_cache(maxsize=1)
 def _json_page_statement() -> Any:
     """PostgreSQL: `_page_statement`'s page with each task written as JSON by PostgreSQL, as `TaskPublic`
-    serialises it (its fields in order, compact, timestamps by `as_json_text`, labels a list) and the change's
-    `changed_at` as text: a row is the change's five columns, `changed_at`, the task's version and JSON (NULL:
-    no task), then the pinned project's columns. Turning 200 rows into dicts and serialising them was about 2.3 ms
-    of the server's CPU per page (specs/performance.md, "The feed page written by PostgreSQL")."""
-    fields = [(as_json_text(column) if is_timestamp(column) else column).label(column.name) for column in _TASK_COLUMNS]
-    labels = func.coalesce(label_service.names_of(_TASKS.c.id), literal_column("'{}'::text[]")).label("labels")
+    serialises it (`services/tasks.json_fields`), and the change's `changed_at` as text: a row is the change's
+    five columns, `changed_at`, the task's version and JSON (NULL: no task), then the pinned project's columns.
+    Turning 200 rows into dicts and serialising them was about 2.3 ms of the server's CPU per page
+    (specs/performance.md, "The feed page written by PostgreSQL")."""
     # The task by its primary key in a LATERAL subquery, as `_page_statement(True)`; `correlate`: the item's
     # subquery reads the outer page's change (else SQLAlchemy would add `changes` to its FROM).
-    item = rows_of(*fields, labels).where(_TASK_OF).limit(1).correlate(changes.CHANGES).subquery("item")
-    task = rows_of(item.c.version, cast(func.to_json(item.table_valued()), Text).label("json")).lateral("task")
+    item = rows_of(*json_fields()).where(_TASK_OF).limit(1).correlate(changes.CHANGES).subquery("item")
+    task = rows_of(item.c.version, as_json(item)).lateral("task")
     changed_at = as_json_text(_CHANGES.changed_at).label("changed_at")
     columns = [*_CHANGE_COLUMNS, changed_at, task.c.version.label("task_version"), task.c.json.label("task_json")]
     return _paged(columns, task, true(), True)

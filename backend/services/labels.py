@@ -67,6 +67,7 @@ def names_of(task_id: Any) -> Any:
         rows_of(func.array_agg(aggregate_order_by(_LABELS.name, _LINKS.position)))
         .select_from(LINKS.join(LABELS, _LABELS.id == _LINKS.label_id))
         .where(_LINKS.task_id == task_id)
+        .correlate_except(LINKS, LABELS)  # its task's table comes from outside, even through a LATERAL level
         .scalar_subquery()
     )
     return type_coerce(names, NullType()).label("labels")

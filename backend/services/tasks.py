@@ -7,7 +7,8 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Integer, String, Text, bindparam, case, func, literal_column, over
+from pydantic_core import to_json
+from sqlalchemy import Integer, String, Text, bindparam, case, cast, func, literal_column, over, true
 from sqlalchemy import select as rows_of
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col, delete, or_, select
@@ -22,7 +23,7 @@ from backend.services import changes as change_log
 from backend.services import labels as label_service
 from backend.services import recurring, task_order, task_tree
 from backend.services.projects import ensure_project
-from backend.services.wall_times import as_stored, is_timestamp, utc
+from backend.services.wall_times import as_json_text, as_stored, is_timestamp, utc
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,27 @@ _PUBLIC_COLUMNS = [_TASKS[name] for name in _NAMES]
 # What a page selects for them: the timestamps as stored, made UTC in `_with_labels` (services/wall_times.py).
 _PAGE_COLUMNS = {folded: [as_stored(_TASKS[name], name, folded) for name in _NAMES] for folded in (False, True)}
 _TIMES = [name for name in _NAMES if is_timestamp(_TASKS[name])]
+
+
+def json_fields() -> list[Any]:
+    """PostgreSQL: `TaskPublic`'s fields over the `tasks` table, in order, as columns whose row `to_json` writes as
+    pydantic serialises a task (compact, keys in order, strings escaped alike; timestamps by `as_json_text`, labels
+    a list): for answers PostgreSQL serialises (lists, search, the change feed). Select them in a subquery
+    correlated to `tasks` and serialise its row with `as_json`."""
+    fields = [(as_json_text(_TASKS[name]) if name in _TIMES else _TASKS[name]).label(name) for name in _NAMES]
+    labels = func.coalesce(label_service.names_of(_TASKS.id), literal_column("'{}'::text[]")).label("labels")
+    return [*fields, labels]
+
+
+def as_json(item: Any) -> Any:
+    """The row of subquery `item` (`json_fields`) as its JSON text."""
+    return cast(func.to_json(item.table_valued()), Text).label("json")
+
+
+# A listed task as PostgreSQL writes it: the row's `tasks` columns as `json_fields`, a LATERAL subquery with no FROM
+# of its own (the planner pulls it up into the page's row, after the LIMIT).
+_ITEM = rows_of(*json_fields()).correlate(TASKS).lateral("item")
+_LISTED = (as_json(_ITEM),)
 
 
 def public_columns() -> tuple[list[str], list[Any]]:
@@ -161,10 +183,10 @@ def _conditions(shape: Shape, postgresql: bool) -> list[ColumnElement[bool]]:
 
 async def list_tasks(
     session: AsyncSession, owner_id: str, filters: TaskFilters, sort: TaskSort, limit: int, offset: int
-) -> tuple[list[dict[str, Any]], int]:
-    """One page of the owner's matching tasks (each a dict of `TaskPublic`'s fields) and the total count of
-    matches, in one round trip. On PostgreSQL each row carries its labels (a correlated `array_agg`); on SQLite
-    the page's labels are one more query."""
+) -> tuple[str, int]:
+    """One page of the owner's matching tasks, as the JSON array of their `TaskPublic`s, and the total count of
+    matches, in one round trip. PostgreSQL writes each task's JSON, its labels with it (`json_fields`); on SQLite
+    the rows become dicts, their labels one more query, serialised here."""
     connection = await session.connection()  # Core rows: the ORM's execute path is not needed
     folded = connection.dialect.name == "postgresql"
     keys = _label_keys(filters)
@@ -172,12 +194,14 @@ async def list_tasks(
     shape = _shape(filters, keys)
     rows = (await connection.execute(_list_statement(shape, sort, folded), values)).all()
     if rows:
-        return await _with_labels(session, rows, folded), int(rows[0][-1])
+        if folded:
+            return "[" + ",".join([row[0] for row in rows]) + "]", int(rows[0][-1])
+        return to_json(await _with_labels(session, rows, folded)).decode(), int(rows[0][-1])
     if offset == 0:
-        return [], 0
+        return "[]", 0
     # Past the last page the total has no row to ride on: count separately.
     total = (await connection.execute(_count_statement(shape, folded), values)).scalar_one()
-    return [], int(total)
+    return "[]", int(total)
 
 
 _NAMES_AND_LABELS = [*_NAMES, "labels"]
@@ -234,9 +258,11 @@ def _list_statement(shape: Shape, sort: TaskSort, postgresql: bool) -> Any:
             if labelled
             else _count_statement(shape, postgresql).correlate(None).scalar_subquery().label("total")
         )
-        shown = _PAGE_COLUMNS[postgresql]
-        columns = [*shown, label_service.names_of(_TASKS.id), total] if postgresql else [*shown, total]
-        return rows_of(*columns).where(*conditions).order_by(*_order_by(sort)).limit(page[0]).offset(page[1])
+        if postgresql:
+            listed = rows_of(*_LISTED, total).select_from(TASKS.join(_ITEM, true()))
+        else:
+            listed = rows_of(*_PAGE_COLUMNS[False], total)
+        return listed.where(*conditions).order_by(*_order_by(sort)).limit(page[0]).offset(page[1])
     if postgresql:
         return _search_statement(conditions, sort, page)
     # SQLite: the matches with a window count, ordered and paged outside.
@@ -261,8 +287,8 @@ def _search_statement(conditions: list[ColumnElement[bool]], sort: TaskSort, pag
     )
     total = rows_of(func.count()).select_from(matches).scalar_subquery().label("total")
     return (
-        rows_of(*_PAGE_COLUMNS[True], label_service.names_of(_TASKS.id), total)
-        .select_from(chosen.join(TASKS, _TASKS.id == chosen.c.id))
+        rows_of(*_LISTED, total)
+        .select_from(chosen.join(TASKS, _TASKS.id == chosen.c.id).join(_ITEM, true()))
         .order_by(*_ordered(sort, chosen.c.sort_key, chosen.c.id))
     )
 

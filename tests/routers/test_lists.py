@@ -133,8 +133,21 @@ async def test_a_task_list_is_exactly_what_its_response_model_sends(client, user
         completed=True,
         labels=["Zeta ✓", "alpha", "ZETA ✓"],
     )
+    # PostgreSQL writes the tasks' JSON (services/tasks.json_fields): every escape JSON has, a whole second, a
+    # fraction ending in zeros, a subtask.
+    whole = await make_task(client, user, title="find whole", due_date="2026-01-01T00:00:00Z")
+    await make_task(
+        client,
+        user,
+        title='find back\\slash "quoted" \u2028 \U0001f600 </script>',
+        description="\x01\x07\x08\t\n\x0c\r\x1f\x7f end",
+        due_date="2026-07-01T12:00:00.120000Z",
+        parent_id=whole["id"],
+    )
     for url, model in (
         (f"/api/{user.id}/tasks", TaskListEnvelope),
+        (f"/api/{user.id}/tasks?offset=50", TaskListEnvelope),  # past the end: no row, the total counted apart
+        (f"/api/{user.id}/tasks?priority=low&completed=true", TaskListEnvelope),  # no match at all
         (f"/api/{user.id}/tasks/search?q=find&sort=title", TaskListEnvelope),
         (f"/api/{user.id}/tasks?label=alpha&label=zeta%20%E2%9C%93", TaskListEnvelope),
         ("/api/tasks?limit=1&offset=1", TaskV1ListEnvelope),
@@ -146,6 +159,10 @@ async def test_a_task_list_is_exactly_what_its_response_model_sends(client, user
         expected = model.model_validate(response.json()).model_dump_json().encode()
         assert response.content == expected, url
         assert all(("labels" in task) == (model is TaskListEnvelope) for task in response.json()["data"]), url
+    # Every value as the task's single GET answers it (read through the ORM and its types: another path).
+    for task in (await client.get(f"/api/{user.id}/tasks", headers=user.headers)).json()["data"]:
+        single = await client.get(f"/api/{user.id}/tasks/{task['id']}", headers=user.headers)
+        assert task == single.json()["data"]
     labelled = (await client.get(f"/api/{user.id}/tasks?label=ALPHA", headers=user.headers)).json()["data"]
     assert [task["labels"] for task in labelled] == [["Zeta ✓", "alpha"]]
     full = (await client.get(f"/api/{user.id}/tasks?sort=-priority", headers=user.headers)).json()["data"][0]
