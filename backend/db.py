@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -251,6 +251,11 @@ def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+# In a request's ASGI scope: True while the request holds a gate slot taken before its dependencies were solved
+# (InnerMiddleware), which its session then takes over (ConnectionGate.__call__).
+ADMITTED = "taskdeck.db_slot"
+
+
 class ConnectionGate:
     """Requests take the pool's connections first come, first served.
 
@@ -261,26 +266,56 @@ class ConnectionGate:
     size (`DB_POOL_SIZE`: requests never open an overflow connection, which the pool would close again when it
     is handed back; the overflow is for work outside requests): a request waits here, in order, at most
     `timeout` (then the pool's own TimeoutError, a 503 as before), and once through it finds a connection.
-    None: no gate (SQLite, whose pool is not the limit)."""
+    None: no gate (SQLite, whose pool is not the limit).
+
+    A request without a body under `/api/` waits before FastAPI solves its dependencies (`admit`, from
+    InnerMiddleware): waiting there it holds ~6 KB, where one waiting inside the dependencies held ~20 KB (specs/
+    performance.md, "RSS after the overload (2026-12-08)"). Its session takes that slot over (`__call__` with the
+    scope) and gives it back when it ends, as one that waited in the session dependency does."""
 
     def __init__(self, slots: int | None, timeout: float) -> None:
         self.slots = asyncio.Semaphore(slots) if slots else None
         self.timeout = timeout
 
-    @asynccontextmanager
-    async def __call__(self) -> AsyncIterator[None]:
-        if self.slots is None:
-            yield
+    async def enter(self) -> None:
+        """Take a slot, waiting in order at most `timeout`: the pool's TimeoutError after that."""
+        assert self.slots is not None
+        if not self.slots.locked():  # free and nobody waiting: no timer to set up
+            await self.slots.acquire()
             return
         try:
             async with asyncio.timeout(self.timeout):
                 await self.slots.acquire()
         except TimeoutError:
             raise PoolTimeoutError(f"no database connection free within {self.timeout:g} s") from None
+
+    async def admit(self, scope: MutableMapping[str, Any]) -> bool:
+        """Take a slot for the request of `scope` before its dependencies are solved; False when there is no gate."""
+        if self.slots is None:
+            return False
+        await self.enter()
+        scope[ADMITTED] = True
+        return True
+
+    def dismiss(self, scope: MutableMapping[str, Any]) -> None:
+        """Give back the slot `admit` took, unless the request's session took it over (and gave it back itself)."""
+        if scope.pop(ADMITTED, False):
+            assert self.slots is not None
+            self.slots.release()
+
+    @asynccontextmanager
+    async def __call__(self, scope: MutableMapping[str, Any] | None = None) -> AsyncIterator[None]:
+        """Hold a slot for the block: the one the request of `scope` was admitted with, else one waited for here."""
+        slots = self.slots
+        if slots is None:
+            yield
+            return
+        if scope is None or not scope.pop(ADMITTED, False):
+            await self.enter()
         try:
             yield
         finally:
-            self.slots.release()
+            slots.release()
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -33,8 +33,9 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """The request's unit of work: what the services flushed is committed once, after the route
     returns and before the response is sent (so a failed commit is an error response, never a
     success that did not happen); if the route raises, everything is rolled back. The request waits its turn
-    for a connection at the gate (db.ConnectionGate: first come, first served)."""
-    async with request.app.state.db_gate(), request.app.state.sessionmaker() as session:
+    for a connection at the gate (db.ConnectionGate: first come, first served), or has waited for it already,
+    before its dependencies were solved (middleware.InnerMiddleware): the session takes that slot over."""
+    async with request.app.state.db_gate(request.scope), request.app.state.sessionmaker() as session:
         yield session
         await commit(session)
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import gc
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 
 from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
+from fastapi.routing import iter_route_contexts
 
 from backend.breaker import RedisLink
 from backend.config import VERSION, Settings, load_settings
@@ -175,6 +178,8 @@ def create_app(settings: Settings | None = None, *, freeze_after_start: bool = F
         max_bytes=settings.MAX_BODY_BYTES,
         successors=legacy.SUCCESSORS,
         since=legacy.DEPRECATED_SINCE,
+        gate=app.state.db_gate,
+        streams=event_streams(app),
     )
     app.add_middleware(RateLimitMiddleware, limiter=limiter, live=live_sessions)
     app.add_middleware(
@@ -187,3 +192,14 @@ def create_app(settings: Settings | None = None, *, freeze_after_start: bool = F
     )
     app.add_middleware(OuterMiddleware, metrics=app.state.metrics, hsts=settings.HSTS_ENABLED)
     return app
+
+
+def event_streams(app: FastAPI) -> list[re.Pattern[str]]:
+    """The path patterns of the routes answering an event stream: they wait for the gate in their session
+    dependency, not in InnerMiddleware (their response outlives the session)."""
+    streams = []
+    for context in iter_route_contexts(app.routes):
+        response_class = getattr(context, "response_class", None)
+        if isinstance(response_class, type) and issubclass(response_class, StreamingResponse):
+            streams.append(context.path_regex)
+    return streams

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from fastapi.routing import iter_route_contexts
@@ -31,6 +31,9 @@ from backend.logging_setup import request_id_var
 from backend.metrics import Metrics, is_event_stream
 from backend.routing import RouteTable, route_path
 
+if TYPE_CHECKING:
+    from backend.db import ConnectionGate
+
 access_log = logging.getLogger("taskdeck.access")
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -40,6 +43,9 @@ API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-act
 DOCS_PATHS = ("/docs", "/redoc", "/static/")
 NO_STORE_PREFIX = "/api/auth"  # tokens and sessions: never cached
 HSTS = "max-age=63072000; includeSubDomains"
+# Where every route takes a database session (tests/test_db.py checks the routes against this): a request there
+# without a body waits for a connection at the gate in InnerMiddleware, before FastAPI builds anything for it.
+GATED_PREFIX = "/api/"
 
 RawHeaders = list[tuple[bytes, bytes]]
 
@@ -182,16 +188,41 @@ class InnerMiddleware(HttpMiddleware):
        template;
     3. error rendering: an exception before the response started becomes the 500 (or 503) envelope;
     4. 405 with `Allow` where routing alone would hand a path to a less specific template than its own
-       (backend/routing.py): `PUT /api/{user_id}/tasks/search` is no task update with task id `search`.
+       (backend/routing.py): `PUT /api/{user_id}/tasks/search` is no task update with task id `search`;
+    5. the connection gate (`gate`, db.ConnectionGate): a request without a body under `/api/` that is not for an
+       event stream (`streams`: the stream routes' path patterns) waits here for its turn at the database, before
+       FastAPI builds its Request and solves its dependencies: waiting, it holds ~6 KB (the frames of the layers
+       above) instead of ~20 KB; its session takes the slot over. No turn within the pool timeout: the 503
+       envelope the session dependency answered, the route named in the access log and metrics. A request with a
+       body waits in its session dependency as before (FastAPI reads the body first: a slow upload holds no
+       slot), and so does an event stream (its response outlives its session).
     """
 
     def __init__(
-        self, app: ASGIApp, *, max_bytes: int, successors: Mapping[tuple[str, str], str], since: datetime
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        successors: Mapping[tuple[str, str], str],
+        since: datetime,
+        gate: ConnectionGate | None = None,
+        streams: Sequence[re.Pattern[str]] = (),
     ) -> None:
         super().__init__(app)
         self.max_bytes = max_bytes
         self.successors = successors
         self.deprecation = f"@{int(since.timestamp())}"
+        self.gate = gate if gate is not None and gate.slots is not None else None
+        self.streams = tuple(streams)
+
+    def gated(self, scope: Scope, length: str | None) -> bool:
+        """Whether the request (its `Content-Length`: `length`) waits for its turn at the database here (above, 5)."""
+        if self.gate is None or (length is not None and length != "0"):
+            return False
+        path: str = scope["path"]
+        if not path.startswith(GATED_PREFIX) or any(stream.match(path) for stream in self.streams):
+            return False
+        return _header(scope, b"transfer-encoding") is None
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         max_bytes = self.max_bytes
@@ -219,9 +250,18 @@ class InnerMiddleware(HttpMiddleware):
                 self.mark_deprecated(scope, message)
             await send(message)
 
+        admitted = False
         try:
             allowed = RouteTable.of(scope["app"]).refused(scope["method"], route_path(scope))
             if allowed is None:
+                if self.gated(scope, length):
+                    assert self.gate is not None
+                    try:
+                        admitted = await self.gate.admit(scope)
+                    except Exception:  # no turn in time: the access log and metrics name the route all the same
+                        if (route := route_of(scope)) is not None:
+                            scope["route"] = route
+                        raise
                 await self.app(scope, limited_receive, send_wrapper)
             else:
                 refused = MethodNotAllowed(headers={"Allow": ", ".join(sorted(allowed))})
@@ -230,6 +270,10 @@ class InnerMiddleware(HttpMiddleware):
             if response_started:
                 raise
             await render_unexpected(exc)(scope, limited_receive, send_wrapper)
+        finally:
+            if admitted:
+                assert self.gate is not None
+                self.gate.dismiss(scope)
 
     def mark_deprecated(self, scope: Scope, message: Message) -> None:
         route = getattr(scope.get("route"), "path", None)

@@ -237,3 +237,209 @@ async def closed_loop(http: Any, path: str, headers: dict[str, str], *, clients:
 
     await asyncio.gather(*(client() for _ in range(clients)))
     return statuses
+
+
+# What a request waiting at the gate may hold (bytes allocated by the server's code: ours, FastAPI, Starlette,
+# SQLAlchemy, pydantic). Waiting inside FastAPI's dependency solving it held ~20 KB (two Request objects, exit
+# stacks, 17 coroutines of the dependencies); under 1 024 connections that was ~20 MB the worker's heap kept after
+# the burst (specs/performance.md, "RSS after the overload (2026-12-08)"). Waiting in InnerMiddleware: ~6.4 KB,
+# the frames of the middleware above it.
+WAITING_REQUEST_BYTES = 10_000
+FASTAPI_SOLVING = ("fastapi/routing.py", "fastapi/dependencies/utils.py")
+
+
+@pytest.mark.committing
+async def test_a_request_waits_for_a_connection_before_its_dependencies_are_solved(database_url, data_dir):
+    """100 requests for the task list wait while the gate's only slot is held: none has a Request object or a
+    dependency being solved yet, and each holds less than WAITING_REQUEST_BYTES. Once the slot comes back every
+    one is answered 200. (SQLite has no gate in service; the test gives its app one, the same object.)"""
+    import asyncio
+    import gc
+    import tracemalloc
+    import types
+
+    from starlette.requests import Request
+
+    from backend.main import create_app
+    from tests.conftest import make_settings
+    from tests.factories import make_user
+    from tests.support import client_for
+
+    settings = make_settings(database_url, data_dir, DB_POOL_SIZE=1, DB_MAX_OVERFLOW=0, DB_POOL_TIMEOUT=30)
+    app = create_app(settings)
+    gate = app.state.db_gate
+    gate.slots = asyncio.Semaphore(1)
+    waiting = 100
+    server_code = ("*/backend/*", "*/fastapi/*", "*/starlette/*", "*/sqlalchemy/*", "*/pydantic*")
+    async with app.router.lifespan_context(app), client_for(app) as http:
+        user = await make_user(http)
+        path = f"/api/{user.id}/tasks"
+        assert (await http.get(path, headers=user.headers)).status_code == 200  # everything built on first use
+        await gate.slots.acquire()  # the only connection is taken
+        gc.collect()
+        tracemalloc.start(1)
+        try:
+            before = tracemalloc.take_snapshot()
+            requests = [asyncio.create_task(http.get(path, headers=user.headers)) for _ in range(waiting)]
+            for _ in range(1000):  # until every one waits at the gate (10 s at most)
+                if len(gate.slots._waiters or ()) >= waiting:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            gc.collect()
+            during = tracemalloc.take_snapshot()
+        finally:
+            tracemalloc.stop()
+        live = gc.get_objects()
+        requests_alive = sum(1 for obj in live if isinstance(obj, Request))
+        solving = sum(  # FastAPI's routing and dependency solving, under the middleware
+            1
+            for obj in live
+            if isinstance(obj, types.CoroutineType) and obj.cr_code.co_filename.endswith(FASTAPI_SOLVING)
+        )
+        filters = [tracemalloc.Filter(True, pattern) for pattern in server_code]
+        held = sum(
+            stat.size_diff
+            for stat in during.filter_traces(filters).compare_to(before.filter_traces(filters), "filename")
+        )
+        gate.slots.release()
+        statuses = [response.status_code for response in await asyncio.gather(*requests)]
+    assert statuses == [200] * waiting
+    per_request = held / waiting
+    shown = (
+        f"{requests_alive} Request objects, {solving} coroutines of FastAPI's routing and dependencies, "
+        f"{per_request:.0f} bytes per waiting request"
+    )
+    assert requests_alive < waiting // 10, shown
+    assert solving < waiting // 10, shown
+    assert per_request < WAITING_REQUEST_BYTES, shown
+
+
+def gated_app(database_url: str, data_dir: Any, slots: int, **overrides: Any) -> Any:
+    """An app whose connection gate has `slots` slots on either backend (SQLite has no gate in service), set before
+    its first request builds the middleware."""
+    import asyncio
+
+    from backend.main import create_app
+    from tests.conftest import make_settings
+
+    app = create_app(make_settings(database_url, data_dir, DB_POOL_SIZE=slots, DB_MAX_OVERFLOW=0, **overrides))
+    app.state.db_gate.slots = asyncio.Semaphore(slots)
+    return app
+
+
+@pytest.mark.committing
+async def test_a_request_refused_at_the_gate_gets_the_503_it_got_in_its_session_dependency(database_url, data_dir):
+    """No turn within DB_POOL_TIMEOUT: a GET (which waits before its dependencies) and a POST (which waits in its
+    session dependency, its body read first) get the same 503 envelope with Retry-After, the access log names the
+    route, and the slot comes back for the next request."""
+    import json
+
+    from tests.factories import make_user
+    from tests.support import captured_logs, client_for
+
+    app = gated_app(database_url, data_dir, 1, DB_POOL_TIMEOUT=0.2)
+    gate = app.state.db_gate
+    async with app.router.lifespan_context(app), client_for(app) as http:
+        user = await make_user(http)
+        await gate.slots.acquire()
+        with captured_logs() as lines:
+            listed = await http.get(f"/api/{user.id}/tasks", headers=user.headers)
+            created = await http.post(f"/api/{user.id}/tasks", headers=user.headers, json={"title": "t"})
+        gate.slots.release()
+        for response in (listed, created):
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+            assert response.headers["retry-after"]
+        assert listed.json() == created.json()
+        access = [json.loads(line) for line in lines if '"http_request"' in line]
+        assert [(line["method"], line["route"], line["status"]) for line in access] == [
+            ("GET", "/api/{user_id}/tasks", 503),
+            ("POST", "/api/{user_id}/tasks", 503),
+        ]
+        assert (await http.get(f"/api/{user.id}/tasks", headers=user.headers)).status_code == 200
+    assert not gate.slots.locked()
+
+
+@pytest.mark.committing
+async def test_requests_admitted_at_the_gate_give_their_slot_back_however_they_end(database_url, data_dir):
+    """A request admitted before its dependencies whose session never opens (no route, a refused token, a bad
+    parameter) or whose session opened and ended (200, 404, DELETE) leaves the gate as it found it; event streams
+    and health checks do not wait at it while every slot is taken."""
+    import asyncio
+
+    from tests.factories import make_user
+    from tests.support import client_for
+
+    app = gated_app(database_url, data_dir, 2, DB_POOL_TIMEOUT=5)
+    gate = app.state.db_gate
+    async with app.router.lifespan_context(app), client_for(app) as http:
+        user = await make_user(http)
+        task = (await http.post(f"/api/{user.id}/tasks", headers=user.headers, json={"title": "t"})).json()["data"]
+        deleted = await http.delete(f"/api/{user.id}/tasks/{task['id']}", headers=user.headers)
+        assert deleted.status_code in {200, 204}
+        answers = {
+            f"/api/{user.id}/tasks": 200,
+            f"/api/{user.id}/tasks?limit=-1": 422,
+            f"/api/{user.id}/tasks/{task['id']}": 404,
+            "/api/no/such/route/here": 404,
+        }
+        for path, status in answers.items():
+            assert (await http.get(path, headers=user.headers)).status_code == status, path
+        assert (await http.get(f"/api/{user.id}/tasks", headers={"Authorization": "Bearer x"})).status_code == 401
+        assert gate.slots._value == 2
+        await gate.slots.acquire()
+        await gate.slots.acquire()
+        try:
+            async with asyncio.timeout(3):
+                assert (await http.get("/health/live")).status_code == 200
+                assert (await http.get("/health")).status_code in {200, 503}
+                assert (await http.get("/openapi.json")).status_code == 200
+        finally:
+            gate.slots.release()
+            gate.slots.release()
+    assert gate.slots._value == 2
+
+
+def test_every_route_the_middleware_gates_takes_a_session(database_url, data_dir):
+    """InnerMiddleware admits a request without a body under /api/ (not for an event stream) at the gate before its
+    dependencies, for its session to take the slot over: a route there without a session would hold a slot for
+    nothing. The event stream is not gated there (its response outlives its session), nor is a request with a
+    body (FastAPI reads it before the session: a slow upload would hold a slot)."""
+    import re
+    from datetime import UTC, datetime
+
+    from fastapi.routing import iter_route_contexts
+
+    from backend.db import ConnectionGate
+    from backend.deps import get_session
+    from backend.main import create_app, event_streams
+    from backend.middleware import GATED_PREFIX, InnerMiddleware
+    from tests.conftest import make_settings
+
+    def takes_session(dependant: Any) -> bool:
+        return dependant.call is get_session or any(takes_session(d) for d in dependant.dependencies)
+
+    app = create_app(make_settings(database_url, data_dir))
+    streams = event_streams(app)
+    assert [stream.pattern for stream in streams] == [re.compile("^/api/(?P<user_id>[^/]+)/events$").pattern]
+    gate = ConnectionGate(1, timeout=1)
+    middleware = InnerMiddleware(app, max_bytes=1, successors={}, since=datetime.now(UTC), gate=gate, streams=streams)
+    routes = [context for context in iter_route_contexts(app.routes) if str(context.path).startswith(GATED_PREFIX)]
+    assert len(routes) > 30
+    for context in routes:
+        assert takes_session(context.original_route.dependant), context.path
+
+    def gated(method: str, path: str, headers: list[tuple[bytes, bytes]], length: str | None = None) -> bool:
+        return middleware.gated({"method": method, "path": path, "headers": headers}, length)
+
+    assert gated("GET", "/api/u1/tasks", [])
+    assert gated("DELETE", "/api/u1/tasks/t1", [(b"content-length", b"0")], "0")
+    assert not gated("GET", "/api/u1/events", [])
+    assert not gated("DELETE", "/api/u1", [(b"content-length", b"2")], "2")
+    assert not gated("DELETE", "/api/u1", [(b"transfer-encoding", b"chunked")])
+    assert not gated("GET", "/health", [])
+    assert not gated("GET", "/metrics", [])
+    assert not gated("GET", "/docs", [])
+    gate.slots = None  # SQLite in service: no gate, nothing waits in the middleware
+    assert InnerMiddleware(app, max_bytes=1, successors={}, since=datetime.now(UTC), gate=gate).gate is None
