@@ -121,8 +121,9 @@ class JSONPage(Response):
 
 
 class SplicedJSON(Response):
-    """An answer whose dict holds `SPLICE` in place of one value already serialised (`raw`, JSON text: the change
-    feed's page, whose tasks PostgreSQL wrote): the dict is serialised, then `raw` put where `SPLICE` came out."""
+    """An answer whose dict holds `SPLICE` in place of one value already serialised (`raw`, JSON text: a task list's
+    or the change feed's page, whose tasks PostgreSQL wrote): the dict is serialised, then `raw` put where `SPLICE`
+    came out. The earlier drafts' lists read it back through their shape (`reshaped`)."""
 
     media_type = "application/json"
 
